@@ -1,0 +1,273 @@
+"""`otrs-mailgate`: the admin's command line.  Thin: parse options, call a module, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config as config_mod
+
+
+class Ctx:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: config_mod.Config | None = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            try:
+                self._config = config_mod.load(self.config_path)
+            except config_mod.ConfigError as exc:
+                click.echo(f"otrs-mailgate: config error: {exc}", err=True)
+                sys.exit(2)
+        return self._config
+
+    def engine(self) -> Any:
+        from .db import make_engine
+
+        return make_engine(self.config.database.url, self.config.database.busy_timeout_ms)
+
+    def session(self) -> Any:
+        from .db import sessionmaker_for
+
+        return sessionmaker_for(self.engine())()
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _database_errors(fn: Any) -> Any:
+    """Turn a database that is down or uninitialised into one line and exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, ProgrammingError) as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            click.echo(
+                f"otrs-mailgate: database error: {reason} (did you run `otrs-mailgate init`?)",
+                err=True,
+            )
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="OTRS_MAILGATE_CONFIG",
+    help="TOML config file (default: ./otrs-mailgate.toml, /etc/otrs-mailgate/...).",
+)
+@click.version_option(package_name="otrs-mailgate")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """A mail-native trouble ticket system."""
+    ctx.obj = Ctx(config_path)
+
+
+@main.command()
+@pass_ctx
+def init(ctx: Ctx) -> None:
+    """Create or upgrade the database schema (data is kept)."""
+    from .db import current_revision, upgrade
+
+    engine = ctx.engine()
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        click.echo(f"otrs-mailgate: cannot initialise the database: {reason}", err=True)
+        sys.exit(1)
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        click.echo(f"database {url} is up to date (revision {after})")
+    else:
+        click.echo(f"database {url} upgraded from {before or 'empty'} to revision {after}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the schema generated from the models (what schema.sql holds)."""
+    from .db import schema_sql
+
+    click.echo(schema_sql(), nl=False)
+
+
+@main.command()
+@click.option("--recipient", required=True, help="Envelope recipient (Postfix: ${recipient}).")
+@click.option("--sender", default=None, help="Envelope sender (Postfix: ${sender}); empty for <>.")
+@pass_ctx
+def deliver(ctx: Ctx, recipient: str, sender: str | None) -> None:
+    """Store one message from stdin (Postfix pipe transport).
+
+    Exit status: 0 stored, 75 try again later, 67 unknown recipient, 65 not a mail.
+    """
+    from .pipe import deliver as run
+
+    code, line = run(ctx.config_path, sys.stdin.buffer, recipient, sender)
+    click.echo(line, err=bool(code))
+    sys.exit(code)
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--queue", default=None, help="File everything into this queue (else route by To).")
+@click.option("--recipient", default=None, help="Treat every message as sent to this address.")
+@click.option(
+    "--ack/--no-ack",
+    default=False,
+    show_default=True,
+    help="Send acknowledgements for new tickets (off: history is being imported).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_ctx
+@_database_errors
+def import_(
+    ctx: Ctx, path: Path, queue: str | None, recipient: str | None, ack: bool, as_json: bool
+) -> None:
+    """Import an mbox file, a Maildir, or a folder of .eml files (resumable)."""
+    from . import importer
+    from .ingest import Pipeline
+
+    config = ctx.config
+    if queue and config.queue_by_name(queue) is None:
+        raise click.BadParameter(
+            f"no queue named {queue!r} in {config.source}", param_hint="--queue"
+        )
+    pipeline = Pipeline(config, acknowledge=ack)
+    total, items = importer.sources(path)
+    with click.progressbar(length=total, label="importing", file=sys.stderr) as bar:
+        summary = importer.run(
+            pipeline, items, queue=queue, recipient=recipient, progress=bar.update
+        )
+    if as_json:
+        _dump(summary.as_dict())
+    else:
+        click.echo(f"imported: {summary.imported} ({summary.new_tickets} new tickets)")
+        click.echo(f"duplicates: {summary.duplicates}")
+        click.echo(f"failed: {len(summary.failed)}")
+        for where, reason in summary.failed:
+            click.echo(f"  {where}: {reason}")
+    if summary.stopped:
+        click.echo(f"otrs-mailgate: import stopped: {summary.stopped}", err=True)
+        sys.exit(75)
+    sys.exit(1 if summary.failed else 0)
+
+
+@main.group()
+def ticket() -> None:
+    """Look at tickets."""
+
+
+@ticket.command("list")
+@click.option("--state", default=None)
+@click.option("--queue", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_list(ctx: Ctx, state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+    """The newest tickets first."""
+    from . import tickets
+
+    with ctx.session() as session:
+        rows = tickets.list_tickets(session, state=state, queue=queue, limit=limit)
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['number']}  {r['state']:<8} {r['queue']:<12} {r['articles']:>3}  "
+            f"{r['customer'] or '-':<30} {r['title']}"
+        )
+
+
+@ticket.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_show(ctx: Ctx, number: str, as_json: bool) -> None:
+    """One ticket with its articles and history."""
+    from . import tickets
+
+    with ctx.session() as session:
+        found = tickets.find(session, number)
+        if found is None:
+            click.echo(f"otrs-mailgate: no ticket {number}", err=True)
+            sys.exit(1)
+        data = tickets.show(session, found)
+    if as_json:
+        _dump(data)
+        return
+    click.echo(f"Ticket#{data['number']}  {data['title']}")
+    click.echo(
+        f"  queue {data['queue']}, state {data['state']}, priority {data['priority']}, "
+        f"customer {data['customer']}, created {data['created_at']}"
+    )
+    for a in data["articles"]:
+        click.echo(
+            f"\n--- article {a['id']} ({a['direction']}, {a['sender_type']}) "
+            f"{a['created_at']}\nFrom: {a['from_name']} <{a['from']}>\nSubject: {a['subject']}"
+        )
+        for f in a["attachments"]:
+            click.echo(f"Attachment: {f['filename']} ({f['content_type']}, {f['size']} bytes)")
+        click.echo("\n" + a["body"])
+    click.echo("\n--- history")
+    for h in data["history"]:
+        click.echo(f"{h['at']}  {h['type']:<22} {h['actor']:<30} {json.dumps(h['detail'])}")
+    if data["outbox"]:
+        click.echo("\n--- outbox")
+        for o in data["outbox"]:
+            click.echo(f"{o['created_at']}  {o['kind']:<18} {o['status']:<7} to {o['to']}")
+
+
+@main.group()
+def audit() -> None:
+    """Check the tamper-evident history."""
+
+
+@audit.command("verify")
+@pass_ctx
+@_database_errors
+def audit_verify(ctx: Ctx) -> None:
+    """Walk every ticket's hash chain; exit 1 at a broken link."""
+    from .history import Broken, verify
+
+    broken = 0
+    with ctx.session() as session:
+        for item in verify(session):
+            if isinstance(item, Broken):
+                broken += 1
+                click.echo(
+                    f"BROKEN ticket id {item.ticket_id}, history row {item.history_id}: "
+                    f"{item.reason}"
+                )
+            else:
+                checked = item
+    if broken:
+        click.echo(f"{broken} broken link(s) in {checked} history rows", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {checked} history rows, every chain intact")
+
+
+if __name__ == "__main__":
+    main()

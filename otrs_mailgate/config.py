@@ -1,0 +1,170 @@
+"""Configuration: one TOML file plus environment overrides.
+
+Lookup order for the file: the --config option, $OTRS_MAILGATE_CONFIG,
+./otrs-mailgate.toml, /etc/otrs-mailgate/otrs-mailgate.toml; with none of them
+the built-in defaults run a loopback-only system on SQLite under ./var.
+
+Every scalar key can be overridden by the environment as
+OTRS_MAILGATE_<SECTION>_<KEY> (e.g. OTRS_MAILGATE_DATABASE_URL).  A bad file
+raises ConfigError carrying one line that names the key and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "OTRS_MAILGATE_"
+SEARCH_PATHS = (Path("otrs-mailgate.toml"), Path("/etc/otrs-mailgate/otrs-mailgate.toml"))
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the admin."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SystemConfig(_Section):
+    id: str = Field("10", pattern=r"^\d{1,4}$", description="system id inside ticket numbers")
+    domain: str = Field("localhost", min_length=1, description="our own mail domain")
+    language: str = Field("en", pattern=r"^[a-z]{2}$")
+    ticket_number: Literal["date", "random", "autoincrement"] = "date"
+    templates: str = ""  # empty: the templates shipped with the package
+
+
+class TicketConfig(_Section):
+    hook: str = Field("Ticket#", min_length=1)
+    divider: str = ""
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///var/otrs-mailgate.sqlite"
+    # SQLite only: wait this long for a lock before answering "try again later".
+    busy_timeout_ms: int = Field(5000, ge=0)
+
+
+class QueueConfig(_Section):
+    name: str = Field(min_length=1, max_length=200)
+    addresses: list[str] = Field(min_length=1)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+    acknowledge: bool = True
+    # What a follow-up to a closed ticket does: reopen it, open a new ticket linked
+    # to it, or file it on the closed ticket and tell the sender to write anew.
+    follow_up_closed: Literal["reopen", "new", "reject"] = "reopen"
+    display_name: str = ""
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _ADDRESS.match(address):
+                raise ValueError(f"{address!r} is not a mail address")
+        return [a.lower() for a in value]
+
+
+class Config(_Section):
+    system: SystemConfig = SystemConfig()
+    ticket: TicketConfig = TicketConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    queue: list[QueueConfig] = Field(
+        default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
+    )
+    source: str = ""  # where this config came from, for messages
+
+    @field_validator("queue")
+    @classmethod
+    def _unique(cls, value: list[QueueConfig]) -> list[QueueConfig]:
+        names: set[str] = set()
+        addresses: set[str] = set()
+        for queue in value:
+            if queue.name in names:
+                raise ValueError(f"queue name {queue.name!r} is used twice")
+            names.add(queue.name)
+            for address in queue.addresses:
+                if address in addresses:
+                    raise ValueError(f"address {address!r} belongs to two queues")
+                addresses.add(address)
+        if not value:
+            raise ValueError("at least one queue is needed")
+        return value
+
+    def queue_by_name(self, name: str) -> QueueConfig | None:
+        return next((q for q in self.queue if q.name == name), None)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file to read, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        return Path(env)
+    return next((p for p in SEARCH_PATHS if p.exists()), None)
+
+
+def _env_overrides(data: dict[str, Any]) -> None:
+    """Apply OTRS_MAILGATE_<SECTION>_<KEY> to the scalar keys of each section."""
+    for section, model in Config.model_fields.items():
+        sub = model.annotation
+        if not (isinstance(sub, type) and issubclass(sub, _Section)):
+            continue
+        for key in sub.model_fields:
+            value = os.environ.get(f"{ENV_PREFIX}{section}_{key}".upper())
+            if value is not None:
+                data.setdefault(section, {})[key] = value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, override from the environment, validate; ConfigError on any problem."""
+    file = find_config_file(path)
+    data: dict[str, Any] = {}
+    name = "built-in defaults"
+    if file is not None:
+        name = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{name}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    _env_overrides(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _location(err["loc"]) or "(top level)"
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        raise ConfigError(f"{name}: {where}: {problem}") from None
+    config.source = name
+    if file is not None:
+        config.database.url = _resolve_sqlite_path(config.database.url, file.parent)
+        if config.system.templates:
+            config.system.templates = str(file.parent / config.system.templates)
+    return config
+
+
+def _resolve_sqlite_path(url: str, base: Path) -> str:
+    """Relative SQLite paths in a config file are relative to that file, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,201 @@
+"""Engines, transactions, schema upgrades and the ticket counter.
+
+SQLite runs in WAL mode with synchronous=FULL (a 250 must survive a power cut)
+and every write transaction starts with BEGIN IMMEDIATE, so two writers queue
+on busy_timeout instead of failing mid-transaction.  PostgreSQL uses psycopg 3.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .models import Base, Counter
+
+
+class TemporaryFailure(Exception):
+    """The store cannot take the message right now; the MTA should retry (451 / 75)."""
+
+
+def _sqlite_module() -> Any | None:
+    try:
+        import pysqlite3.dbapi2 as module  # newer SQLite than the system's, where a wheel exists
+    except ImportError:
+        return None
+    return module
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// means psycopg 3 to us, not psycopg2."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        module = _sqlite_module()
+        if module is not None:
+            kwargs["module"] = module
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            **kwargs,
+        )
+        _sqlite_setup(engine, busy_timeout_ms)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back on any error.
+
+    Errors of the database itself (down, locked, full, read-only) come out as
+    TemporaryFailure, so entry points can answer 451/75 without knowing drivers.
+    """
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except (OperationalError, DBAPIError) as exc:
+        session.rollback()
+        if is_temporary(exc):
+            raise TemporaryFailure(str(exc.orig) if exc.orig else str(exc)) from exc
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Database unavailable, locked, full or read-only: worth retrying later."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def next_counter(session: Session, name: str) -> int:
+    """Atomically increment and return a named counter.
+
+    SQLite: inside the caller's transaction (writers are serialised anyway).
+    PostgreSQL: in a short autocommit transaction of its own, so the counter row
+    is locked only for one statement, like a sequence (a rollback leaves a gap,
+    never a duplicate) and concurrent ingest transactions do not queue on it.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        stmt = postgresql.insert(Counter).values(name=name, value=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Counter.name], set_={"value": Counter.value + 1}
+        ).returning(Counter.value)
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return int(conn.execute(stmt).scalar_one())
+    stmt = sqlite.insert(Counter).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Counter.name], set_={"value": Counter.value + 1}
+    ).returning(Counter.value)
+    return int(session.execute(stmt).scalar_one())
+
+
+def insert_ignore(session: Session, model: type[Base], **values: Any) -> None:
+    """INSERT that does nothing when a unique key already exists (both dialects)."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(model).values(**values).on_conflict_do_nothing()
+    session.execute(stmt)
+
+
+# -- schema -----------------------------------------------------------------------------
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(importlib.resources.files("otrs_mailgate") / "migrations")
+    )
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema with the alembic migrations; data is kept."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_sql() -> str:
+    """The PostgreSQL DDL of the models: what schema.sql holds."""
+    dialect = postgresql.dialect()
+    out = ["-- Generated by `otrs-mailgate schema` from otrs_mailgate/models.py; do not edit.\n"]
+    for table in Base.metadata.sorted_tables:
+        out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+__all__ = [
+    "TemporaryFailure",
+    "current_revision",
+    "insert_ignore",
+    "make_engine",
+    "next_counter",
+    "ping",
+    "schema_sql",
+    "sessionmaker_for",
+    "transaction",
+    "upgrade",
+]

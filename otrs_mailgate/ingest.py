@@ -1,0 +1,453 @@
+"""The one ingest pipeline: raw bytes to ticket, article, history and outbox rows.
+
+    bytes --parse--> ParsedMail --classify--> --route--> queue
+          --match--> existing ticket or a new number
+          --apply--> rows, ONE transaction --commit--> only then "delivered"
+
+LMTP, the pipe entry and `import` all call Pipeline.deliver_one (or apply, inside
+a transaction they own); none of them touches the tables themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import db, history, outbox
+from .classify import HUMAN, Classification, classify
+from .config import Config, QueueConfig
+from .models import (
+    Article,
+    Attachment,
+    Blob,
+    Customer,
+    Delivery,
+    MessageRef,
+    Queue,
+    RawMessage,
+    Ticket,
+    TicketLink,
+    utcnow,
+)
+from .parse import ParsedMail, parse
+from .responses import Responder
+from .subject import TagFormat
+from .ticketnumber import generate
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = ("new", "open", "pending")
+MAX_MERGE_HOPS = 20
+
+
+class UnknownRecipient(LookupError):
+    """No queue has this address: refuse it, store nothing."""
+
+
+@dataclass
+class Envelope:
+    """What the MTA told us. sender None: unknown (an import); "": the null return path."""
+
+    sender: str | None = None
+    recipients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    recipient: str
+    status: str  # stored | duplicate
+    ticket_number: str
+    article_id: int | None
+    queue: str
+    new_ticket: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _split_plus(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+class Pipeline:
+    """Holds what is expensive to make (engine, templates, queue ids); one per process."""
+
+    def __init__(self, config: Config, engine: Engine | None = None, *, acknowledge: bool = True):
+        self.config = config
+        self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
+        self.sessions = db.sessionmaker_for(self.engine)
+        self.tags = TagFormat(config.ticket.hook, config.ticket.divider)
+        self.responder = Responder(config)
+        self.acknowledge = acknowledge
+        self._addresses = {a: q for q in config.queue for a in q.addresses}
+        self.own_addresses = set(self._addresses)
+        self.own_domains = {config.system.domain.lower()}
+        self._queue_ids: dict[str, int] = {}
+
+    # -- routing ------------------------------------------------------------------------
+
+    def queue_for(self, recipient: str) -> QueueConfig | None:
+        """Exact address, else the address without its +extension (token addresses)."""
+        address = recipient.strip().strip("<>").lower()
+        return self._addresses.get(address) or self._addresses.get(_split_plus(address))
+
+    def route(self, recipient: str | None, mail: ParsedMail) -> QueueConfig:
+        if recipient:
+            queue = self.queue_for(recipient)
+            if queue is None:
+                raise UnknownRecipient(recipient)
+            return queue
+        candidates = list(mail.to) + list(mail.cc)
+        for name in ("Delivered-To", "X-Original-To", "Envelope-To"):
+            candidates.append(mail.header(name))
+        for candidate in candidates:
+            queue = self.queue_for(candidate) if candidate else None
+            if queue is not None:
+                return queue
+        raise UnknownRecipient(", ".join(c for c in candidates if c) or "(no recipient)")
+
+    def queue_id(self, session: Session, name: str) -> int:
+        if name not in self._queue_ids:
+            db.insert_ignore(session, Queue, name=name, created_at=utcnow())
+            self._queue_ids[name] = session.execute(
+                select(Queue.id).where(Queue.name == name)
+            ).scalar_one()
+        return self._queue_ids[name]
+
+    # -- entry ---------------------------------------------------------------------------
+
+    def deliver_one(
+        self,
+        raw: bytes,
+        recipient: str | None,
+        sender: str | None = None,
+        *,
+        queue: str | None = None,
+        mail: ParsedMail | None = None,
+    ) -> Result:
+        """Store one message for one recipient in its own transaction.
+
+        Raises parse.NotAMail, UnknownRecipient (nothing stored) or
+        db.TemporaryFailure (nothing stored; retry later).
+        """
+        mail = mail or parse(raw)
+        target = self.config.queue_by_name(queue) if queue else self.route(recipient, mail)
+        if target is None:
+            raise UnknownRecipient(f"queue {queue!r}")
+        envelope = Envelope(sender, [recipient] if recipient else [])
+        key = recipient.lower() if recipient else f"queue:{target.name}"
+        for attempt in range(3):
+            try:
+                with db.transaction(self.sessions) as session:
+                    return self.apply(session, mail, target, key, envelope)
+            except IntegrityError:
+                # A concurrent delivery of the same message won the race (or two new
+                # rows collided on a random ticket number): look again from the start.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- the transaction -----------------------------------------------------------------
+
+    def apply(
+        self,
+        session: Session,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        recipient_key: str,
+        envelope: Envelope,
+    ) -> Result:
+        """All rows for one (message, recipient), inside the caller's transaction."""
+        done = session.execute(
+            select(Delivery.article_id).where(
+                Delivery.dedup_key == mail.dedup_key, Delivery.recipient == recipient_key
+            )
+        ).first()
+        if done is not None:
+            number = session.execute(
+                select(Ticket.number)
+                .join(Article, Article.ticket_id == Ticket.id)
+                .where(Article.id == done.article_id)
+            ).scalar_one_or_none()
+            return Result(recipient_key, "duplicate", number or "", done.article_id, queue.name)
+
+        kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
+        notes: list[str] = []
+        ticket = self._match(session, mail)
+        followed: Ticket | None = None
+        rejected = False
+        if ticket is not None and ticket.state not in OPEN_STATES:
+            ticket, followed, rejected = self._closed_followup(session, ticket, kind, notes)
+        new = ticket is None
+        if ticket is None:
+            ticket = self._new_ticket(session, mail, queue, followed)
+        article = self._store_article(session, ticket, mail, envelope, recipient_key)
+        history.append(
+            session,
+            ticket.id,
+            "EmailCustomer" if new else "FollowUp",
+            mail.from_addr or "unknown",
+            article_id=article.id,
+            message_id=mail.message_id,
+            classification=kind.kind,
+            reason=kind.reason,
+            unparsed=mail.unparsed,
+        )
+        ticket.updated_at = utcnow()
+        ticket_queue = self.config.queue_by_name(ticket.queue.name) or queue
+        if new and ticket_queue.acknowledge:
+            self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
+        elif rejected:
+            self._respond(session, ticket, mail, ticket_queue, kind, "followup_rejected", notes)
+        session.add(
+            Delivery(dedup_key=mail.dedup_key, recipient=recipient_key, article_id=article.id)
+        )
+        session.flush()
+        return Result(
+            recipient_key, "stored", ticket.number, article.id, ticket.queue.name, new, notes
+        )
+
+    def _match(self, session: Session, mail: ParsedMail) -> Ticket | None:
+        """Subject tag (valid check digit, ticket exists), then In-Reply-To/References."""
+        ticket_id = None
+        numbers = [tag.number for tag in self.tags.find(mail.subject)]
+        if numbers:
+            found = dict(
+                session.execute(
+                    select(Ticket.number, Ticket.id).where(Ticket.number.in_(numbers))
+                ).all()
+            )
+            ticket_id = next((found[n] for n in numbers if n in found), None)
+        if ticket_id is None:
+            refs = list(reversed(mail.in_reply_to)) + list(reversed(mail.references))
+            refs = [r for r in dict.fromkeys(refs) if r][:50]
+            if refs:
+                rows = dict(
+                    session.execute(
+                        select(MessageRef.message_id, MessageRef.ticket_id)
+                        .where(MessageRef.message_id.in_(refs))
+                        .order_by(MessageRef.id)
+                    ).all()
+                )
+                ticket_id = next((rows[r] for r in refs if r in rows), None)
+        if ticket_id is None:
+            return None
+        for _ in range(MAX_MERGE_HOPS):
+            ticket = session.execute(
+                select(Ticket).where(Ticket.id == ticket_id).with_for_update(of=Ticket)
+            ).scalar_one()
+            if ticket.merged_into_id is None:
+                return ticket
+            ticket_id = ticket.merged_into_id
+        return ticket
+
+    def _closed_followup(
+        self, session: Session, ticket: Ticket, kind: Classification, notes: list[str]
+    ) -> tuple[Ticket | None, Ticket | None, bool]:
+        """Apply the queue's policy: (ticket to file on, or None; closed ticket a new one
+        follows up; rejected)."""
+        policy = self.config.queue_by_name(ticket.queue.name)
+        action = policy.follow_up_closed if policy else "reopen"
+        if kind.kind != HUMAN:
+            notes.append(f"closed ticket not reopened: {kind.reason}")
+            return ticket, None, False
+        if action == "reopen":
+            old = ticket.state
+            ticket.state, ticket.closed_at = "open", None
+            history.append(
+                session,
+                ticket.id,
+                "StateUpdate",
+                "system",
+                old=old,
+                new="open",
+                reason="customer follow-up",
+            )
+            notes.append("reopened")
+            return ticket, None, False
+        if action == "new":
+            notes.append(f"new ticket for follow-up to closed {ticket.number}")
+            return None, ticket, False
+        notes.append("follow-up to closed ticket rejected")
+        history.append(session, ticket.id, "FollowUpRejected", "system", policy="reject")
+        return ticket, None, True
+
+    def _new_ticket(
+        self, session: Session, mail: ParsedMail, queue: QueueConfig, follows: Ticket | None
+    ) -> Ticket:
+        today = dt.datetime.now().date()  # the local date, as people read the number
+        number = generate(
+            self.config.system.ticket_number,
+            self.config.system.id,
+            lambda name: db.next_counter(session, name),
+            today,
+        )
+        customer = self._customer(session, mail)
+        language = self.responder.pick_language(
+            mail.content_language,
+            customer.language if customer else None,
+            queue.language,
+            self.config.system.language,
+        )
+        ticket = Ticket(
+            number=number,
+            title=self.tags.remove(mail.subject) if mail.subject else "(no subject)",
+            queue_id=self.queue_id(session, queue.name),
+            customer_id=customer.id if customer else None,
+            state="new",
+            priority=3,
+            language=language,
+        )
+        session.add(ticket)
+        session.flush()
+        session.refresh(ticket)
+        history.append(
+            session,
+            ticket.id,
+            "NewTicket",
+            mail.from_addr or "unknown",
+            number=number,
+            queue=queue.name,
+        )
+        if follows is not None:
+            session.add(TicketLink(source_id=ticket.id, target_id=follows.id, kind="follow-up-of"))
+            history.append(session, ticket.id, "Link", "system", follow_up_of=follows.number)
+            history.append(session, follows.id, "Link", "system", followed_by=number)
+        return ticket
+
+    def _customer(self, session: Session, mail: ParsedMail) -> Customer | None:
+        address = mail.from_addr
+        if not address:
+            return None
+        db.insert_ignore(
+            session,
+            Customer,
+            address=address,
+            name=mail.from_name[:200],
+            language=mail.content_language,
+            created_at=utcnow(),
+        )
+        return session.execute(select(Customer).where(Customer.address == address)).scalar_one()
+
+    def _store_article(
+        self, session: Session, ticket: Ticket, mail: ParsedMail, envelope: Envelope, recipient: str
+    ) -> Article:
+        raw_id = _blob_id(session, RawMessage, mail.raw)
+        article = Article(
+            ticket_id=ticket.id,
+            raw_id=raw_id,
+            direction="in",
+            sender_type="customer",
+            message_id=mail.message_id[:998],
+            from_addr=mail.from_addr[:320],
+            from_name=mail.from_name[:200],
+            to_addrs=", ".join(mail.to),
+            cc_addrs=", ".join(mail.cc),
+            subject=mail.subject or ("(unparsed message)" if mail.unparsed else ""),
+            body_text=mail.body_text,
+            body_html=mail.body_html,
+            content_language=mail.content_language,
+            envelope_sender=(envelope.sender or "")[:320],
+            envelope_recipient=recipient[:320],
+            unparsed=mail.unparsed,
+            problem=mail.problem,
+        )
+        session.add(article)
+        session.flush()
+        for part in mail.attachments:
+            session.add(
+                Attachment(
+                    article_id=article.id,
+                    blob_id=_blob_id(session, Blob, part.data),
+                    filename=part.filename,
+                    content_type=part.content_type[:255],
+                    content_id=part.content_id[:998],
+                    inline=part.inline,
+                    size=len(part.data),
+                    sha256=part.sha256,
+                )
+            )
+        if mail.message_id:
+            session.add(
+                MessageRef(message_id=mail.message_id[:998], ticket_id=ticket.id, direction="in")
+            )
+        return article
+
+    def _respond(
+        self,
+        session: Session,
+        ticket: Ticket,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        kind: Classification,
+        template: str,
+        notes: list[str],
+    ) -> None:
+        """An automatic answer to the customer, unless the mail came from a machine."""
+        if not self.acknowledge:
+            notes.append("no auto response (disabled for this run)")
+            return
+        if kind.kind != HUMAN:
+            history.append(
+                session, ticket.id, "AutoResponseSuppressed", "system", reason=kind.reason
+            )
+            notes.append(f"no auto response: {kind.reason}")
+            return
+        to = mail.from_addr
+        if not to or to in self.own_addresses or _split_plus(to) in self.own_addresses:
+            history.append(
+                session,
+                ticket.id,
+                "AutoResponseSuppressed",
+                "system",
+                reason="no customer address" if not to else "sender is our own address",
+            )
+            return
+        try:
+            body = self.responder.render(
+                template,
+                ticket.language or "en",
+                number=ticket.number,
+                title=ticket.title,
+                tag=self.tags.tag(ticket.number),
+                customer_name=mail.from_name,
+                queue_name=queue.display_name or queue.name,
+            )
+            composed = self.responder.compose(
+                queue=queue,
+                to=to,
+                to_name=mail.from_name,
+                subject=self.tags.build(ticket.number, mail.subject or ticket.title),
+                body=body,
+                language=ticket.language or "en",
+                in_reply_to=mail.message_id,
+                references=mail.references,
+            )
+        except (ValueError, TypeError) as exc:  # an address the header registry refuses
+            history.append(session, ticket.id, "AutoResponseFailed", "system", error=str(exc))
+            notes.append(f"auto response not possible: {exc}")
+            return
+        row = outbox.enqueue(session, ticket.id, template, composed)
+        session.flush()
+        history.append(
+            session,
+            ticket.id,
+            "AutoResponseQueued",
+            "system",
+            template=template,
+            to=to,
+            outbox_id=row.id,
+            message_id=composed.message_id,
+        )
+
+
+def _blob_id(session: Session, model: type[RawMessage] | type[Blob], data: bytes) -> int:
+    """Store bytes once per SHA-256 and return the row id."""
+    digest = hashlib.sha256(data).hexdigest()
+    db.insert_ignore(session, model, sha256=digest, size=len(data), data=data)
+    return session.execute(select(model.id).where(model.sha256 == digest)).scalar_one()

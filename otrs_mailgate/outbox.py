@@ -1,0 +1,33 @@
+"""The outbox: mail we decided to send, stored in the same transaction as the decision.
+
+Nothing is sent from inside an ingest transaction; a sender task delivers the
+rows afterwards.  The Message-ID of every row is remembered, so a reply to our
+mail finds its ticket through In-Reply-To/References.
+"""
+
+from __future__ import annotations
+
+from email import policy
+
+from sqlalchemy.orm import Session
+
+from .models import MessageRef, Outbox
+from .responses import Composed
+
+
+def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> Outbox:
+    data = composed.message.as_bytes(policy=policy.SMTP)
+    row = Outbox(
+        ticket_id=ticket_id,
+        kind=kind,
+        mail_from=composed.mail_from,
+        rcpt_to=",".join(composed.rcpt_to),
+        message_id=composed.message_id,
+        data=data,
+    )
+    session.add(row)
+    if ticket_id is not None:
+        session.add(
+            MessageRef(message_id=composed.message_id, ticket_id=ticket_id, direction="out")
+        )
+    return row

@@ -1,0 +1,308 @@
+"""Raw bytes to a ParsedMail, never crashing.
+
+Real mail is broken in every way: bogus charsets, raw 8-bit headers, encoded
+words where they are not allowed, filenames with CR/LF.  Every accessor here
+falls back to something a mail client would show instead of raising; when even
+the MIME structure cannot be read, the mail is flagged unparsed and its raw
+bytes are still stored by the caller.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import hashlib
+import logging
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+
+from .htmltext import html_to_text
+from .subject import clean
+
+log = logging.getLogger(__name__)
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+
+
+class NotAMail(ValueError):
+    """The input has no header section at all: nothing a mail client would open."""
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str = ""
+    inline: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class ParsedMail:
+    raw: bytes
+    subject: str = ""
+    from_name: str = ""
+    from_addr: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    message_id: str = ""
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    date: str = ""
+    content_language: str = ""
+    body_text: str = ""
+    body_html: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    unparsed: bool = False
+    problem: str = ""  # why it is unparsed
+    message: Message | None = None
+
+    @property
+    def dedup_key(self) -> str:
+        """The same message delivered again has the same key.
+
+        Trace headers that a retry through another hop adds or changes (Received,
+        Return-Path, Delivered-To, ...) are left out; everything else counts, so two
+        different mails that merely share a Message-ID are not taken for one.
+        """
+        return hashlib.sha256(significant_bytes(self.raw)).hexdigest()
+
+    def header(self, name: str) -> str:
+        return header_str(self.message, name) if self.message is not None else ""
+
+
+_TRACE = {
+    b"received",
+    b"return-path",
+    b"delivered-to",
+    b"x-original-to",
+    b"envelope-to",
+    b"authentication-results",
+    b"arc-seal",
+    b"arc-message-signature",
+    b"arc-authentication-results",
+    b"x-otrs-mailgate-ticket",
+    b"x-spam-status",
+    b"x-spam-score",
+    b"x-spam-checker-version",
+    b"x-virus-scanned",
+}
+
+
+def significant_bytes(raw: bytes) -> bytes:
+    """Header lines minus trace headers, then the body; line endings normalised."""
+    data = raw.replace(b"\r\n", b"\n")
+    head, _, body = data.partition(b"\n\n")
+    lines = head.split(b"\n")
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    kept: list[bytes] = []
+    keep = True
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):  # continuation of the previous header
+            if keep:
+                kept.append(line)
+            continue
+        keep = line.split(b":", 1)[0].strip().lower() not in _TRACE
+        if keep:
+            kept.append(line)
+    return b"\n".join(kept) + b"\n\n" + body
+
+
+def looks_like_mail(raw: bytes) -> bool:
+    """At least one header line before the first empty line (an mbox From_ line is allowed)."""
+    lines = raw.lstrip(b"\r\n").splitlines()
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    return bool(lines) and bool(_HEADER_LINE.match(lines[0]))
+
+
+def fix_surrogates(text: str) -> str:
+    """Raw 8-bit header bytes arrive as surrogate escapes; decode them as UTF-8, else cp1252."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    for charset in ("utf-8", "cp1252"):
+        try:
+            return data.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words, also where a strict parser leaves them alone."""
+    if "=?" not in text:
+        return text
+    try:
+        out = []
+        for chunk, charset in email.header.decode_header(text):
+            if isinstance(chunk, str):
+                out.append(chunk)
+            elif charset is None:  # text between encoded words, escaped by decode_header
+                out.append(chunk.decode("raw-unicode-escape"))
+            else:
+                out.append(_decode_bytes(chunk, charset))
+        return "".join(out)
+    except Exception:
+        return text
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    for cs in (charset, "utf-8", "cp1252"):
+        if not cs:
+            continue
+        try:
+            return data.decode(cs)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+def raw_headers(msg: Message, name: str) -> list[str]:
+    """A header's values as received (unfolded, 8-bit decoded), bypassing the header registry."""
+    wanted = name.lower()
+    return [
+        fix_surrogates(str(value)).replace("\r\n", "").replace("\n", "")
+        for key, value in msg.raw_items()
+        if key.lower() == wanted
+    ]
+
+
+def header_str(msg: Message, name: str) -> str:
+    """A header's decoded value as a mail client shows it, or "" when absent."""
+    values = raw_headers(msg, name)
+    return decode_words(values[0]) if values else ""
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    """Split on the encoded form (a decoded name may contain commas), then decode names."""
+    pairs = email.utils.getaddresses(raw_headers(msg, name))
+    return [(clean(decode_words(n)), a.strip().lower()) for n, a in pairs if "@" in a]
+
+
+def _msgids(text: str) -> list[str]:
+    return _MSGID.findall(text)
+
+
+def _part_text(part: Message) -> str:
+    return _decode_part(part).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_part(part: Message) -> str:
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return fix_surrogates(content)
+        if isinstance(content, bytes):
+            return _decode_bytes(content, part.get_content_charset())
+    except Exception:
+        pass
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return _decode_bytes(payload, part.get_content_charset())
+
+
+def _filename(part: Message) -> str:
+    name = None
+    try:
+        name = part.get_filename() or part.get_param("name")  # RFC 2231 continuations
+    except Exception:
+        name = None
+    if isinstance(name, tuple):  # an undecoded RFC 2231 triple
+        name = email.utils.collapse_rfc2231_value(name)
+    if not name:
+        return ""
+    return clean(decode_words(fix_surrogates(str(name))))
+
+
+def _attachment_bytes(part: Message) -> bytes:
+    if part.get_content_maintype() == "message" or part.is_multipart():
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else payload
+        if isinstance(inner, Message):
+            return inner.as_bytes(policy=policy.compat32)
+        return b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _walk(msg: Message, out: ParsedMail, plain: list[str], html: list[str]) -> None:
+    """Depth-first over the leaf parts, not descending into attached messages."""
+    if msg.is_multipart() and msg.get_content_maintype() == "multipart":
+        for sub in msg.get_payload():  # type: ignore[union-attr]
+            if isinstance(sub, Message):
+                _walk(sub, out, plain, html)
+        return
+    ctype = msg.get_content_type()
+    filename = _filename(msg)
+    disposition = (msg.get_content_disposition() or "").lower()
+    if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
+        (plain if ctype == "text/plain" else html).append(_part_text(msg))
+        return
+    if ctype == "message/rfc822" and not filename:
+        inner = msg.get_payload()
+        inner_msg = inner[0] if isinstance(inner, list) and inner else None
+        subj = header_str(inner_msg, "Subject") if isinstance(inner_msg, Message) else ""
+        filename = clean(subj or "message")[:120] + ".eml"
+    if not filename:
+        ext = (
+            ".txt"
+            if ctype.startswith("text/") or ctype == "message/delivery-status"
+            else (mimetypes.guess_extension(ctype) or ".bin")
+        )
+        filename = f"part-{len(out.attachments) + 1}{ext}"
+    cid = header_str(msg, "Content-ID").strip("<> ")
+    out.attachments.append(
+        Attachment(filename, ctype, _attachment_bytes(msg), cid, disposition == "inline")
+    )
+
+
+def parse(raw: bytes) -> ParsedMail:
+    """Parse raw bytes; raises NotAMail only for input without any header."""
+    if not looks_like_mail(raw):
+        raise NotAMail("no mail header found")
+    out = ParsedMail(raw=raw)
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:
+        out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
+        return out
+    out.message = msg
+    out.subject = clean(header_str(msg, "Subject"))
+    froms = _addresses(msg, "From")
+    if froms:
+        out.from_name, out.from_addr = froms[0]
+    out.to = [a for _, a in _addresses(msg, "To")]
+    out.cc = [a for _, a in _addresses(msg, "Cc")]
+    out.reply_to = [a for _, a in _addresses(msg, "Reply-To")]
+    ids = _msgids(header_str(msg, "Message-ID"))
+    out.message_id = ids[0] if ids else ""
+    out.in_reply_to = _msgids(header_str(msg, "In-Reply-To"))
+    out.references = _msgids(header_str(msg, "References"))
+    out.date = clean(header_str(msg, "Date"))
+    lang = clean(header_str(msg, "Content-Language")).split(",")[0].strip().lower()
+    out.content_language = lang[:2] if re.match(r"^[a-z]{2}\b", lang) else ""
+    plain: list[str] = []
+    html: list[str] = []
+    try:
+        _walk(msg, out, plain, html)
+    except Exception as exc:
+        log.warning("MIME structure unreadable: %r", exc)
+        out.unparsed, out.problem = True, f"MIME structure unreadable: {exc!r}"
+    out.body_html = "\n".join(h for h in html if h)
+    out.body_text = "\n".join(p.rstrip("\n") for p in plain if p.strip()).strip("\n")
+    if not out.body_text and out.body_html:
+        out.body_text = html_to_text(out.body_html)
+    return out

@@ -1,0 +1,89 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from $OTRS_MAILGATE_TEST_PG_URL (default: the local server over
+its UNIX socket, as .ci/run sets it up).  Without a server the PostgreSQL half
+skips with the reason, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from otrs_mailgate import db
+from otrs_mailgate.config import Config
+from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.models import Base
+
+from helpers import make_config, need
+
+PG_ADMIN_URL = os.environ.get(
+    "OTRS_MAILGATE_TEST_PG_URL", "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> Iterator[str | None]:
+    """A fresh database for this test run, migrated once; None when there is no server."""
+    try:
+        admin = create_engine(db.normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"otrs_mailgate_test_{uuid.uuid4().hex[:8]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.pg_unavailable = f"no PostgreSQL at {PG_ADMIN_URL}: {exc}"  # type: ignore[attr-defined]
+        yield None
+        return
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.sqlite"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("pg_base_url")
+    need(url is not None, getattr(pytest, "pg_unavailable", "no PostgreSQL"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def config(db_url: str) -> Config:
+    return make_config(db_url)
+
+
+@pytest.fixture
+def pipeline(config: Config) -> Iterator[Pipeline]:
+    p = Pipeline(config)
+    yield p
+    p.engine.dispose()

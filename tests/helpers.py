@@ -1,0 +1,68 @@
+"""Helpers shared by the tests: configs, test mails, skip-or-fail."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otrs_mailgate.config import Config
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+if not CORPUS.is_dir():
+    CORPUS = Path(os.environ.get("OTRS_MAILGATE_CORPUS", "../shared/corpus")).resolve()
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with reason on a developer's machine; fail under CI=true."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def make_config(db_url: str, **overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "system": {"id": "10", "domain": "mailgate.test", "language": "en"},
+        "database": {"url": db_url},
+        "queue": [
+            {"name": "Hotline", "addresses": ["hotline@example.com"], "display_name": "Hotline"},
+            {"name": "Support-DE", "addresses": ["support@example.de"], "language": "de"},
+        ],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    return Config.model_validate(data)
+
+
+def mail(
+    subject: str = "Printer on fire",
+    body: str = "Please help.",
+    *,
+    sender: str = "Alice Customer <alice@customer.test>",
+    to: str = "hotline@example.com",
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A small, well-formed test mail as bytes."""
+    mid = message_id or f"{uuid.uuid4().hex}@customer.test"
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Message-ID: <{mid}>",
+        "Date: Sun, 22 Nov 2026 10:00:00 +0100",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode("utf-8")

@@ -1,0 +1,243 @@
+"""The pipeline end to end: routing, follow-ups, closed-ticket policies, retries, acks."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from otrs_mailgate import db
+from otrs_mailgate.ingest import Pipeline, UnknownRecipient
+from otrs_mailgate.models import Article, Delivery, History, Outbox, RawMessage, Ticket, TicketLink
+
+from helpers import CORPUS, mail, make_config
+
+HOT = "hotline@example.com"
+
+
+def count(p: Pipeline, model: type) -> int:
+    with p.sessions() as s:
+        return s.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def outbox_mails(p: Pipeline) -> list:
+    with p.sessions() as s:
+        rows = s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
+    return [message_from_bytes(r.data, policy=policy.default) for r in rows]
+
+
+def set_state(p: Pipeline, number: str, state: str) -> None:
+    with db.transaction(p.sessions) as s:
+        s.execute(update(Ticket).where(Ticket.number == number).values(state=state))
+
+
+def test_new_ticket_stores_raw_and_queues_ack(pipeline: Pipeline) -> None:
+    raw = mail("Printer on fire", "It burns.\r\n", message_id="m1@customer.test")
+    r = pipeline.deliver_one(raw, HOT, "alice@customer.test")
+    assert r.status == "stored" and r.new_ticket and r.queue == "Hotline"
+    with pipeline.sessions() as s:
+        t = s.execute(select(Ticket)).scalar_one()
+        a = s.execute(select(Article)).scalar_one()
+        assert (t.number, t.title, t.state, t.customer.address) == (
+            r.ticket_number,
+            "Printer on fire",
+            "new",
+            "alice@customer.test",
+        )
+        assert s.get(RawMessage, a.raw_id).data == raw  # byte for byte
+        assert a.body_text == "It burns."
+        types = s.execute(select(History.type).order_by(History.id)).scalars().all()
+    assert types == ["NewTicket", "EmailCustomer", "AutoResponseQueued"]
+    [ack] = outbox_mails(pipeline)
+    assert ack["Subject"] == f"[Ticket#{r.ticket_number}] Printer on fire"
+    assert ack["To"].addresses[0].addr_spec == "alice@customer.test"
+    assert ack["From"].addresses[0].addr_spec == HOT
+    assert ack["In-Reply-To"] == "<m1@customer.test>"
+    assert "<m1@customer.test>" in ack["References"]
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["X-Auto-Response-Suppress"] == "All" and ack["Precedence"] == "bulk"
+    assert ack["X-Loop"] == HOT
+    assert ack["Message-ID"].endswith("@mailgate.test>")
+    assert r.ticket_number in ack.get_content()
+    assert "thank you for your message" in ack.get_content()
+
+
+def test_ack_language_from_content_language_then_queue(pipeline: Pipeline) -> None:
+    pipeline.deliver_one(mail("a", headers={"Content-Language": "de-DE"}), HOT)
+    pipeline.deliver_one(mail("b", to="support@example.de"), "support@example.de")
+    pipeline.deliver_one(mail("c", sender="bob@x.test", headers={"Content-Language": "fr"}), HOT)
+    pipeline.deliver_one(mail("d", headers={"Content-Language": "fr"}), HOT)
+    de1, de2, en, de3 = (m.get_content() for m in outbox_mails(pipeline))
+    assert "vielen Dank" in de1 and "vielen Dank" in de2
+    assert "thank you" in en  # no French templates: the queue's language
+    assert "vielen Dank" in de3  # Alice wrote German before: her stored language
+
+
+def test_follow_up_by_tag_and_by_reply_to_our_ack(pipeline: Pipeline) -> None:
+    first = pipeline.deliver_one(mail("Printer"), HOT)
+    n = first.ticket_number
+    by_tag = pipeline.deliver_one(mail(f"Re: AW: [Ticket#{n}] Printer"), HOT)
+    assert (by_tag.ticket_number, by_tag.new_ticket) == (n, False)
+    [ack] = outbox_mails(pipeline)
+    by_ref = pipeline.deliver_one(
+        mail("no tag here", headers={"In-Reply-To": ack["Message-ID"]}), HOT
+    )
+    assert by_ref.ticket_number == n
+    by_refs = pipeline.deliver_one(
+        mail("x", headers={"References": f"<unknown@x> {ack['Message-ID']}"}), HOT
+    )
+    assert by_refs.ticket_number == n
+    assert count(pipeline, Ticket) == 1 and count(pipeline, Article) == 4
+    assert count(pipeline, Outbox) == 1  # follow-ups are not acknowledged again
+
+
+def test_mistyped_or_unknown_number_makes_a_new_ticket(pipeline: Pipeline) -> None:
+    n = pipeline.deliver_one(mail("Printer"), HOT).ticket_number
+    typo = n[:-3] + n[-2] + n[-3] + n[-1]  # adjacent transposition
+    if typo == n:
+        typo = n[:-2] + str((int(n[-2]) + 1) % 10) + n[-1]
+    r = pipeline.deliver_one(mail(f"Re: [Ticket#{typo}] Printer"), HOT)
+    assert r.new_ticket and r.ticket_number != n
+    r2 = pipeline.deliver_one(mail("Re: [Ticket#10000015] Printer"), HOT)  # valid digit, no ticket
+    assert r2.new_ticket
+
+
+def test_tag_does_not_cross_to_another_number_in_the_subject(pipeline: Pipeline) -> None:
+    a = pipeline.deliver_one(mail("A"), HOT).ticket_number
+    b = pipeline.deliver_one(mail("B"), HOT).ticket_number
+    r = pipeline.deliver_one(mail(f"Re: [Ticket#{b}] was [Ticket#{a}]"), HOT)
+    assert r.ticket_number == b
+
+
+@pytest.mark.parametrize("policy_name", ["reopen", "new", "reject"])
+def test_follow_up_to_closed_ticket(db_url: str, policy_name: str) -> None:
+    config = make_config(
+        db_url, queue=[{"name": "Hotline", "addresses": [HOT], "follow_up_closed": policy_name}]
+    )
+    p = Pipeline(config)
+    n = p.deliver_one(mail("Printer"), HOT).ticket_number
+    set_state(p, n, "closed")
+    r = p.deliver_one(mail(f"Re: [Ticket#{n}] still broken"), HOT)
+    with p.sessions() as s:
+        old = s.execute(select(Ticket).where(Ticket.number == n)).scalar_one()
+        hist = s.execute(select(History.type).where(History.ticket_id == old.id)).scalars().all()
+        links = s.execute(select(TicketLink)).scalars().all()
+    mails = outbox_mails(p)
+    if policy_name == "reopen":
+        assert r.ticket_number == n and old.state == "open" and "StateUpdate" in hist
+        assert len(mails) == 1
+    elif policy_name == "new":
+        assert r.new_ticket and r.ticket_number != n and old.state == "closed"
+        assert [(lnk.kind, lnk.target_id) for lnk in links] == [("follow-up-of", old.id)]
+        assert len(mails) == 2 and mails[1]["Subject"].startswith(f"[Ticket#{r.ticket_number}]")
+    else:
+        assert r.ticket_number == n and old.state == "closed" and "FollowUpRejected" in hist
+        assert "does not take follow-ups" in mails[1].get_content()
+    assert count(p, Article) == 2  # stored in every case: nothing is dropped
+    p.engine.dispose()
+
+
+def test_machine_mail_never_reopens_nor_gets_an_answer(pipeline: Pipeline) -> None:
+    n = pipeline.deliver_one(mail("Printer"), HOT).ticket_number
+    set_state(pipeline, n, "closed")
+    ooo = mail(
+        f"Out of office: Re: [Ticket#{n}] Printer", headers={"Auto-Submitted": "auto-replied"}
+    )
+    r = pipeline.deliver_one(ooo, HOT)
+    assert r.ticket_number == n and "closed ticket not reopened" in r.notes[0]
+    new = pipeline.deliver_one(mail("Newsletter", headers={"List-Id": "<news.x.test>"}), HOT)
+    assert new.new_ticket
+    bounce = pipeline.deliver_one(mail("x", sender="MAILER-DAEMON@x.test"), HOT, "")
+    assert bounce.new_ticket
+    assert count(pipeline, Outbox) == 1  # only the first, human mail was acknowledged
+    with pipeline.sessions() as s:
+        t = s.execute(select(Ticket).where(Ticket.number == n)).scalar_one()
+        assert t.state == "closed"
+
+
+def test_retried_delivery_is_recognised(pipeline: Pipeline) -> None:
+    raw = mail("Printer", message_id="retry@customer.test")
+    first = pipeline.deliver_one(raw, HOT)
+    again = pipeline.deliver_one(b"Received: by another hop\r\n" + raw, HOT)
+    assert again.status == "duplicate" and again.ticket_number == first.ticket_number
+    assert again.article_id == first.article_id
+    assert count(pipeline, Article) == 1 and count(pipeline, Outbox) == 1
+    # the same message to a second queue is a second delivery, not a duplicate
+    other = pipeline.deliver_one(raw, "support@example.de")
+    assert other.status == "stored" and other.new_ticket
+    assert count(pipeline, RawMessage) == 1  # raw bytes stored once for both
+
+
+def test_unknown_recipient_stores_nothing(pipeline: Pipeline) -> None:
+    with pytest.raises(UnknownRecipient, match=r"nobody@example\.com"):
+        pipeline.deliver_one(mail("x"), "nobody@example.com")
+    for model in (Ticket, Article, RawMessage, Delivery, History, Outbox):
+        assert count(pipeline, model) == 0
+
+
+def test_plus_extension_and_case_route_to_the_queue(pipeline: Pipeline) -> None:
+    assert pipeline.deliver_one(mail("x"), "Hotline+abc123@Example.COM").queue == "Hotline"
+
+
+def test_route_by_headers_when_no_envelope(pipeline: Pipeline) -> None:
+    assert pipeline.deliver_one(mail("x", to="support@example.de"), None).queue == "Support-DE"
+    with pytest.raises(UnknownRecipient):
+        pipeline.deliver_one(mail("x", to="else@where.test"), None)
+
+
+def test_merged_ticket_forwards_follow_ups(pipeline: Pipeline) -> None:
+    a = pipeline.deliver_one(mail("A"), HOT).ticket_number
+    b = pipeline.deliver_one(mail("B"), HOT).ticket_number
+    with db.transaction(pipeline.sessions) as s:
+        target = s.execute(select(Ticket.id).where(Ticket.number == b)).scalar_one()
+        s.execute(
+            update(Ticket).where(Ticket.number == a).values(merged_into_id=target, state="merged")
+        )
+    assert pipeline.deliver_one(mail(f"Re: [Ticket#{a}] A"), HOT).ticket_number == b
+
+
+def test_corpus_ingests_byte_identical(pipeline: Pipeline) -> None:
+    files = sorted(p for p in (CORPUS / "otrs").iterdir() if p.suffix in (".box", ".eml"))
+    assert files
+    for path in files:
+        raw = path.read_bytes()
+        r = pipeline.deliver_one(raw, HOT)
+        with pipeline.sessions() as s:
+            article = s.get(Article, r.article_id)
+            assert s.get(RawMessage, article.raw_id).data == raw, path.name
+
+
+def test_unparsable_structure_is_stored_and_flagged(pipeline: Pipeline, monkeypatch) -> None:
+    import otrs_mailgate.parse as parse_mod
+
+    def boom(*a, **k):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(parse_mod, "_walk", boom)
+    raw = mail("deeply nested")
+    r = pipeline.deliver_one(raw, HOT)
+    with pipeline.sessions() as s:
+        a = s.get(Article, r.article_id)
+        assert a.unparsed and "recursion" in a.problem
+        assert s.get(RawMessage, a.raw_id).data == raw
+        hist = s.execute(select(History.detail).where(History.type == "EmailCustomer")).scalar_one()
+    assert '"unparsed": true' in hist
+
+
+def test_header_injection_in_subject_cannot_reach_the_ack(pipeline: Pipeline) -> None:
+    raw = mail("=?utf-8?Q?Hi=0D=0ABcc:_victim@evil.test?=")
+    pipeline.deliver_one(raw, HOT)
+    [ack] = outbox_mails(pipeline)
+    assert ack["Bcc"] is None
+    assert "\n" not in ack["Subject"] and "Bcc: victim" in ack["Subject"]
+
+
+def test_templates_folder_from_config(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "mail" / "en").mkdir(parents=True)
+    (tmp_path / "mail" / "en" / "acknowledgement.txt.j2").write_text("Custom {{ number }}\n")
+    p = Pipeline(make_config(db_url, system={"templates": str(tmp_path)}))
+    n = p.deliver_one(mail("x"), HOT).ticket_number
+    assert outbox_mails(p)[0].get_content().strip() == f"Custom {n}"
+    p.engine.dispose()
