@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from .models import History, utcnow
@@ -29,7 +29,26 @@ def _digest(prev: str, ticket_id: int, at: dt.datetime, actor: str, type_: str, 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _tails(session: Session) -> dict[int, str]:
+    """Last hash per ticket written in this transaction (dropped on any rollback)."""
+    return session.info.setdefault("history_tails", {})
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_tails(session: Session, _previous: object) -> None:
+    session.info.pop("history_tails", None)
+
+
+def start_chain(session: Session, ticket_id: int) -> None:
+    """A brand-new ticket: its chain starts at GENESIS, no need to ask the database."""
+    _tails(session)[ticket_id] = GENESIS
+
+
 def _last_hash(session: Session, ticket_id: int) -> str:
+    cached = _tails(session).get(ticket_id)
+    if cached is not None:
+        return cached
+    session.flush()  # earlier rows of this transaction must be visible
     last = session.execute(
         select(History.hash)
         .where(History.ticket_id == ticket_id)
@@ -41,7 +60,6 @@ def _last_hash(session: Session, ticket_id: int) -> str:
 
 def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: Any) -> History:
     """Add one history row; the caller holds the ticket (new, or locked FOR UPDATE)."""
-    session.flush()  # earlier rows of this transaction must be visible to _last_hash
     prev = _last_hash(session, ticket_id)
     at = utcnow()
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
@@ -55,7 +73,7 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
         hash=_digest(prev, ticket_id, at, actor, type_, text),
     )
     session.add(row)
-    session.flush()
+    _tails(session)[ticket_id] = row.hash
     return row
 
 

@@ -198,7 +198,8 @@ class Pipeline:
             reason=kind.reason,
             unparsed=mail.unparsed,
         )
-        ticket.updated_at = utcnow()
+        if not new:
+            ticket.updated_at = utcnow()
         ticket_queue = self.config.queue_by_name(ticket.queue.name) or queue
         if new and ticket_queue.acknowledge:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
@@ -305,7 +306,7 @@ class Pipeline:
         )
         session.add(ticket)
         session.flush()
-        session.refresh(ticket)
+        history.start_chain(session, ticket.id)
         history.append(
             session,
             ticket.id,
@@ -432,8 +433,7 @@ class Pipeline:
             history.append(session, ticket.id, "AutoResponseFailed", "system", error=str(exc))
             notes.append(f"auto response not possible: {exc}")
             return
-        row = outbox.enqueue(session, ticket.id, template, composed)
-        session.flush()
+        outbox.enqueue(session, ticket.id, template, composed)
         history.append(
             session,
             ticket.id,
@@ -441,7 +441,6 @@ class Pipeline:
             "system",
             template=template,
             to=to,
-            outbox_id=row.id,
             message_id=composed.message_id,
         )
 
@@ -449,5 +448,4 @@ class Pipeline:
 def _blob_id(session: Session, model: type[RawMessage] | type[Blob], data: bytes) -> int:
     """Store bytes once per SHA-256 and return the row id."""
     digest = hashlib.sha256(data).hexdigest()
-    db.insert_ignore(session, model, sha256=digest, size=len(data), data=data)
-    return session.execute(select(model.id).where(model.sha256 == digest)).scalar_one()
+    return db.upsert_id(session, model, "sha256", sha256=digest, size=len(data), data=data)

@@ -7,16 +7,17 @@ mail finds its ticket through In-Reply-To/References.
 
 from __future__ import annotations
 
-from email import policy
-
 from sqlalchemy.orm import Session
 
 from .models import MessageRef, Outbox
+from .parse import POLICY
 from .responses import Composed
+
+SMTP_POLICY = POLICY.clone(linesep="\r\n")
 
 
 def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> Outbox:
-    data = composed.message.as_bytes(policy=policy.SMTP)
+    data = composed.message.as_bytes(policy=SMTP_POLICY)
     row = Outbox(
         ticket_id=ticket_id,
         kind=kind,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import functools
 import hashlib
 import logging
 import mimetypes
 import re
 from dataclasses import dataclass, field
 from email import policy
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 
@@ -25,6 +27,29 @@ from .subject import clean
 
 log = logging.getLogger(__name__)
 
+
+class _CachedRegistry(HeaderRegistry):
+    """policy.default's header registry, remembering parsed headers.
+
+    Header objects are immutable, and real mail repeats the same Content-Type,
+    Content-Transfer-Encoding and MIME-Version lines endlessly; parsing them is
+    most of what the email package spends on a message.  Long values are not kept.
+    """
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one module-level instance
+    def _cached(self, name: str, value: str) -> BaseHeader:
+        return super().__call__(name, value)
+
+    def __call__(self, name: str, value: object) -> BaseHeader:
+        if not isinstance(value, str) or len(value) > 512:
+            return super().__call__(name, value)
+        return self._cached(name, value)
+
+
+POLICY = policy.default.clone(header_factory=_CachedRegistry())
+"""policy.default, with the header cache above; used for parsing and composing."""
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 
@@ -129,7 +154,7 @@ def looks_like_mail(raw: bytes) -> bool:
 
 def fix_surrogates(text: str) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes; decode them as UTF-8, else cp1252."""
-    if not any("\udc80" <= c <= "\udcff" for c in text):
+    if text.isascii() or not _SURROGATE.search(text):
         return text
     data = text.encode("utf-8", "surrogateescape")
     for charset in ("utf-8", "cp1252"):
@@ -275,7 +300,7 @@ def parse(raw: bytes) -> ParsedMail:
         raise NotAMail("no mail header found")
     out = ParsedMail(raw=raw)
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=POLICY).parsebytes(raw)
     except Exception as exc:
         out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
         return out

@@ -7,6 +7,7 @@ and header values are built through email.policy.default, which refuses CR/LF.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -19,6 +20,7 @@ import jinja2
 
 from .config import Config, QueueConfig
 from .models import utcnow
+from .parse import POLICY
 from .subject import clean
 
 
@@ -58,13 +60,15 @@ class Responder:
             keep_trailing_newline=True,
         )
 
-    def languages(self) -> set[str]:
-        return {
+    @functools.cached_property
+    def languages(self) -> frozenset[str]:
+        """Languages with mail templates (read once; SIGHUP makes a new Responder)."""
+        return frozenset(
             name.split("/")[1] for name in self.env.list_templates() if name.startswith("mail/")
-        }
+        )
 
     def pick_language(self, *candidates: str | None) -> str:
-        have = self.languages()
+        have = self.languages
         for lang in candidates:
             if lang and lang in have:
                 return lang
@@ -88,7 +92,7 @@ class Responder:
         references: list[str] | None = None,
     ) -> Composed:
         sender = queue.addresses[0]
-        msg = EmailMessage()
+        msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(clean(queue.display_name or queue.name), addr_spec=sender)
         msg["To"] = Address(clean(to_name), addr_spec=to) if to_name else to
         msg["Subject"] = clean(subject)

@@ -1,0 +1,116 @@
+"""Ingest throughput: the full pipeline against a raw-insert baseline, same process, same disk.
+
+    python bench/ingest.py [--mails 10000] [--size 2048] [--db sqlite|URL]
+
+Baseline: one INSERT of the raw bytes per transaction into a one-table database
+with the same durability settings (WAL, synchronous=FULL).  Pipeline: every mail
+through Pipeline.deliver_one (parse, classify, route, match, ticket number,
+article, attachments, history chain, acknowledgement into the outbox), also one
+transaction per mail.  One mail in five is a follow-up to an earlier ticket.
+Goal (issue 2): the pipeline reaches at least half the baseline's mails/second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from otrs_mailgate import db
+from otrs_mailgate.config import Config
+from otrs_mailgate.ingest import Pipeline
+
+WORDS = ("printer server mail network laptop broken urgent please help login password").split()
+
+
+def make_mail(i: int, size: int, follow_up: str | None) -> bytes:
+    rnd = random.Random(i)
+    subject = " ".join(rnd.choice(WORDS) for _ in range(4))
+    if follow_up:
+        subject = f"Re: [Ticket#{follow_up}] {subject}"
+    head = (
+        f"From: Customer {i % 997} <customer{i % 997}@example.net>\r\n"
+        f"To: hotline@example.com\r\nSubject: {subject}\r\n"
+        f"Message-ID: <bench-{i}@example.net>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    body = []
+    while len(head) + sum(len(line) + 2 for line in body) < size:
+        body.append(" ".join(rnd.choice(WORDS) for _ in range(10)))
+    return (head + "\r\n".join(body) + "\r\n").encode()
+
+
+def baseline(url: str, mails: list[bytes]) -> float:
+    engine = db.make_engine(url)
+    meta = MetaData()
+    table = Table("raw", meta, Column("id", Integer, primary_key=True), Column("data", LargeBinary))
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    start = time.perf_counter()
+    for raw in mails:
+        with engine.begin() as conn:
+            conn.execute(insert(table).values(data=raw))
+    elapsed = time.perf_counter() - start
+    meta.drop_all(engine)
+    engine.dispose()
+    return len(mails) / elapsed
+
+
+def pipeline_run(url: str, n: int, size: int) -> tuple[float, int]:
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    config = Config.model_validate(
+        {
+            "system": {"domain": "mailgate.test"},
+            "database": {"url": url},
+            "queue": [{"name": "Hotline", "addresses": ["hotline@example.com"]}],
+        }
+    )
+    pipeline = Pipeline(config, engine)
+    numbers: list[str] = []
+    elapsed = 0.0
+    for i in range(n):
+        follow = (
+            numbers[random.Random(i).randrange(len(numbers))] if numbers and i % 5 == 4 else None
+        )
+        raw = make_mail(i, size, follow)
+        start = time.perf_counter()
+        result = pipeline.deliver_one(raw, "hotline@example.com", f"customer{i % 997}@example.net")
+        elapsed += time.perf_counter() - start
+        if result.new_ticket:
+            numbers.append(result.ticket_number)
+    engine.dispose()
+    return n / elapsed, len(numbers)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mails", type=int, default=10_000)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--db", default="sqlite", help="sqlite (a temp file) or a database URL")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.db == "sqlite":
+            base_url = f"sqlite:///{tmp}/baseline.sqlite"
+            pipe_url = f"sqlite:///{tmp}/pipeline.sqlite"
+        else:
+            base_url = pipe_url = args.db
+        mails = [make_mail(i, args.size, None) for i in range(args.mails)]
+        base = baseline(base_url, mails)
+        full, tickets = pipeline_run(pipe_url, args.mails, args.size)
+    kind = "sqlite" if args.db == "sqlite" else db.normalise_url(args.db).split("+")[0]
+    print(f"ingest benchmark: {args.mails} mails of {args.size} bytes on {kind}")
+    print(f"  baseline (raw INSERT, one commit each): {base:8.1f} mails/s")
+    print(f"  full pipeline ({tickets} new tickets):    {full:8.1f} mails/s")
+    print(f"  ratio pipeline/baseline: {full / base:.2f}  (goal >= 0.50)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Run the real CLI in a subprocess with a config file written for the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, db_url: str, extra: str = "") -> Path:
+    path.write_text(
+        f"""
+[system]
+id = "10"
+domain = "mailgate.test"
+
+[database]
+url = "{db_url}"
+busy_timeout_ms = 300
+
+[[queue]]
+name = "Hotline"
+addresses = ["hotline@example.com"]
+
+[[queue]]
+name = "Support-DE"
+addresses = ["support@example.de"]
+language = "de"
+{extra}
+"""
+    )
+    return path
+
+
+def cli(config: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config))
+    return subprocess.run(
+        [sys.executable, "-m", "otrs_mailgate.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def cli_json(config: Path, *args: str) -> Any:
+    proc = cli(config, *args, "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout)

@@ -1,0 +1,107 @@
+"""`import`: mbox, Maildir, folders of .eml; a summary; resumable without duplicates."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import shutil
+from pathlib import Path
+
+import pytest
+
+from otrs_mailgate import importer
+from otrs_mailgate.ingest import Pipeline
+
+from cli_helpers import cli, cli_json, write_config
+from helpers import CORPUS, mail
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, db_url: str) -> Path:
+    return write_config(tmp_path / "otrs-mailgate.toml", db_url)
+
+
+def _mbox(path: Path, n: int) -> Path:
+    box = mailbox.mbox(str(path))
+    for i in range(n):
+        box.add(mail(f"mbox {i}", f"body {i}\nFrom the start of a line\n"))
+    box.flush()
+    box.close()
+    return path
+
+
+def test_mbox_then_resume_after_interruption(cfg: Path, tmp_path: Path) -> None:
+    path = _mbox(tmp_path / "in.mbox", 6)
+    # an interrupted first run: only the first three messages were committed
+    part = _mbox(tmp_path / "part.mbox", 0)
+    src, dst = mailbox.mbox(str(path)), mailbox.mbox(str(part))
+    for key in list(src.keys())[:3]:
+        dst.add(src.get_bytes(key))
+    dst.flush()
+    first = cli_json(cfg, "import", str(part))
+    assert (first["imported"], first["duplicates"], first["failed"]) == (3, 0, [])
+    again = cli_json(cfg, "import", str(path))
+    assert (again["imported"], again["duplicates"], again["failed"]) == (3, 3, [])
+    tickets = cli_json(cfg, "ticket", "list", "--limit", "100")
+    assert sorted(t["title"] for t in tickets) == [f"mbox {i}" for i in range(6)]
+    assert all(t["articles"] == 1 for t in tickets)
+    shown = cli_json(cfg, "ticket", "show", tickets[0]["number"])
+    assert shown["outbox"] == []  # history imports send no acknowledgements by default
+    # mbox quotes body lines starting with "From "; the quote is kept, as mail clients show it
+    assert "From the start of a line" in shown["articles"][0]["body"]
+
+
+def test_maildir_with_queue_option(cfg: Path, tmp_path: Path) -> None:
+    md = mailbox.Maildir(str(tmp_path / "md"), create=True)
+    for i in range(3):
+        md.add(mail(f"md {i}", to="someone@elsewhere.test"))
+    proc = cli(cfg, "import", str(tmp_path / "md"), "--queue", "Support-DE")
+    assert proc.returncode == 0, proc.stderr
+    assert b"imported: 3 (3 new tickets)" in proc.stdout
+    assert {t["queue"] for t in cli_json(cfg, "ticket", "list")} == {"Support-DE"}
+
+
+def test_folder_with_failures_reports_reasons(cfg: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "eml"
+    folder.mkdir()
+    (folder / "a.eml").write_bytes(mail("good"))
+    (folder / "b.eml").write_bytes(b"\x00\x01 not a mail")
+    (folder / "c.eml").write_bytes(mail("wrong queue", to="else@where.test"))
+    proc = cli(cfg, "import", str(folder), "--json")
+    assert proc.returncode == 1  # some failed: the admin must look
+    summary = json.loads(proc.stdout)
+    assert summary["imported"] == 1 and summary["duplicates"] == 0
+    reasons = {Path(f["message"]).name: f["reason"] for f in summary["failed"]}
+    assert reasons["b.eml"].startswith("not a mail")
+    assert "no queue for recipient else@where.test; use --queue" in reasons["c.eml"]
+    assert [t["title"] for t in cli_json(cfg, "ticket", "list")] == ["good"]
+
+
+def test_corpus_folder_imports(cfg: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    shutil.copytree(CORPUS, folder)
+    summary = cli_json(cfg, "import", str(folder), "--queue", "Hotline", "--ack")
+    assert summary["failed"] == []
+    files = [p for p in folder.rglob("*") if p.suffix in (".box", ".eml")]
+    assert summary["imported"] + summary["duplicates"] == len(files)
+
+
+def test_database_outage_stops_the_import_resumably(pipeline: Pipeline, tmp_path: Path) -> None:
+    from otrs_mailgate.db import TemporaryFailure
+
+    calls = {"n": 0}
+    real = pipeline.deliver_one
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise TemporaryFailure("database is locked")
+        return real(*args, **kwargs)
+
+    pipeline.deliver_one = flaky  # type: ignore[method-assign]
+    items = [(f"m{i}", mail(f"m{i}")) for i in range(5)]
+    summary = importer.run(pipeline, iter(items))
+    assert summary.imported == 2 and "run the import again to resume" in summary.stopped
+    pipeline.deliver_one = real  # type: ignore[method-assign]
+    rest = importer.run(pipeline, iter(items))
+    assert (rest.imported, rest.duplicates) == (3, 2)

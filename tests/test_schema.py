@@ -1,0 +1,45 @@
+"""schema.sql and the migrations both match the models; `init` is safe to run again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from otrs_mailgate.db import schema_sql
+from otrs_mailgate.models import Base
+
+from cli_helpers import ROOT, cli, write_config
+
+
+def test_schema_sql_is_current() -> None:
+    kept = (ROOT / "schema.sql").read_text()
+    assert kept == schema_sql(), "schema.sql is stale: run `make schema` and commit it"
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    engine.dispose()
+    assert diff == [], "models changed without a migration: add one under migrations/versions"
+
+
+def test_init_creates_then_reports_up_to_date(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/new/db.sqlite")
+    first = cli(cfg, "init")
+    assert first.returncode == 0, first.stderr
+    assert b"upgraded from empty to revision" in first.stdout
+    second = cli(cfg, "init")
+    assert second.returncode == 0 and b"is up to date" in second.stdout
+
+
+def test_commands_before_init_say_so(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/empty.sqlite")
+    proc = cli(cfg, "ticket", "list")
+    assert proc.returncode == 1
+    assert b"did you run `otrs-mailgate init`?" in proc.stderr
+    assert b"Traceback" not in proc.stderr
