@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -136,19 +136,25 @@ def next_counter(session: Session, name: str) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
-def upsert_id(session: Session, model: type[Base], key: str, **values: Any) -> int:
-    """Insert unless a row with the same unique key exists; either way return its id.
+def upsert_stmt(dialect: str, table: Table, key: str, returning: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET key = key RETURNING ...
 
-    One statement on both dialects (ON CONFLICT DO UPDATE of the key itself, so
-    RETURNING also answers for the existing row).
+    One statement on both dialects that answers with the row whether it was new or
+    already there (DO NOTHING would return nothing for an existing row).  Built
+    once per (dialect, table, key, returning) and reused.
     """
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = model.__table__
-    stmt = module.insert(table).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c[key]], set_={key: stmt.excluded[key]}
-    ).returning(table.c.id)
-    return int(session.execute(stmt).scalar_one())
+    cache_key = (dialect, table.name, key, returning)
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c[key]], set_={key: ins.excluded[key]}
+        ).returning(*(table.c[c] for c in returning))
+        _UPSERTS[cache_key] = stmt
+    return stmt
+
+
+_UPSERTS: dict[tuple[str, str, str, tuple[str, ...]], Any] = {}
 
 
 def insert_ignore(session: Session, model: type[Base], **values: Any) -> None:
@@ -214,5 +220,5 @@ __all__ = [
     "sessionmaker_for",
     "transaction",
     "upgrade",
-    "upsert_id",
+    "upsert_stmt",
 ]

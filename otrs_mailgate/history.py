@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from .models import History, utcnow
@@ -48,7 +48,6 @@ def _last_hash(session: Session, ticket_id: int) -> str:
     cached = _tails(session).get(ticket_id)
     if cached is not None:
         return cached
-    session.flush()  # earlier rows of this transaction must be visible
     last = session.execute(
         select(History.hash)
         .where(History.ticket_id == ticket_id)
@@ -58,23 +57,30 @@ def _last_hash(session: Session, ticket_id: int) -> str:
     return last or GENESIS
 
 
-def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: Any) -> History:
-    """Add one history row; the caller holds the ticket (new, or locked FOR UPDATE)."""
+def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: Any) -> str:
+    """Add one history row and return its hash; the caller holds the ticket (new, or
+    locked FOR UPDATE), so nobody else appends to this chain meanwhile."""
     prev = _last_hash(session, ticket_id)
     at = utcnow()
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
-    row = History(
-        ticket_id=ticket_id,
-        created_at=at,
-        actor=actor,
-        type=type_,
-        detail=text,
-        prev_hash=prev,
-        hash=_digest(prev, ticket_id, at, actor, type_, text),
+    digest = _digest(prev, ticket_id, at, actor, type_, text)
+    session.connection().execute(
+        _INSERT,
+        {
+            "ticket_id": ticket_id,
+            "created_at": at,
+            "actor": actor[:320],
+            "type": type_,
+            "detail": text,
+            "prev_hash": prev,
+            "hash": digest,
+        },
     )
-    session.add(row)
-    _tails(session)[ticket_id] = row.hash
-    return row
+    _tails(session)[ticket_id] = digest
+    return digest
+
+
+_INSERT = insert(History.__table__)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -162,113 +162,100 @@ class Pipeline:
         recipient_key: str,
         envelope: Envelope,
     ) -> Result:
-        """All rows for one (message, recipient), inside the caller's transaction."""
-        done = session.execute(
-            select(Delivery.article_id).where(
-                Delivery.dedup_key == mail.dedup_key, Delivery.recipient == recipient_key
-            )
-        ).first()
+        """All rows for one (message, recipient), inside the caller's transaction.
+
+        Core statements built once at import time: the ORM's unit of work cost
+        more than everything else on this path together.
+        """
+        conn = session.connection()
+        done = conn.execute(_SEL_DELIVERY, {"k": mail.dedup_key, "r": recipient_key}).first()
         if done is not None:
-            number = session.execute(
-                select(Ticket.number)
-                .join(Article, Article.ticket_id == Ticket.id)
-                .where(Article.id == done.article_id)
-            ).scalar_one_or_none()
+            number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": done.article_id}).scalar()
             return Result(recipient_key, "duplicate", number or "", done.article_id, queue.name)
 
         kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
         notes: list[str] = []
-        ticket = self._match(session, mail)
-        followed: Ticket | None = None
+        ticket = self._match(conn, mail)
+        followed: TicketRef | None = None
         rejected = False
         if ticket is not None and ticket.state not in OPEN_STATES:
             ticket, followed, rejected = self._closed_followup(session, ticket, kind, notes)
         new = ticket is None
         if ticket is None:
             ticket = self._new_ticket(session, mail, queue, followed)
-        article = self._store_article(session, ticket, mail, envelope, recipient_key)
+        article_id = self._store_article(conn, ticket, mail, envelope, recipient_key)
         history.append(
             session,
             ticket.id,
             "EmailCustomer" if new else "FollowUp",
             mail.from_addr or "unknown",
-            article_id=article.id,
+            article_id=article_id,
             message_id=mail.message_id,
             classification=kind.kind,
             reason=kind.reason,
             unparsed=mail.unparsed,
         )
         if not new:
-            ticket.updated_at = utcnow()
-        ticket_queue = self.config.queue_by_name(ticket.queue.name) or queue
+            conn.execute(_UPD_TICKET_TOUCH, {"_id": ticket.id, "updated_at": utcnow()})
+        ticket_queue = self.config.queue_by_name(ticket.queue) or queue
         if new and ticket_queue.acknowledge:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
         elif rejected:
             self._respond(session, ticket, mail, ticket_queue, kind, "followup_rejected", notes)
-        session.add(
-            Delivery(dedup_key=mail.dedup_key, recipient=recipient_key, article_id=article.id)
+        conn.execute(
+            _INS_DELIVERY,
+            {"dedup_key": mail.dedup_key, "recipient": recipient_key, "article_id": article_id},
         )
-        session.flush()
-        return Result(
-            recipient_key, "stored", ticket.number, article.id, ticket.queue.name, new, notes
-        )
+        return Result(recipient_key, "stored", ticket.number, article_id, ticket.queue, new, notes)
 
-    def _match(self, session: Session, mail: ParsedMail) -> Ticket | None:
+    def _match(self, conn: Connection, mail: ParsedMail) -> TicketRef | None:
         """Subject tag (valid check digit, ticket exists), then In-Reply-To/References."""
         ticket_id = None
         numbers = [tag.number for tag in self.tags.find(mail.subject)]
         if numbers:
-            found = dict(
-                session.execute(
-                    select(Ticket.number, Ticket.id).where(Ticket.number.in_(numbers))
-                ).all()
-            )
+            found = dict(conn.execute(_SEL_TICKETS_BY_NUMBER, {"n": numbers}).all())
             ticket_id = next((found[n] for n in numbers if n in found), None)
         if ticket_id is None:
             refs = list(reversed(mail.in_reply_to)) + list(reversed(mail.references))
             refs = [r for r in dict.fromkeys(refs) if r][:50]
             if refs:
-                rows = dict(
-                    session.execute(
-                        select(MessageRef.message_id, MessageRef.ticket_id)
-                        .where(MessageRef.message_id.in_(refs))
-                        .order_by(MessageRef.id)
-                    ).all()
-                )
+                rows = dict(conn.execute(_SEL_REFS, {"ids": refs}).all())
                 ticket_id = next((rows[r] for r in refs if r in rows), None)
         if ticket_id is None:
             return None
+        ticket = None
         for _ in range(MAX_MERGE_HOPS):
-            ticket = session.execute(
-                select(Ticket).where(Ticket.id == ticket_id).with_for_update(of=Ticket)
-            ).scalar_one()
+            ticket = TicketRef(*conn.execute(_SEL_TICKET_FOR_UPDATE, {"id": ticket_id}).one())
             if ticket.merged_into_id is None:
                 return ticket
             ticket_id = ticket.merged_into_id
         return ticket
 
     def _closed_followup(
-        self, session: Session, ticket: Ticket, kind: Classification, notes: list[str]
-    ) -> tuple[Ticket | None, Ticket | None, bool]:
-        """Apply the queue's policy: (ticket to file on, or None; closed ticket a new one
-        follows up; rejected)."""
-        policy = self.config.queue_by_name(ticket.queue.name)
+        self, session: Session, ticket: TicketRef, kind: Classification, notes: list[str]
+    ) -> tuple[TicketRef | None, TicketRef | None, bool]:
+        """Apply the queue's policy: (ticket to file on, or None for a new one; the closed
+        ticket a new one follows up; rejected)."""
+        policy = self.config.queue_by_name(ticket.queue)
         action = policy.follow_up_closed if policy else "reopen"
         if kind.kind != HUMAN:
             notes.append(f"closed ticket not reopened: {kind.reason}")
             return ticket, None, False
         if action == "reopen":
-            old = ticket.state
-            ticket.state, ticket.closed_at = "open", None
+            session.connection().execute(
+                _UPD_TICKET_STATE,
+                {"_id": ticket.id, "state": "open", "closed_at": None, "updated_at": utcnow()},
+            )
             history.append(
                 session,
                 ticket.id,
                 "StateUpdate",
                 "system",
-                old=old,
+                old=ticket.state,
                 new="open",
                 reason="customer follow-up",
             )
+            ticket.state = "open"
             notes.append("reopened")
             return ticket, None, False
         if action == "new":
@@ -279,8 +266,9 @@ class Pipeline:
         return ticket, None, True
 
     def _new_ticket(
-        self, session: Session, mail: ParsedMail, queue: QueueConfig, follows: Ticket | None
-    ) -> Ticket:
+        self, session: Session, mail: ParsedMail, queue: QueueConfig, follows: TicketRef | None
+    ) -> TicketRef:
+        conn = session.connection()
         today = dt.datetime.now().date()  # the local date, as people read the number
         number = generate(
             self.config.system.ticket_number,
@@ -288,101 +276,122 @@ class Pipeline:
             lambda name: db.next_counter(session, name),
             today,
         )
-        customer = self._customer(session, mail)
+        customer_id, customer_language = self._customer(conn, mail)
         language = self.responder.pick_language(
             mail.content_language,
-            customer.language if customer else None,
+            customer_language,
             queue.language,
             self.config.system.language,
         )
-        ticket = Ticket(
-            number=number,
-            title=self.tags.remove(mail.subject) if mail.subject else "(no subject)",
-            queue_id=self.queue_id(session, queue.name),
-            customer_id=customer.id if customer else None,
-            state="new",
-            priority=3,
-            language=language,
-        )
-        session.add(ticket)
-        session.flush()
-        history.start_chain(session, ticket.id)
+        title = self.tags.remove(mail.subject) if mail.subject else "(no subject)"
+        now = utcnow()
+        ticket_id = conn.execute(
+            _INS_TICKET,
+            {
+                "number": number,
+                "title": title,
+                "queue_id": self.queue_id(session, queue.name),
+                "customer_id": customer_id,
+                "state": "new",
+                "priority": 3,
+                "language": language,
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
+        history.start_chain(session, ticket_id)
         history.append(
             session,
-            ticket.id,
+            ticket_id,
             "NewTicket",
             mail.from_addr or "unknown",
             number=number,
             queue=queue.name,
         )
         if follows is not None:
-            session.add(TicketLink(source_id=ticket.id, target_id=follows.id, kind="follow-up-of"))
-            history.append(session, ticket.id, "Link", "system", follow_up_of=follows.number)
+            conn.execute(
+                _INS_LINK, {"source_id": ticket_id, "target_id": follows.id, "kind": "follow-up-of"}
+            )
+            history.append(session, ticket_id, "Link", "system", follow_up_of=follows.number)
             history.append(session, follows.id, "Link", "system", followed_by=number)
-        return ticket
+        return TicketRef(ticket_id, number, "new", queue.name, language, title, None)
 
-    def _customer(self, session: Session, mail: ParsedMail) -> Customer | None:
-        address = mail.from_addr
-        if not address:
-            return None
-        db.insert_ignore(
-            session,
-            Customer,
-            address=address,
-            name=mail.from_name[:200],
-            language=mail.content_language,
-            created_at=utcnow(),
-        )
-        return session.execute(select(Customer).where(Customer.address == address)).scalar_one()
+    def _customer(self, conn: Connection, mail: ParsedMail) -> tuple[int | None, str | None]:
+        """(id, stored language) of the sender, created on first contact."""
+        if not mail.from_addr:
+            return None, None
+        row = conn.execute(
+            db.upsert_stmt(conn.dialect.name, Customer.__table__, "address", ("id", "language")),
+            {
+                "address": mail.from_addr[:320],
+                "name": mail.from_name[:200],
+                "language": mail.content_language,
+                "created_at": utcnow(),
+            },
+        ).one()
+        return row.id, row.language
 
     def _store_article(
-        self, session: Session, ticket: Ticket, mail: ParsedMail, envelope: Envelope, recipient: str
-    ) -> Article:
-        raw_id = _blob_id(session, RawMessage, mail.raw)
-        article = Article(
-            ticket_id=ticket.id,
-            raw_id=raw_id,
-            direction="in",
-            sender_type="customer",
-            message_id=mail.message_id[:998],
-            from_addr=mail.from_addr[:320],
-            from_name=mail.from_name[:200],
-            to_addrs=", ".join(mail.to),
-            cc_addrs=", ".join(mail.cc),
-            subject=mail.subject or ("(unparsed message)" if mail.unparsed else ""),
-            body_text=mail.body_text,
-            body_html=mail.body_html,
-            content_language=mail.content_language,
-            envelope_sender=(envelope.sender or "")[:320],
-            envelope_recipient=recipient[:320],
-            unparsed=mail.unparsed,
-            problem=mail.problem,
-        )
-        session.add(article)
-        session.flush()
-        for part in mail.attachments:
-            session.add(
-                Attachment(
-                    article_id=article.id,
-                    blob_id=_blob_id(session, Blob, part.data),
-                    filename=part.filename,
-                    content_type=part.content_type[:255],
-                    content_id=part.content_id[:998],
-                    inline=part.inline,
-                    size=len(part.data),
-                    sha256=part.sha256,
-                )
+        self,
+        conn: Connection,
+        ticket: TicketRef,
+        mail: ParsedMail,
+        envelope: Envelope,
+        recipient: str,
+    ) -> int:
+        raw_id = _blob_id(conn, RawMessage.__table__, mail.raw)
+        article_id = conn.execute(
+            _INS_ARTICLE,
+            {
+                "ticket_id": ticket.id,
+                "raw_id": raw_id,
+                "direction": "in",
+                "sender_type": "customer",
+                "internal": False,
+                "message_id": mail.message_id[:998],
+                "from_addr": mail.from_addr[:320],
+                "from_name": mail.from_name[:200],
+                "to_addrs": ", ".join(mail.to),
+                "cc_addrs": ", ".join(mail.cc),
+                "subject": mail.subject or ("(unparsed message)" if mail.unparsed else ""),
+                "body_text": mail.body_text,
+                "body_html": mail.body_html,
+                "content_language": mail.content_language,
+                "envelope_sender": (envelope.sender or "")[:320],
+                "envelope_recipient": recipient[:320],
+                "unparsed": mail.unparsed,
+                "problem": mail.problem,
+                "created_at": utcnow(),
+            },
+        ).scalar_one()
+        if mail.attachments:
+            conn.execute(
+                _INS_ATTACHMENT,
+                [
+                    {
+                        "article_id": article_id,
+                        "blob_id": _blob_id(conn, Blob.__table__, part.data),
+                        "filename": part.filename,
+                        "content_type": part.content_type[:255],
+                        "content_id": part.content_id[:998],
+                        "inline": part.inline,
+                        "size": len(part.data),
+                        "sha256": part.sha256,
+                    }
+                    for part in mail.attachments
+                ],
             )
         if mail.message_id:
-            session.add(
-                MessageRef(message_id=mail.message_id[:998], ticket_id=ticket.id, direction="in")
+            conn.execute(
+                _INS_REF,
+                {"message_id": mail.message_id[:998], "ticket_id": ticket.id, "direction": "in"},
             )
-        return article
+        return article_id
 
     def _respond(
         self,
         session: Session,
-        ticket: Ticket,
+        ticket: TicketRef,
         mail: ParsedMail,
         queue: QueueConfig,
         kind: Classification,
@@ -445,7 +454,61 @@ class Pipeline:
         )
 
 
-def _blob_id(session: Session, model: type[RawMessage] | type[Blob], data: bytes) -> int:
+@dataclass
+class TicketRef:
+    """What the pipeline needs of a ticket, without an ORM object."""
+
+    id: int
+    number: str
+    state: str
+    queue: str
+    language: str
+    title: str
+    merged_into_id: int | None
+
+
+_T, _A, _D, _M = Ticket.__table__, Article.__table__, Delivery.__table__, MessageRef.__table__
+_Q = Queue.__table__
+_SEL_DELIVERY = select(_D.c.article_id).where(
+    _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
+)
+_SEL_NUMBER_OF_ARTICLE = (
+    select(_T.c.number).join(_A, _A.c.ticket_id == _T.c.id).where(_A.c.id == bindparam("a"))
+)
+_SEL_TICKETS_BY_NUMBER = select(_T.c.number, _T.c.id).where(
+    _T.c.number.in_(bindparam("n", expanding=True))
+)
+_SEL_REFS = (
+    select(_M.c.message_id, _M.c.ticket_id)
+    .where(_M.c.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_M.c.id)
+)
+_SEL_TICKET_FOR_UPDATE = (
+    select(
+        _T.c.id,
+        _T.c.number,
+        _T.c.state,
+        _Q.c.name,
+        _T.c.language,
+        _T.c.title,
+        _T.c.merged_into_id,
+    )
+    .join(_Q, _Q.c.id == _T.c.queue_id)
+    .where(_T.c.id == bindparam("id"))
+    .with_for_update(of=_T)
+)
+_INS_TICKET = insert(_T).returning(_T.c.id)
+_INS_ARTICLE = insert(_A).returning(_A.c.id)
+_INS_ATTACHMENT = insert(Attachment.__table__)
+_INS_REF = insert(_M)
+_INS_DELIVERY = insert(_D)
+_INS_LINK = insert(TicketLink.__table__)
+_UPD_TICKET_TOUCH = update(_T).where(_T.c.id == bindparam("_id"))
+_UPD_TICKET_STATE = update(_T).where(_T.c.id == bindparam("_id"))
+
+
+def _blob_id(conn: Connection, table: Table, data: bytes) -> int:
     """Store bytes once per SHA-256 and return the row id."""
     digest = hashlib.sha256(data).hexdigest()
-    return db.upsert_id(session, model, "sha256", sha256=digest, size=len(data), data=data)
+    stmt = db.upsert_stmt(conn.dialect.name, table, "sha256", ("id",))
+    return int(conn.execute(stmt, {"sha256": digest, "size": len(data), "data": data}).scalar_one())

@@ -7,6 +7,7 @@ mail finds its ticket through In-Reply-To/References.
 
 from __future__ import annotations
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .models import MessageRef, Outbox
@@ -16,19 +17,27 @@ from .responses import Composed
 SMTP_POLICY = POLICY.clone(linesep="\r\n")
 
 
-def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> Outbox:
-    data = composed.message.as_bytes(policy=SMTP_POLICY)
-    row = Outbox(
-        ticket_id=ticket_id,
-        kind=kind,
-        mail_from=composed.mail_from,
-        rcpt_to=",".join(composed.rcpt_to),
-        message_id=composed.message_id,
-        data=data,
+def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> None:
+    conn = session.connection()
+    conn.execute(
+        _INSERT,
+        {
+            "ticket_id": ticket_id,
+            "kind": kind,
+            "mail_from": composed.mail_from,
+            "rcpt_to": ",".join(composed.rcpt_to),
+            "message_id": composed.message_id,
+            "data": composed.message.as_bytes(policy=SMTP_POLICY),
+            "status": "queued",
+            "attempts": 0,
+        },
     )
-    session.add(row)
     if ticket_id is not None:
-        session.add(
-            MessageRef(message_id=composed.message_id, ticket_id=ticket_id, direction="out")
+        conn.execute(
+            _INSERT_REF,
+            {"message_id": composed.message_id, "ticket_id": ticket_id, "direction": "out"},
         )
-    return row
+
+
+_INSERT = insert(Outbox.__table__)
+_INSERT_REF = insert(MessageRef.__table__)
