@@ -104,6 +104,72 @@ def init(ctx: Ctx) -> None:
 
 
 @main.command()
+@pass_ctx
+def serve(ctx: Ctx) -> None:
+    """Run the daemon: LMTP server, group commit, outbox sender."""
+    from .daemon import serve as run
+
+    sys.exit(run(ctx.config_path, ctx.config))
+
+
+@main.group()
+def outbox() -> None:
+    """The mail we send."""
+
+
+@outbox.command("send")
+@pass_ctx
+@_database_errors
+def outbox_send(ctx: Ctx) -> None:
+    """Send what is due, once (for cron, or while no daemon runs)."""
+    from .db import sessionmaker_for
+    from .outbox import PassResult, Sender
+
+    sender = Sender(ctx.config, sessionmaker_for(ctx.engine()))
+    total = PassResult()
+    while True:
+        result = sender.run_pass()
+        total += result
+        if result.sent + result.retried + result.failed == 0:
+            break
+    click.echo(f"sent: {total.sent}, deferred: {total.retried}, failed: {total.failed}")
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM keys for the mail we send."""
+
+
+@dkim.command("keygen")
+@click.option(
+    "--selector", default=None, help="DNS selector (default: dkim.selector or 'mailgate')."
+)
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the private key (default: dkim.key_file).",
+)
+@pass_ctx
+def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
+    """Make a 2048-bit RSA key and print the DNS TXT record to publish."""
+    from .outbox import dkim_keygen as keygen
+
+    config = ctx.config
+    selector = selector or config.dkim.selector or "mailgate"
+    path = key_file or (Path(config.dkim.key_file) if config.dkim.key_file else None)
+    if path is None:
+        raise click.UsageError("no --key-file and no dkim.key_file in the config")
+    if path.exists():
+        raise click.UsageError(f"{path} exists; move it away first (keys are never overwritten)")
+    domain = config.dkim.domain or config.system.domain
+    record = keygen(path, selector, domain)
+    click.echo(f"wrote {path} (mode 0600). Publish this record, then set in [dkim]:")
+    click.echo(f'  selector = "{selector}"\n  key_file = "{path}"')
+    click.echo(record)
+
+
+@main.command()
 def schema() -> None:
     """Print the schema generated from the models (what schema.sql holds)."""
     from .db import schema_sql

@@ -51,6 +51,34 @@ class DatabaseConfig(_Section):
     busy_timeout_ms: int = Field(5000, ge=0)
 
 
+class LMTPConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8024, ge=1, le=65535)
+    socket: str = ""  # a UNIX socket path instead of host/port
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    # Committer threads: 0 picks 1 for SQLite (one writer anyway), 4 for PostgreSQL.
+    workers: int = Field(0, ge=0, le=64)
+
+
+class SMTPConfig(_Section):
+    """Where the outbox sends mail: the local MTA."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    timeout: float = Field(30.0, gt=0)
+    # Retry a 4xx answer or an unreachable MTA this often, backing off exponentially.
+    max_attempts: int = Field(12, ge=1)
+    backoff_seconds: float = Field(60.0, gt=0)
+
+
+class DKIMConfig(_Section):
+    """Sign outgoing mail when a key is configured (`otrs-mailgate dkim keygen`)."""
+
+    selector: str = ""
+    domain: str = ""  # default: system.domain
+    key_file: str = ""
+
+
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
@@ -74,6 +102,9 @@ class Config(_Section):
     system: SystemConfig = SystemConfig()
     ticket: TicketConfig = TicketConfig()
     database: DatabaseConfig = DatabaseConfig()
+    lmtp: LMTPConfig = LMTPConfig()
+    smtp: SMTPConfig = SMTPConfig()
+    dkim: DKIMConfig = DKIMConfig()
     queue: list[QueueConfig] = Field(
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
@@ -159,6 +190,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         config.database.url = _resolve_sqlite_path(config.database.url, file.parent)
         if config.system.templates:
             config.system.templates = str(file.parent / config.system.templates)
+        if config.dkim.key_file:
+            config.dkim.key_file = str(file.parent / config.dkim.key_file)
+        if config.lmtp.socket:
+            config.lmtp.socket = str(file.parent / config.lmtp.socket)
     return config
 
 

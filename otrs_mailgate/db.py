@@ -26,7 +26,7 @@ class TemporaryFailure(Exception):
     """The store cannot take the message right now; the MTA should retry (451 / 75)."""
 
 
-def _sqlite_module() -> Any | None:
+def sqlite_module() -> Any | None:
     try:
         import pysqlite3.dbapi2 as module  # newer SQLite than the system's, where a wheel exists
     except ImportError:
@@ -48,7 +48,7 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
-        module = _sqlite_module()
+        module = sqlite_module()
         if module is not None:
             kwargs["module"] = module
         engine = create_engine(

@@ -77,17 +77,23 @@ def _split_plus(address: str) -> str:
 class Pipeline:
     """Holds what is expensive to make (engine, templates, queue ids); one per process."""
 
-    def __init__(self, config: Config, engine: Engine | None = None, *, acknowledge: bool = True):
-        self.config = config
+    def __init__(
+        self, config: Config, engine: Engine | None = None, *, acknowledge: bool = True
+    ) -> None:
         self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
         self.sessions = db.sessionmaker_for(self.engine)
+        self.acknowledge = acknowledge
+        self._queue_ids: dict[str, int] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a new config (SIGHUP): queues, tags, templates; the engine stays."""
+        self.config = config
         self.tags = TagFormat(config.ticket.hook, config.ticket.divider)
         self.responder = Responder(config)
-        self.acknowledge = acknowledge
         self._addresses = {a: q for q in config.queue for a in q.addresses}
         self.own_addresses = set(self._addresses)
         self.own_domains = {config.system.domain.lower()}
-        self._queue_ids: dict[str, int] = {}
 
     # -- routing ------------------------------------------------------------------------
 

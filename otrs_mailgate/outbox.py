@@ -7,14 +7,26 @@ mail finds its ticket through In-Reply-To/References.
 
 from __future__ import annotations
 
-from sqlalchemy import insert
-from sqlalchemy.orm import Session
+import base64
+import datetime as dt
+import logging
+import os
+import smtplib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .models import MessageRef, Outbox
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db, history
+from .config import Config
+from .models import MessageRef, Outbox, Ticket, utcnow
 from .parse import POLICY
 from .responses import Composed
 
 SMTP_POLICY = POLICY.clone(linesep="\r\n")
+log = logging.getLogger("otrs_mailgate.outbox")
 
 
 def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> None:
@@ -41,3 +53,245 @@ def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Compos
 
 _INSERT = insert(Outbox.__table__)
 _INSERT_REF = insert(MessageRef.__table__)
+
+
+# -- sending ----------------------------------------------------------------------------
+
+MAX_BACKOFF = dt.timedelta(hours=6)
+LEASE = dt.timedelta(minutes=10)
+
+
+@dataclass
+class PassResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def __iadd__(self, other: PassResult) -> PassResult:
+        self.sent += other.sent
+        self.retried += other.retried
+        self.failed += other.failed
+        return self
+
+
+_O = Outbox.__table__
+
+
+def _claim(session: Session, now: dt.datetime, limit: int) -> list[Any]:
+    """Take due rows for this sender: each row is sent by one process only.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders take different rows.
+    SQLite: the write lock serialises claims.  A claim is a lease: a sender that
+    dies mid-send leaves the row to be taken again when the lease runs out.
+    """
+    due = (
+        select(_O.c.id)
+        .where(_O.c.status.in_(("queued", "sending")), _O.c.next_attempt_at <= now)
+        .order_by(_O.c.next_attempt_at, _O.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(_O)
+        .where(_O.c.id.in_(due.scalar_subquery()))
+        .values(status="sending", next_attempt_at=now + LEASE, attempts=_O.c.attempts + 1)
+        .returning(
+            _O.c.id,
+            _O.c.ticket_id,
+            _O.c.mail_from,
+            _O.c.rcpt_to,
+            _O.c.data,
+            _O.c.attempts,
+            _O.c.kind,
+        )
+    )
+    return list(session.connection().execute(stmt).all())
+
+
+class Sender:
+    """Delivers claimed outbox rows by SMTP to the local MTA, signing with DKIM if set up."""
+
+    def __init__(self, config: Config, sessions: sessionmaker[Session]) -> None:
+        self.config = config
+        self.sessions = sessions
+        self._dkim_key: bytes | None = None
+        if config.dkim.key_file and config.dkim.selector:
+            self._dkim_key = Path(config.dkim.key_file).read_bytes()
+
+    def sign(self, data: bytes) -> bytes:
+        if self._dkim_key is None:
+            return data
+        import dkim
+
+        domain = self.config.dkim.domain or self.config.system.domain
+        signature = dkim.sign(
+            data,
+            self.config.dkim.selector.encode(),
+            domain.encode(),
+            self._dkim_key,
+            include_headers=[h.encode() for h in SIGNED_HEADERS],
+        )
+        return signature + data
+
+    def run_pass(self, now: dt.datetime | None = None, limit: int = 100) -> PassResult:
+        """Claim what is due and send it; one SMTP connection for the pass."""
+        now = now or utcnow()
+        with db.transaction(self.sessions) as session:
+            rows = _claim(session, now, limit)
+        result = PassResult()
+        if not rows:
+            return result
+        smtp: smtplib.SMTP | None = None
+        unreachable = ""
+        try:
+            for row in rows:
+                if unreachable:  # do not knock on a closed door once per row
+                    self._finish(row, 451, unreachable, result, now)
+                    continue
+                try:
+                    if smtp is None:
+                        smtp = smtplib.SMTP(
+                            self.config.smtp.host,
+                            self.config.smtp.port,
+                            timeout=self.config.smtp.timeout,
+                        )
+                    refused = smtp.sendmail(
+                        row.mail_from, row.rcpt_to.split(","), self.sign(row.data)
+                    )
+                except smtplib.SMTPRecipientsRefused as exc:
+                    code, text = next(iter(exc.recipients.values()))
+                    self._finish(row, code, _text(text), result, now)
+                except smtplib.SMTPResponseException as exc:
+                    self._finish(row, exc.smtp_code, _text(exc.smtp_error), result, now)
+                    smtp = _reset(smtp)
+                except (OSError, smtplib.SMTPException) as exc:
+                    unreachable = f"MTA unreachable: {exc}"
+                    self._finish(row, 451, unreachable, result, now)
+                    smtp = _reset(smtp, quit=False)
+                else:
+                    note = f"refused by some: {refused}" if refused else ""
+                    self._finish(row, 250, note, result, now)
+        finally:
+            _reset(smtp)
+        return result
+
+    def _finish(self, row: Any, code: int, text: str, result: PassResult, now: dt.datetime) -> None:
+        with db.transaction(self.sessions) as session:
+            conn = session.connection()
+            if 200 <= code < 300:
+                conn.execute(
+                    update(_O)
+                    .where(_O.c.id == row.id)
+                    .values(status="sent", sent_at=now, last_error=text)
+                )
+                result.sent += 1
+                log.info(
+                    "outbox sent id=%s kind=%s to=%s attempts=%s",
+                    row.id,
+                    row.kind,
+                    row.rcpt_to,
+                    row.attempts,
+                )
+                return
+            permanent = code >= 500 or row.attempts >= self.config.smtp.max_attempts
+            error = f"{code} {text}".strip()
+            if not permanent:
+                delay = dt.timedelta(
+                    seconds=self.config.smtp.backoff_seconds * 2 ** (row.attempts - 1)
+                )
+                conn.execute(
+                    update(_O)
+                    .where(_O.c.id == row.id)
+                    .values(
+                        status="queued",
+                        next_attempt_at=now + min(delay, MAX_BACKOFF),
+                        last_error=error,
+                    )
+                )
+                result.retried += 1
+                log.info(
+                    "outbox deferred id=%s to=%s attempts=%s error=%r",
+                    row.id,
+                    row.rcpt_to,
+                    row.attempts,
+                    error,
+                )
+                return
+            conn.execute(
+                update(_O).where(_O.c.id == row.id).values(status="failed", last_error=error)
+            )
+            result.failed += 1
+            log.warning("outbox failed id=%s to=%s error=%r", row.id, row.rcpt_to, error)
+            if row.ticket_id is not None:
+                session.execute(
+                    select(Ticket.id).where(Ticket.id == row.ticket_id).with_for_update()
+                )
+                history.append(
+                    session,
+                    row.ticket_id,
+                    "SendFailed",
+                    "system",
+                    outbox_id=row.id,
+                    kind=row.kind,
+                    to=row.rcpt_to,
+                    error=error,
+                )
+
+
+SIGNED_HEADERS = (
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "reply-to",
+    "auto-submitted",
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _reset(smtp: smtplib.SMTP | None, quit: bool = True) -> None:
+    if smtp is None:
+        return None
+    try:
+        if quit:
+            smtp.quit()
+        else:
+            smtp.close()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+    return None
+
+
+def dkim_keygen(key_file: Path, selector: str, domain: str) -> str:
+    """Write a new 2048-bit RSA key (mode 0600) and return the DNS TXT record for it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f'{selector}._domainkey.{domain}. IN TXT "{dkim_txt(public)}"'
+
+
+def dkim_txt(public_der: bytes) -> str:
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(public_der).decode()

@@ -1,0 +1,134 @@
+"""`otrs-mailgate serve`: the LMTP server, the group committer and the outbox sender on one loop.
+
+SIGTERM/SIGINT: stop accepting, let sessions in flight finish (their commits
+included), then exit 0.  SIGHUP: read the config again (queues, templates,
+outbox settings); a broken file is logged and the old config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from . import config as config_mod
+from . import db
+from .committer import GroupCommitter
+from .ingest import Pipeline
+from .lmtp import Handler, controller
+from .outbox import Sender
+
+log = logging.getLogger("otrs_mailgate.daemon")
+STOP_TIMEOUT = 30.0
+OUTBOX_IDLE = 2.0
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One line per event on stderr (journald and Postfix-style log readers like that)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+
+
+class Daemon:
+    def __init__(self, config_path: str | None, config: config_mod.Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.engine = db.make_engine(config.database.url, config.database.busy_timeout_ms)
+        self.pipeline = Pipeline(config, self.engine)
+        workers = config.lmtp.workers or (1 if self.engine.dialect.name == "sqlite" else 4)
+        self.committer = GroupCommitter(self.pipeline, workers=workers)
+        self.handler = Handler(self.committer)
+        self.sender = Sender(config, self.pipeline.sessions)
+        self.stopping = asyncio.Event()
+        self.started = threading.Event()  # for tests that run the daemon in a thread
+        self.outbox_wakeup = asyncio.Event()
+        self.committer.on_commit.append(self.outbox_wakeup.set)
+
+    def reload(self) -> None:
+        try:
+            config = config_mod.load(self.config_path)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, keeping the old config: %s", exc)
+            return
+        if config.database.url != self.config.database.url:
+            log.warning("database.url changed: takes effect only after a restart")
+            config.database.url = self.config.database.url
+        self.config = config
+        self.pipeline.reconfigure(config)
+        self.sender = Sender(config, self.pipeline.sessions)
+        log.info("config reloaded from %s", config.source)
+
+    async def outbox_loop(self) -> None:
+        """Send what is due; sleep until woken by new mail or the next due row."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            try:
+                result = await loop.run_in_executor(None, self.sender.run_pass)
+                busy = result.sent + result.retried + result.failed > 0
+            except Exception:  # the database may be down: try again later
+                log.exception("outbox pass failed")
+                busy = False
+            if busy:
+                continue
+            self.outbox_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox_wakeup.wait(), OUTBOX_IDLE)
+
+    async def run(self, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        lmtp = self.config.lmtp
+        ctl = controller(
+            self.handler,
+            loop,
+            host=lmtp.host,
+            port=lmtp.port,
+            socket=lmtp.socket,
+            max_size=lmtp.max_message_size,
+        )
+        ctl.server_coro = ctl._create_server()
+        ctl.server = await ctl.server_coro
+        self.committer.start()
+        self.started.set()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        where = lmtp.socket or f"{lmtp.host}:{lmtp.port}"
+        log.info(
+            "listening for LMTP on %s, database %s",
+            where,
+            self.engine.url.render_as_string(hide_password=True),
+        )
+        outbox_task = asyncio.create_task(self.outbox_loop())
+        await self.stopping.wait()
+        log.info("stopping: no new connections, finishing sessions in flight")
+        ctl.server.close()
+        await ctl.server.wait_closed()
+        deadline = loop.time() + STOP_TIMEOUT
+        while self.handler.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.committer.stop()
+        outbox_task.cancel()
+        self.engine.dispose()
+        log.info("stopped")
+        return 0
+
+
+def serve(config_path: str | None, config: config_mod.Config) -> int:
+    setup_logging()
+    daemon: Any = None
+
+    async def main() -> int:
+        nonlocal daemon
+        daemon = Daemon(config_path, config)
+        return await daemon.run()
+
+    return asyncio.run(main())

@@ -1,0 +1,100 @@
+"""A daemon in a thread of the test process, and a raw-socket LMTP client.
+
+smtplib.LMTP reads one reply after DATA; RFC 2033 gives one per recipient, so
+the client here reads exactly as many as it sent accepted recipients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from otrs_mailgate.config import Config
+from otrs_mailgate.daemon import Daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(config: Config) -> Iterator[Daemon]:
+    config.lmtp.port = free_port()
+    loop = asyncio.new_event_loop()
+    holder: dict[str, Daemon] = {}
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            holder["d"] = Daemon(None, config)
+            await holder["d"].run(install_signals=False)
+
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if "d" in holder and holder["d"].started.is_set():
+            break
+        threading.Event().wait(0.025)
+    daemon = holder["d"]
+    try:
+        yield daemon
+    finally:
+        loop.call_soon_threadsafe(daemon.stopping.set)
+        thread.join(30)
+        loop.close()
+
+
+class RawLMTP:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.buf = b""
+        assert self.reply().startswith("220")
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf.split(b"\r\n", 1)
+        return out.decode()
+
+    def reply(self) -> str:
+        """One (possibly multi-line) reply."""
+        lines = [self.line()]
+        while lines[-1][3:4] == "-":
+            lines.append(self.line())
+        return "\n".join(lines)
+
+    def cmd(self, text: str) -> str:
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.reply()
+
+    def send(self, sender: str, recipients: list[str], data: bytes) -> tuple[list[str], list[str]]:
+        """(RCPT replies, DATA replies: one per accepted recipient)."""
+        assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
+        rcpt = [self.cmd(f"RCPT TO:<{r}>") for r in recipients]
+        accepted = sum(r.startswith("250") for r in rcpt)
+        if not accepted:
+            self.cmd("RSET")
+            return rcpt, []
+        assert self.cmd("DATA").startswith("354")
+        body = data.replace(b"\r\n.", b"\r\n..")
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        self.sock.sendall(body + b".\r\n")
+        return rcpt, [self.reply() for _ in range(accepted)]
+
+    def close(self) -> None:
+        try:
+            self.cmd("QUIT")
+        finally:
+            self.sock.close()

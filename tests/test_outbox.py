@@ -1,0 +1,185 @@
+"""The outbox sender: SMTP to the local MTA, backoff on 4xx, history on 5xx, DKIM, once only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+from pathlib import Path
+
+import dkim
+import pytest
+from aiosmtpd.controller import Controller
+from lmtp_helpers import free_port
+from sqlalchemy import select, update
+
+from otrs_mailgate import db
+from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.models import History, MessageRef, Outbox, utcnow
+from otrs_mailgate.outbox import Sender, dkim_keygen
+
+from helpers import mail, make_config
+
+HOT = "hotline@example.com"
+
+
+class Sink:
+    """An SMTP server that answers RCPT with a scripted code per recipient."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.script: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        reply = self.script.get(address, "250 OK")
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 2.0.0 queued"
+
+
+@pytest.fixture
+def sink():
+    handler = Sink()
+    port = free_port()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    handler.port = port
+    yield handler
+    ctl.stop()
+
+
+def _setup(db_url: str, port: int, **extra):
+    config = make_config(db_url, smtp={"port": port, "backoff_seconds": 60}, **extra)
+    pipeline = Pipeline(config)
+    return config, pipeline, Sender(config, pipeline.sessions)
+
+
+def _rows(pipeline: Pipeline) -> list[Outbox]:
+    with pipeline.sessions() as s:
+        return s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
+
+
+def test_sends_ack_and_remembers_message_id(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    n = pipeline.deliver_one(mail("Printer", sender="alice@customer.test"), HOT).ticket_number
+    assert sender.run_pass().sent == 1
+    [(mail_from, rcpts, data)] = sink.received
+    assert (mail_from, rcpts) == (HOT, ["alice@customer.test"])
+    assert f"[Ticket#{n}]".encode() in data
+    [row] = _rows(pipeline)
+    assert row.status == "sent" and row.sent_at is not None
+    assert sender.run_pass().sent == 0  # sent once
+    with pipeline.sessions() as s:
+        ref = s.execute(select(MessageRef).where(MessageRef.direction == "out")).scalar_one()
+    assert ref.message_id == row.message_id and ref.message_id.endswith("@mailgate.test")
+
+
+def test_4xx_backs_off_then_sends(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    sink.script["alice@customer.test"] = "451 4.7.1 greylisted"
+    pipeline.deliver_one(mail("x", sender="alice@customer.test"), HOT)
+    assert sender.run_pass().retried == 1
+    [row] = _rows(pipeline)
+    assert row.status == "queued" and row.attempts == 1 and "451" in row.last_error
+    wait = row.next_attempt_at - utcnow()
+    assert dt.timedelta(seconds=50) < wait <= dt.timedelta(seconds=60)
+    assert sender.run_pass().sent == 0  # not due yet
+    later = utcnow() + dt.timedelta(seconds=61)
+    sink.script.clear()
+    assert sender.run_pass(now=later).sent == 1
+    assert _rows(pipeline)[0].status == "sent"
+
+
+def test_second_4xx_doubles_the_delay(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    sink.script["alice@customer.test"] = "450 try later"
+    pipeline.deliver_one(mail("x", sender="alice@customer.test"), HOT)
+    sender.run_pass()
+    first = _rows(pipeline)[0].next_attempt_at
+    sender.run_pass(now=first + dt.timedelta(seconds=1))
+    row = _rows(pipeline)[0]
+    assert row.attempts == 2
+    assert row.next_attempt_at - first >= dt.timedelta(seconds=119)
+
+
+def test_5xx_fails_and_lands_in_history(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    sink.script["alice@customer.test"] = "550 5.1.1 no such user"
+    pipeline.deliver_one(mail("x", sender="alice@customer.test"), HOT)
+    assert sender.run_pass().failed == 1
+    row = _rows(pipeline)[0]
+    assert row.status == "failed" and row.last_error.startswith("550")
+    with pipeline.sessions() as s:
+        h = s.execute(select(History).where(History.type == "SendFailed")).scalar_one()
+    assert "no such user" in h.detail
+    assert sender.run_pass().failed == 0
+
+
+def test_mta_down_defers_everything_once(db_url: str) -> None:
+    _, pipeline, sender = _setup(db_url, free_port())
+    for i in range(3):
+        pipeline.deliver_one(mail(f"x{i}", sender=f"c{i}@customer.test"), HOT)
+    result = sender.run_pass()
+    assert result.retried == 3
+    assert all("MTA unreachable" in r.last_error for r in _rows(pipeline))
+
+
+def test_dkim_signature_verifies(db_url: str, sink: Sink, tmp_path: Path) -> None:
+    key = tmp_path / "dkim.key"
+    record = dkim_keygen(key, "sel1", "mailgate.test")
+    assert key.stat().st_mode & 0o777 == 0o600
+    txt = record.split('"')[1]
+    _, pipeline, sender = _setup(db_url, sink.port, dkim={"selector": "sel1", "key_file": str(key)})
+    pipeline.deliver_one(mail("signed", sender="alice@customer.test"), HOT)
+    sender.run_pass()
+    data = sink.received[0][2]
+    assert data.startswith(b"DKIM-Signature:")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"sel1._domainkey.mailgate.test."
+        return txt.encode()
+
+    assert dkim.verify(data, dnsfunc=dns)
+    assert not dkim.verify(data.replace(b"signed", b"forged"), dnsfunc=dns)
+
+
+def _sender_pass(db_url: str, port: int) -> int:
+    config = make_config(db_url, smtp={"port": port})
+    pipeline = Pipeline(config)
+    sender = Sender(config, pipeline.sessions)
+    total = 0
+    for _ in range(20):
+        total += sender.run_pass(limit=5).sent
+    pipeline.engine.dispose()
+    return total
+
+
+def test_several_senders_send_each_row_once(db_url: str, sink: Sink) -> None:
+    _, pipeline, _ = _setup(db_url, sink.port)
+    for i in range(40):
+        pipeline.deliver_one(mail(f"x{i}", sender=f"c{i}@customer.test"), HOT)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        counts = pool.starmap(_sender_pass, [(db_url, sink.port)] * 4)
+    assert sum(counts) == 40
+    assert len(sink.received) == 40
+    assert len({d for _, _, d in sink.received}) == 40
+    assert all(r.status == "sent" for r in _rows(pipeline))
+
+
+def test_crashed_sender_lease_expires(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    pipeline.deliver_one(mail("x", sender="alice@customer.test"), HOT)
+    with db.transaction(pipeline.sessions) as s:  # a sender claimed it and died
+        s.execute(
+            update(Outbox).values(
+                status="sending", next_attempt_at=utcnow() + dt.timedelta(minutes=10)
+            )
+        )
+    assert sender.run_pass().sent == 0
+    assert sender.run_pass(now=utcnow() + dt.timedelta(minutes=11)).sent == 1
