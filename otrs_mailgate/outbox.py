@@ -173,6 +173,8 @@ class Sender:
                     self._finish(row, 250, note, result, now)
         finally:
             _reset(smtp)
+        if unreachable:
+            log.warning("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
         return result
 
     def _finish(self, row: Any, code: int, text: str, result: PassResult, now: dt.datetime) -> None:
@@ -209,7 +211,8 @@ class Sender:
                     )
                 )
                 result.retried += 1
-                log.info(
+                log.log(
+                    logging.DEBUG if text.startswith("MTA unreachable") else logging.INFO,
                     "outbox deferred id=%s to=%s attempts=%s error=%r",
                     row.id,
                     row.rcpt_to,
