@@ -169,6 +169,34 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
     click.echo(record)
 
 
+@main.command("postfix-config")
+@click.option(
+    "--write",
+    "write_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write main.cf, transport and recipients files into this folder.",
+)
+@pass_ctx
+def postfix_config(ctx: Ctx, write_dir: Path | None) -> None:
+    """Print the Postfix settings and maps for the configured queues."""
+    from . import postfix
+
+    parts = {
+        "main.cf": postfix.main_cf(ctx.config),
+        "transport": postfix.transport(ctx.config),
+        "recipients": postfix.recipients(ctx.config),
+    }
+    if write_dir is None:
+        for name, text in parts.items():
+            click.echo(f"### {name}\n{text}")
+        return
+    write_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in parts.items():
+        (write_dir / name).write_text(text)
+        click.echo(f"wrote {write_dir / name}")
+
+
 @main.command()
 def schema() -> None:
     """Print the schema generated from the models (what schema.sql holds)."""

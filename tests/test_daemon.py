@@ -11,13 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-from lmtp_helpers import RawLMTP, free_port
 from sqlalchemy import create_engine, func, select
 
 from otrs_mailgate.models import Article
 
 from cli_helpers import write_config
 from helpers import mail
+from lmtp_helpers import RawLMTP, free_port
 
 HOT = "hotline@example.com"
 

@@ -6,13 +6,13 @@ import sqlite3
 import threading
 
 import pytest
-from lmtp_helpers import RawLMTP, running
 from sqlalchemy import func, select
 
 from otrs_mailgate.db import sqlite_module
 from otrs_mailgate.models import Article, Ticket
 
 from helpers import mail, make_config
+from lmtp_helpers import RawLMTP, running
 
 HOT, DE = "hotline@example.com", "support@example.de"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
-from lmtp_helpers import free_port
 from sqlalchemy import select, update
 
 from otrs_mailgate import db
@@ -18,6 +17,7 @@ from otrs_mailgate.models import History, MessageRef, Outbox, utcnow
 from otrs_mailgate.outbox import Sender, dkim_keygen
 
 from helpers import mail, make_config
+from lmtp_helpers import free_port
 
 HOT = "hotline@example.com"
 

@@ -1,0 +1,177 @@
+"""A private Postfix instance for the tests: its own config, queue, port and mailboxes.
+
+Built from Debian's master.cf.dist (chroot off, smtpd on a free loopback port) and
+a main.cf that holds exactly what `otrs-mailgate postfix-config` prints, plus
+virtual mailboxes for the customers' domain so our outgoing mail lands in a
+Maildir the test can read.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from otrs_mailgate import postfix
+from otrs_mailgate.config import Config
+
+from helpers import need
+from lmtp_helpers import free_port
+
+MASTER_DIST = Path("/usr/share/postfix/master.cf.dist")
+
+
+def require_postfix() -> None:
+    need(
+        shutil.which("postfix") is not None and MASTER_DIST.exists(),
+        "Postfix is not installed (Debian package postfix)",
+    )
+    need(shutil.which("swaks") is not None, "swaks is not installed (Debian package swaks)")
+    need(os.geteuid() == 0, "starting a Postfix instance needs root")
+
+
+@dataclass
+class Instance:
+    root: Path
+    port: int
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "etc"
+
+    def maildir(self, user: str) -> Path:
+        return self.root / "mail" / user / "new"
+
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def swaks(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{self.port}",
+                "--helo",
+                "client.customer.test",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def postfix(self, *args: str) -> None:
+        subprocess.run(
+            ["postfix", "-c", str(self.config_dir), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def wait_queue_empty(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["postqueue", "-c", str(self.config_dir), "-j"], capture_output=True, text=True
+            ).stdout
+            if not out.strip():
+                return
+            time.sleep(0.5)
+        raise TimeoutError("Postfix queue did not drain:\n" + out[:2000])
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def instance(config: Config, mailboxes: list[str], extra_main: str = "") -> Iterator[Instance]:
+    """Start Postfix for `config`'s queues; mailboxes are user@customer.test Maildirs."""
+    require_postfix()
+    root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
+    root.chmod(0o755)
+    pf = pwd.getpwnam("postfix")
+    port = free_port()
+    for sub in ("etc", "queue", "data", "mail"):
+        (root / sub).mkdir()
+    os.chown(root / "data", pf.pw_uid, pf.pw_gid)
+    os.chown(root / "mail", pf.pw_uid, pf.pw_gid)
+    etc = root / "etc"
+    (etc / "transport").write_text(postfix.transport(config))
+    (etc / "recipients").write_text(postfix.recipients(config))
+    (etc / "vmailbox").write_text("".join(f"{m} {m.split('@')[0]}/\n" for m in mailboxes))
+    ours = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"))
+    ours = ours.replace("hash:", "texthash:")  # no postmap needed
+    (etc / "main.cf").write_text(f"""
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.mailgate.test
+mydomain = mailgate.test
+myorigin = mailgate.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+virtual_mailbox_domains = customer.test
+virtual_mailbox_base = {root}/mail
+virtual_mailbox_maps = texthash:{etc}/vmailbox
+virtual_uid_maps = static:{pf.pw_uid}
+virtual_gid_maps = static:{pf.pw_gid}
+maillog_file_prefixes = /tmp
+maillog_file = {root}/maillog
+smtputf8_enable = no
+biff = no
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 10s
+{ours}
+{extra_main}
+""")
+    master = []
+    for line in MASTER_DIST.read_text().splitlines():
+        fields = line.split()
+        if line[:1].isalpha() and len(fields) >= 8:
+            if fields[4] == "y":
+                fields[4] = "n"  # no chroot: the instance lives in /tmp
+            if fields[0] == "smtp" and fields[1] == "inet":
+                fields[0] = f"127.0.0.1:{port}"
+            line = "\t".join(fields)
+        master.append(line)
+    (etc / "master.cf").write_text("\n".join(master) + "\n")
+    inst = Instance(root, port)
+    inst.postfix("start")
+    try:
+        wait_for(lambda: _listening(port), 30, "Postfix smtpd")
+        yield inst
+    finally:
+        subprocess.run(["postfix", "-c", str(etc), "stop"], capture_output=True, timeout=60)
+        time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

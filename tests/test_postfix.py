@@ -1,0 +1,141 @@
+"""Through a real Postfix: swaks -> smtpd -> LMTP -> ticket -> ack -> Postfix -> Maildir.
+
+Skipped off CI when Postfix or swaks is missing; under CI=true it must run.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+import signal
+from email import policy
+from pathlib import Path
+
+import dkim
+from sqlalchemy import create_engine, select
+
+from otrs_mailgate import postfix
+from otrs_mailgate.config import load
+from otrs_mailgate.models import Article, Ticket
+from otrs_mailgate.outbox import dkim_keygen
+
+from cli_helpers import ROOT, cli
+from lmtp_helpers import free_port
+from postfix_helpers import instance, require_postfix, wait_for
+from test_daemon import start
+
+HOT = "hotline@example.com"
+
+
+def test_postfix_files_match_postfix_config(tmp_path: Path) -> None:
+    config = load(ROOT / "otrs-mailgate.toml.example")
+    assert (ROOT / "postfix" / "main.cf").read_text() == postfix.main_cf(config)
+    assert (ROOT / "postfix" / "transport").read_text() == postfix.transport(config)
+    assert (ROOT / "postfix" / "recipients").read_text() == postfix.recipients(config)
+    proc = cli(ROOT / "otrs-mailgate.toml.example", "postfix-config")
+    assert proc.returncode == 0
+    assert b"transport_maps = hash:/etc/postfix/otrs-mailgate-transport" in proc.stdout
+    assert b"hotline@example.com\tlmtp:inet:127.0.0.1:8024" in proc.stdout
+
+
+def _tickets(db_url: str) -> list[tuple[str, int]]:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Ticket.number, Ticket.id)).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def _articles(db_url: str, ticket_id: int) -> list[str]:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = (
+            conn.execute(
+                select(Article.subject).where(Article.ticket_id == ticket_id).order_by(Article.id)
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    return list(rows)
+
+
+def test_mail_through_postfix_end_to_end(tmp_path: Path, db_url: str) -> None:
+    require_postfix()
+    key = tmp_path / "dkim.key"
+    record = dkim_keygen(key, "mg", "mailgate.test")
+    lmtp_port = free_port()
+    cfg_text = f"""
+[system]
+domain = "mailgate.test"
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = PORT
+[dkim]
+selector = "mg"
+key_file = "{key}"
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+"""
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    with instance(load(cfg), ["alice@customer.test"]) as pf:
+        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+        daemon = start(cfg, lmtp_port)
+        try:
+            sent = pf.swaks(
+                "--from",
+                "alice@customer.test",
+                "--to",
+                HOT,
+                "--header",
+                "Subject: Printer on fire",
+                "--header",
+                "Message-Id: <first@customer.test>",
+                "--body",
+                "It burns.",
+            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
+            ack_file = wait_for(
+                lambda: list(pf.maildir("alice").glob("*")),
+                60,
+                "the acknowledgement in alice's Maildir",
+            )[0]
+            raw = ack_file.read_bytes()
+            ack = email.message_from_bytes(raw, policy=policy.default)
+            assert ack["Subject"] == f"[Ticket#{number}] Printer on fire"
+            assert ack["In-Reply-To"] == "<first@customer.test>"
+            assert ack["Auto-Submitted"] == "auto-replied"
+            txt = record.split('"')[1].encode()
+            assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: txt), "DKIM does not verify"
+
+            reply = pf.swaks(
+                "--from",
+                "alice@customer.test",
+                "--to",
+                HOT,
+                "--header",
+                f"Subject: Re: {ack['Subject']}",
+                "--header",
+                f"In-Reply-To: {ack['Message-ID']}",
+                "--body",
+                "Still burning.",
+            )
+            assert reply.returncode == 0
+            wait_for(lambda: len(_articles(db_url, ticket_id)) == 2, 60, "the follow-up")
+            assert len(_tickets(db_url)) == 1
+
+            unknown = pf.swaks("--from", "alice@customer.test", "--to", "nobody@example.com")
+            assert unknown.returncode != 0
+            assert re.search(r"<\*\* 550 5\.1\.1 <nobody@example\.com>", unknown.stdout), (
+                unknown.stdout
+            )
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+        assert "status=sent (250 2.0.0" in pf.log()  # Postfix's own word for the LMTP delivery
