@@ -139,10 +139,11 @@ maillog_file_prefixes = /tmp
 maillog_file = {root}/maillog
 smtputf8_enable = no
 biff = no
+{ours}
+# test timings, after ours so they win: retry within seconds, not minutes
 queue_run_delay = 5s
 minimal_backoff_time = 5s
 maximal_backoff_time = 10s
-{ours}
 {extra_main}
 """)
     master = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import re
 import signal
+import subprocess
 from email import policy
 from pathlib import Path
 
@@ -139,3 +140,71 @@ addresses = ["{HOT}"]
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
         assert "status=sent (250 2.0.0" in pf.log()  # Postfix's own word for the LMTP delivery
+
+
+def _stored_ids(db_url: str) -> list[str]:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        ids = list(conn.execute(select(Article.message_id)).scalars())
+    engine.dispose()
+    return ids
+
+
+def test_kill_9_twice_under_smtp_source_load(tmp_path: Path, db_url: str) -> None:
+    """2,000 mails via Postfix while the daemon is killed twice: each stored exactly once."""
+    require_postfix()
+    total = 2000
+    lmtp_port = free_port()
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(f"""
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = {free_port()}
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+acknowledge = false
+""")
+    with instance(load(cfg), []) as pf:
+        daemon = start(cfg, lmtp_port)
+        source = subprocess.Popen(
+            [
+                "smtp-source",
+                "-s",
+                "10",
+                "-m",
+                str(total),
+                "-l",
+                "1024",
+                "-f",
+                "load@customer.test",
+                "-t",
+                HOT,
+                f"127.0.0.1:{pf.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        kills = 0
+        for _ in range(2):
+            goal = (kills + 1) * 150
+            wait_for(lambda goal=goal: len(_stored_ids(db_url)) > goal, 120, "progress")
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
+            kills += 1
+            daemon = start(cfg, lmtp_port)
+        assert source.wait(300) == 0, source.stdout.read()
+        pf.wait_queue_empty(240)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        log = pf.log()
+    accepted = set(re.findall(r"cleanup\[\d+\]: \w+: message-id=<([^>]+)>", log))
+    ids = _stored_ids(db_url)
+    assert len(accepted) == total, "Postfix did not accept every mail smtp-source sent"
+    assert len(ids) == len(set(ids)), "a message was stored twice"
+    assert set(ids) == accepted, "a message Postfix accepted was not stored"
+    assert "status=bounced" not in log
+    assert kills == 2
