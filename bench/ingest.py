@@ -13,13 +13,16 @@ Goal (issue 2): the pipeline reaches at least half the baseline's mails/second.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, create_engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -90,21 +93,40 @@ def pipeline_run(url: str, n: int, size: int) -> tuple[float, int]:
     return n / elapsed, len(numbers)
 
 
+@contextmanager
+def scratch_databases(kind: str, tmp: str) -> Iterator[tuple[str, str]]:
+    """Two empty databases on the same disk/server: one for the baseline, one for the pipeline."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/baseline.sqlite", f"sqlite:///{tmp}/pipeline.sqlite"
+        return
+    admin = create_engine(db.normalise_url(kind), isolation_level="AUTOCOMMIT")
+    names = [f"otrs_mailgate_bench_{os.getpid()}_{n}" for n in ("base", "pipe")]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield tuple(  # type: ignore[misc]
+            admin.url.set(database=n).render_as_string(hide_password=False) for n in names
+        )
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mails", type=int, default=10_000)
     ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--db", default="sqlite", help="sqlite (a temp file) or a database URL")
+    ap.add_argument(
+        "--db", default="sqlite", help="sqlite (files in ./), or a PostgreSQL admin URL"
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.db == "sqlite":
-            base_url = f"sqlite:///{tmp}/baseline.sqlite"
-            pipe_url = f"sqlite:///{tmp}/pipeline.sqlite"
-        else:
-            base_url = pipe_url = args.db
+    with tempfile.TemporaryDirectory(dir=".") as tmp, scratch_databases(args.db, tmp) as urls:
         mails = [make_mail(i, args.size, None) for i in range(args.mails)]
-        base = baseline(base_url, mails)
-        full, tickets = pipeline_run(pipe_url, args.mails, args.size)
+        base = baseline(urls[0], mails)
+        full, tickets = pipeline_run(urls[1], args.mails, args.size)
     kind = "sqlite" if args.db == "sqlite" else db.normalise_url(args.db).split("+")[0]
     print(f"ingest benchmark: {args.mails} mails of {args.size} bytes on {kind}")
     print(f"  baseline (raw INSERT, one commit each): {base:8.1f} mails/s")

@@ -121,19 +121,25 @@ def next_counter(session: Session, name: str) -> int:
     never a duplicate) and concurrent ingest transactions do not queue on it.
     """
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        stmt = postgresql.insert(Counter).values(name=name, value=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Counter.name], set_={"value": Counter.value + 1}
-        ).returning(Counter.value)
+    dialect = bind.dialect.name
+    stmt = _COUNTER.get(dialect)
+    if stmt is None:
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(Counter.__table__)
+        stmt = _COUNTER[dialect] = (
+            ins.values(value=1)
+            .on_conflict_do_update(
+                index_elements=["name"], set_={"value": Counter.__table__.c.value + 1}
+            )
+            .returning(Counter.__table__.c.value)
+        )
+    if dialect == "postgresql":
         engine = bind if isinstance(bind, Engine) else bind.engine
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return int(conn.execute(stmt).scalar_one())
-    stmt = sqlite.insert(Counter).values(name=name, value=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Counter.name], set_={"value": Counter.value + 1}
-    ).returning(Counter.value)
-    return int(session.execute(stmt).scalar_one())
+            return int(conn.execute(stmt, {"name": name}).scalar_one())
+    return int(session.connection().execute(stmt, {"name": name}).scalar_one())
+
+
+_COUNTER: dict[str, Any] = {}
 
 
 def upsert_stmt(dialect: str, table: Table, key: str, returning: tuple[str, ...]) -> Any:
