@@ -100,6 +100,7 @@ class GroupCommitter:
     def _commit(self, batch: list[_Job]) -> list[list[Outcome]]:
         """In a worker thread: one transaction for the whole batch."""
         results: list[list[Outcome]] = []
+        self.pipeline.ensure_queues()
         with db.transaction(self.pipeline.sessions) as session:
             for job in batch:
                 mail: ParsedMail | None = None

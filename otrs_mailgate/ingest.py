@@ -117,12 +117,24 @@ class Pipeline:
                 return queue
         raise UnknownRecipient(", ".join(c for c in candidates if c) or "(no recipient)")
 
-    def queue_id(self, session: Session, name: str) -> int:
-        if name not in self._queue_ids:
-            db.insert_ignore(session, Queue, name=name, created_at=utcnow())
-            self._queue_ids[name] = session.execute(
-                select(Queue.id).where(Queue.name == name)
-            ).scalar_one()
+    def ensure_queues(self) -> None:
+        """Queue rows for the configured queues, in a transaction of their own.
+
+        Called before an ingest transaction opens (never inside one: on SQLite a
+        second writer would wait for the first), and cached only once committed, so
+        a rolled-back delivery cannot leave an id behind that does not exist.
+        """
+        wanted = [q.name for q in self.config.queue]
+        if all(name in self._queue_ids for name in wanted):
+            return
+        with db.transaction(self.sessions) as session:
+            for name in wanted:
+                db.insert_ignore(session, Queue, name=name, created_at=utcnow())
+            rows = session.execute(select(Queue.name, Queue.id).where(Queue.name.in_(wanted)))
+            ids = {name: id_ for name, id_ in rows}
+        self._queue_ids.update(ids)
+
+    def queue_id(self, name: str) -> int:
         return self._queue_ids[name]
 
     # -- entry ---------------------------------------------------------------------------
@@ -147,6 +159,7 @@ class Pipeline:
             raise UnknownRecipient(f"queue {queue!r}")
         envelope = Envelope(sender, [recipient] if recipient else [])
         key = recipient.lower() if recipient else f"queue:{target.name}"
+        self.ensure_queues()
         for attempt in range(3):
             try:
                 with db.transaction(self.sessions) as session:
@@ -296,7 +309,7 @@ class Pipeline:
             {
                 "number": number,
                 "title": title,
-                "queue_id": self.queue_id(session, queue.name),
+                "queue_id": self.queue_id(queue.name),
                 "customer_id": customer_id,
                 "state": "new",
                 "priority": 3,

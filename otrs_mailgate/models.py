@@ -110,14 +110,19 @@ class TicketLink(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class RawMessage(Base):
-    """The bytes as received, never re-serialised; shared by all articles of one message."""
+class ContentAddressed:
+    """Bytes stored once per SHA-256 (see ingest._blob_id)."""
 
-    __tablename__ = "raw_message"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RawMessage(ContentAddressed, Base):
+    """The bytes as received, never re-serialised; shared by all articles of one message."""
+
+    __tablename__ = "raw_message"
 
 
 class Article(Base):
@@ -146,14 +151,10 @@ class Article(Base):
     attachments: Mapped[list[Attachment]] = relationship(lazy="selectin", order_by="Attachment.id")
 
 
-class Blob(Base):
+class Blob(ContentAddressed, Base):
     """Attachment content, stored once per content hash."""
 
     __tablename__ = "blob"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Attachment(Base):

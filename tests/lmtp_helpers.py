@@ -25,6 +25,7 @@ def free_port() -> int:
 @contextmanager
 def running(config: Config) -> Iterator[Daemon]:
     config.lmtp.port = free_port()
+    config.smtp.port = free_port()  # nothing listens: the outbox just defers
     loop = asyncio.new_event_loop()
     holder: dict[str, Daemon] = {}
 
@@ -39,7 +40,7 @@ def running(config: Config) -> Iterator[Daemon]:
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    for _ in range(200):
+    for _ in range(400):
         if "d" in holder and holder["d"].started.is_set():
             break
         threading.Event().wait(0.025)
@@ -53,8 +54,13 @@ def running(config: Config) -> Iterator[Daemon]:
 
 
 class RawLMTP:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=30)
+    def __init__(self, port: int, host: str = "127.0.0.1", unix: str = "") -> None:
+        if unix:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(30)
+            self.sock.connect(unix)
+        else:
+            self.sock = socket.create_connection((host, port), timeout=30)
         self.buf = b""
         assert self.reply().startswith("220")
 

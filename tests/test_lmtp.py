@@ -145,3 +145,55 @@ def test_concurrent_sessions_are_group_committed(db_url: str) -> None:
         assert count(d, Ticket) == n
         assert d.committer.committed == n
         assert d.committer.batches < n  # several mails shared a commit
+
+
+def test_unix_socket(db_url: str, tmp_path) -> None:
+    path = str(tmp_path / "lmtp.sock")
+    with running(make_config(db_url, lmtp={"socket": path})) as d:
+        c = RawLMTP(0, unix=path)
+        c.cmd("LHLO client.test")
+        _, data = c.send("a@b.test", [HOT], mail("via socket"))
+        c.close()
+        assert data[0].startswith("250") and count(d, Article) == 1
+
+
+def test_a_slow_transaction_does_not_stall_the_protocol(db_url: str, monkeypatch) -> None:
+    """The event loop answers other sessions while a commit takes long; on PostgreSQL
+    (several committer threads) another delivery even completes meanwhile."""
+    import time as time_mod
+
+    import otrs_mailgate.ingest as ingest_mod
+
+    real = ingest_mod.Pipeline.apply
+
+    def apply(self, session, mail_, *args, **kwargs):
+        if mail_.subject == "slow":
+            time_mod.sleep(3)
+        return real(self, session, mail_, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_mod.Pipeline, "apply", apply)
+    with running(make_config(db_url)) as d:
+        slow_done = threading.Event()
+
+        def slow() -> None:
+            c = RawLMTP(d.config.lmtp.port)
+            c.cmd("LHLO a")
+            c.send("a@b.test", [HOT], mail("slow"))
+            c.close()
+            slow_done.set()
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time_mod.sleep(0.5)  # the slow one is inside its transaction now
+        started = time_mod.monotonic()
+        c = RawLMTP(d.config.lmtp.port)
+        assert c.cmd("LHLO b").startswith("250")
+        assert c.cmd("MAIL FROM:<b@b.test>").startswith("250")
+        assert c.cmd(f"RCPT TO:<{HOT}>").startswith("250")
+        assert time_mod.monotonic() - started < 1.0, "the event loop was blocked"
+        c.cmd("RSET")
+        if not db_url.startswith("sqlite"):  # several writers: no waiting for the slow one
+            _, data = c.send("b@b.test", [HOT], mail("fast"))
+            assert data[0].startswith("250") and not slow_done.is_set()
+        c.close()
+        t.join()
