@@ -21,7 +21,7 @@ from otrs_mailgate.config import Config
 from otrs_mailgate.ingest import Pipeline
 from otrs_mailgate.models import Base
 
-from helpers import make_config, need
+from helpers import CORPUS, make_config, need
 
 PG_ADMIN_URL = os.environ.get(
     "OTRS_MAILGATE_TEST_PG_URL", "postgresql+psycopg:///postgres?host=/var/run/postgresql"
@@ -57,6 +57,21 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db.upgrade(engine)
     engine.dispose()
     return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """For the tests that are about SQLite itself (its locks)."""
+    path = tmp_path / "test.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """../shared/corpus, the real-world mails every build must ingest."""
+    need(CORPUS.is_dir(), f"the shared corpus is not at {CORPUS} (set OTRS_MAILGATE_CORPUS)")
+    return CORPUS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -13,7 +13,7 @@ from otrs_mailgate import importer
 from otrs_mailgate.ingest import Pipeline
 
 from cli_helpers import cli, cli_json, write_config
-from helpers import CORPUS, mail
+from helpers import mail
 
 
 @pytest.fixture
@@ -77,9 +77,9 @@ def test_folder_with_failures_reports_reasons(cfg: Path, tmp_path: Path) -> None
     assert [t["title"] for t in cli_json(cfg, "ticket", "list")] == ["good"]
 
 
-def test_corpus_folder_imports(cfg: Path, tmp_path: Path) -> None:
+def test_corpus_folder_imports(cfg: Path, tmp_path: Path, corpus: Path) -> None:
     folder = tmp_path / "corpus"
-    shutil.copytree(CORPUS, folder)
+    shutil.copytree(corpus, folder)
     summary = cli_json(cfg, "import", str(folder), "--queue", "Hotline", "--ack")
     assert summary["failed"] == []
     files = [p for p in folder.rglob("*") if p.suffix in (".box", ".eml")]

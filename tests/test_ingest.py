@@ -12,7 +12,7 @@ from otrs_mailgate import db
 from otrs_mailgate.ingest import Pipeline, UnknownRecipient
 from otrs_mailgate.models import Article, Delivery, History, Outbox, RawMessage, Ticket, TicketLink
 
-from helpers import CORPUS, mail, make_config
+from helpers import mail, make_config
 
 HOT = "hotline@example.com"
 
@@ -198,8 +198,8 @@ def test_merged_ticket_forwards_follow_ups(pipeline: Pipeline) -> None:
     assert pipeline.deliver_one(mail(f"Re: [Ticket#{a}] A"), HOT).ticket_number == b
 
 
-def test_corpus_ingests_byte_identical(pipeline: Pipeline) -> None:
-    files = sorted(p for p in (CORPUS / "otrs").iterdir() if p.suffix in (".box", ".eml"))
+def test_corpus_ingests_byte_identical(pipeline: Pipeline, corpus: Path) -> None:
+    files = sorted(p for p in (corpus / "otrs").iterdir() if p.suffix in (".box", ".eml"))
     assert files
     for path in files:
         raw = path.read_bytes()

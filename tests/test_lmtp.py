@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-import pytest
 from sqlalchemy import func, select
 
 from otrs_mailgate.db import sqlite_module
@@ -52,9 +51,8 @@ def test_over_size_is_552_per_recipient_and_nothing_stored(db_url: str) -> None:
         assert count(d, Article) == 1
 
 
-def test_locked_database_is_451_per_recipient_then_retry_works(db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite lock; the PostgreSQL outage is tested with the server down")
+def test_locked_database_is_451_per_recipient_then_retry_works(sqlite_url: str) -> None:
+    db_url = sqlite_url
     config = make_config(db_url, database={"busy_timeout_ms": 200})
     raw = mail("locked")
     with running(config) as d:

@@ -9,21 +9,15 @@ import pytest
 
 from otrs_mailgate.parse import NotAMail, looks_like_mail, parse
 
-from helpers import CORPUS
 
-CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".box", ".eml"))
-
-
-def test_corpus_is_there() -> None:
-    assert len(CORPUS_FILES) >= 20, f"corpus missing at {CORPUS}"
-
-
-@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
-def test_corpus_parses(path: Path) -> None:
-    raw = path.read_bytes()
-    mail = parse(raw)
-    assert mail.raw is raw
-    assert not mail.unparsed, mail.problem
+def test_corpus_parses(corpus: Path) -> None:
+    files = sorted(p for p in corpus.rglob("*") if p.suffix in (".box", ".eml"))
+    assert len(files) >= 20, f"corpus incomplete at {corpus}"
+    for path in files:
+        raw = path.read_bytes()
+        mail = parse(raw)
+        assert mail.raw is raw
+        assert not mail.unparsed, (path.name, mail.problem)
 
 
 # (file, subject, attachment names) as Thunderbird shows them
@@ -48,22 +42,22 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_values(name: str) -> None:
-    mail = parse((CORPUS / "otrs" / name).read_bytes())
+def test_corpus_values(corpus: Path, name: str) -> None:
+    mail = parse((corpus / "otrs" / name).read_bytes())
     subject, files = EXPECTED[name]
     assert mail.subject == subject
     assert [a.filename for a in mail.attachments] == files
 
 
-def test_corpus_details() -> None:
-    m = parse((CORPUS / "otrs" / "EmailParser-Bug10395.box").read_bytes())
+def test_corpus_details(corpus: Path) -> None:
+    m = parse((corpus / "otrs" / "EmailParser-Bug10395.box").read_bytes())
     assert m.from_name == "dev.mydomain.somewhere - Oddział 3 w Warszawie, testtes A1"
     assert m.content_language == "pl"
-    m = parse((CORPUS / "otrs" / "EmailParser-PostMaster-Test4.box").read_bytes())
+    m = parse((corpus / "otrs" / "EmailParser-PostMaster-Test4.box").read_bytes())
     assert m.from_name == "Hans BÄKOSchönland"  # RFC 2047: space between encoded words goes
-    m = parse((CORPUS / "otrs" / "EmailParser-MultipartMixedPlain.eml").read_bytes())
+    m = parse((corpus / "otrs" / "EmailParser-MultipartMixedPlain.eml").read_bytes())
     assert m.body_text == "first part\n\n\nsecond part äöø"
-    m = parse((CORPUS / "otrs" / "EmailParser-FilenameWithCRLF.box").read_bytes())
+    m = parse((corpus / "otrs" / "EmailParser-FilenameWithCRLF.box").read_bytes())
     assert all("\n" not in a.filename and "\r" not in a.filename for a in m.attachments)
     assert m.attachments[-1].content_type == "message/rfc822"
 

@@ -60,9 +60,9 @@ def test_not_a_mail_is_65(cfg: Path, db_url: str, raw: bytes) -> None:
     assert set(counts(db_url).values()) == {0}
 
 
-def test_locked_sqlite_is_75_and_the_retry_stores_it(cfg: Path, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite locking; PostgreSQL outage is the next test")
+def test_locked_sqlite_is_75_and_the_retry_stores_it(tmp_path: Path, sqlite_url: str) -> None:
+    db_url = sqlite_url
+    cfg = write_config(tmp_path / "otrs-mailgate.toml", db_url)
     path = db_url.split(":///", 1)[1]
     cli(cfg, "deliver", "--recipient", "hotline@example.com", stdin=mail("first"))
     before = counts(db_url)
