@@ -208,15 +208,17 @@ def schema() -> None:
 @main.command()
 @click.option("--recipient", required=True, help="Envelope recipient (Postfix: ${recipient}).")
 @click.option("--sender", default=None, help="Envelope sender (Postfix: ${sender}); empty for <>.")
+@click.option("--direct", is_flag=True, help="Store here even when a daemon is running.")
 @pass_ctx
-def deliver(ctx: Ctx, recipient: str, sender: str | None) -> None:
+def deliver(ctx: Ctx, recipient: str, sender: str | None, direct: bool) -> None:
     """Store one message from stdin (Postfix pipe transport).
 
+    Handed to the running daemon over LMTP when one answers, else stored here.
     Exit status: 0 stored, 75 try again later, 67 unknown recipient, 65 not a mail.
     """
     from .pipe import deliver as run
 
-    code, line = run(ctx.config_path, sys.stdin.buffer, recipient, sender)
+    code, line = run(ctx.config_path, sys.stdin.buffer, recipient, sender, via_daemon=not direct)
     click.echo(line, err=bool(code))
     sys.exit(code)
 

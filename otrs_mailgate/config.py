@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-ENV_PREFIX = "OTRS_MAILGATE_"
-SEARCH_PATHS = (Path("otrs-mailgate.toml"), Path("/etc/otrs-mailgate/otrs-mailgate.toml"))
+from . import configfile
+
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 
@@ -131,16 +131,6 @@ class Config(_Section):
         return next((q for q in self.queue if q.name == name), None)
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The file to read, or None for the built-in defaults."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get(ENV_PREFIX + "CONFIG")
-    if env:
-        return Path(env)
-    return next((p for p in SEARCH_PATHS if p.exists()), None)
-
-
 def _env_overrides(data: dict[str, Any]) -> None:
     """Apply OTRS_MAILGATE_<SECTION>_<KEY> to the scalar keys of each section."""
     for section, model in Config.model_fields.items():
@@ -148,7 +138,7 @@ def _env_overrides(data: dict[str, Any]) -> None:
         if not (isinstance(sub, type) and issubclass(sub, _Section)):
             continue
         for key in sub.model_fields:
-            value = os.environ.get(f"{ENV_PREFIX}{section}_{key}".upper())
+            value = configfile.env_value(section, key)
             if value is not None:
                 data.setdefault(section, {})[key] = value
 
@@ -162,7 +152,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Read, override from the environment, validate; ConfigError on any problem."""
-    file = find_config_file(path)
+    file = configfile.find(path)
     data: dict[str, Any] = {}
     name = "built-in defaults"
     if file is not None:

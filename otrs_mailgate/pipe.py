@@ -3,8 +3,12 @@
     0  stored (or already stored: a retry)      75 EX_TEMPFAIL: try again later
     65 EX_DATAERR: not a mail at all            67 EX_NOUSER: no queue has this address
 
-Whatever goes wrong inside (database down or locked, a bug) is 75, so Postfix
-keeps the message; the one line on stderr ends up in Postfix's log.
+A thin client first: when the daemon answers on its LMTP address, the message is
+handed to it with the standard library only (smtplib), and its reply becomes the
+exit code; SQLAlchemy and friends are imported only when no daemon runs and the
+mail is stored here.  Whatever goes wrong inside (database down or locked, a
+bug) is 75, so Postfix keeps the message; the one line on stderr ends up in
+Postfix's log.
 """
 
 from __future__ import annotations
@@ -19,15 +23,64 @@ MAX_SIZE = 100 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
-def deliver(
-    config_path: str | None, stream: BinaryIO, recipient: str, sender: str | None
-) -> tuple[int, str]:
-    """Read, store, and return (exit code, one line for stderr/stdout)."""
-    from .config import ConfigError, load
+def forward(
+    raw: bytes, recipient: str, sender: str | None, address: tuple[str, int, str]
+) -> tuple[int, str] | None:
+    """Hand the message to the running daemon; None when no daemon listens."""
+    import smtplib
 
+    host, port, socket_path = address
+    try:
+        client = smtplib.LMTP(socket_path) if socket_path else smtplib.LMTP(host, port)
+    except OSError:
+        return None
+    try:
+        client.ehlo()
+        code, text = client.mail(sender or "")
+        if code == 250:
+            code, text = client.rcpt(recipient)
+        if code in (250, 251):
+            code, text = client.data(raw)
+        client.quit()
+    except (OSError, smtplib.SMTPException) as exc:
+        # The daemon may or may not have committed: Postfix retries, and the
+        # retry is recognised as a duplicate if it had.
+        return EX_TEMPFAIL, f"daemon connection lost, try again later: {exc}"
+    reply = f"{code} {text.decode('utf-8', 'replace')}"
+    if 200 <= code < 300:
+        return EX_OK, f"forwarded: {reply}"
+    if code >= 500 and b"5.1.1" in text:
+        return EX_NOUSER, f"unknown recipient: {reply}"
+    if code >= 500:
+        return EX_DATAERR, f"refused by the daemon: {reply}"
+    return EX_TEMPFAIL, f"daemon says try again later: {reply}"
+
+
+def deliver(
+    config_path: str | None,
+    stream: BinaryIO,
+    recipient: str,
+    sender: str | None,
+    *,
+    via_daemon: bool = True,
+) -> tuple[int, str]:
+    """Read, forward or store, and return (exit code, one line for stderr/stdout)."""
     raw = stream.read(MAX_SIZE + 1)
     if len(raw) > MAX_SIZE:
         return EX_DATAERR, f"message larger than {MAX_SIZE} bytes"
+    if via_daemon:
+        from . import configfile
+
+        try:
+            address = configfile.lmtp_address(config_path)
+        except (OSError, ValueError) as exc:  # broken file: config.load says it properly
+            address = None
+            log.debug("no LMTP address: %s", exc)
+        forwarded = forward(raw, recipient, sender, address) if address else None
+        if forwarded is not None:
+            return forwarded
+    from .config import ConfigError, load
+
     try:
         config = load(config_path)
     except ConfigError as exc:  # never bounce mail because the config is broken

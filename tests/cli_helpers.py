@@ -9,12 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lmtp_helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_config(path: Path, db_url: str, extra: str = "") -> Path:
+def write_config(path: Path, db_url: str, extra: str = "", lmtp_port: int = 0) -> Path:
+    """A config for the test database; its LMTP port is free unless given (so the pipe
+    entry finds no daemon there and stores directly)."""
     path.write_text(
         f"""
+[lmtp]
+port = {lmtp_port or free_port()}
+
 [system]
 id = "10"
 domain = "mailgate.test"

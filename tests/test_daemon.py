@@ -48,7 +48,8 @@ def config(tmp_path: Path, db_url: str, port: int, extra: str = "") -> Path:
     return write_config(
         tmp_path / "otrs-mailgate.toml",
         db_url,
-        f"[lmtp]\nport = {port}\n[smtp]\nport = {free_port()}\n" + extra,
+        f"[smtp]\nport = {free_port()}\n" + extra,
+        lmtp_port=port,
     )
 
 

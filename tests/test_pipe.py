@@ -120,3 +120,40 @@ def test_bin_wrapper_as_postfix_calls_it(cfg: Path, db_url: str) -> None:
         "AutoResponseQueued",
     ]
     assert show["outbox"][0]["kind"] == "acknowledgement"
+
+
+def test_forwards_to_the_running_daemon_without_sqlalchemy(tmp_path: Path, db_url: str) -> None:
+    from helpers import make_config
+    from lmtp_helpers import running
+
+    with running(make_config(db_url)) as daemon:
+        cfg = write_config(tmp_path / "c.toml", db_url, lmtp_port=daemon.config.lmtp.port)
+        env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
+        probe = (
+            "import sys; from otrs_mailgate import pipe; code = pipe.main(sys.argv[1:]); "
+            "print(code, 'sqlalchemy' in sys.modules, 'pydantic' in sys.modules)"
+        )
+        ok = subprocess.run(
+            [sys.executable, "-c", probe, "hotline@example.com", "a@b.test"],
+            input=mail("via daemon"),
+            capture_output=True,
+            env=env,
+        )
+        assert ok.stdout.decode().split()[-3:] == ["0", "False", "False"], ok
+        assert b"forwarded: 250 2.0.0" in ok.stdout
+        assert daemon.committer.committed == 1
+        nouser = subprocess.run(
+            [sys.executable, "-m", "otrs_mailgate.pipe", "x@example.com"],
+            input=mail("x"),
+            capture_output=True,
+            env=env,
+        )
+        assert nouser.returncode == 67 and b"5.1.1" in nouser.stderr
+        junk = subprocess.run(
+            [sys.executable, "-m", "otrs_mailgate.pipe", "hotline@example.com"],
+            input=b"\x00 junk",
+            capture_output=True,
+            env=env,
+        )
+        assert junk.returncode == 65
+    assert counts(db_url)["article"] == 1
