@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -210,18 +210,12 @@ def schema_sql() -> str:
     return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
 
 
-def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-
-
 __all__ = [
     "TemporaryFailure",
     "current_revision",
     "insert_ignore",
     "make_engine",
     "next_counter",
-    "ping",
     "schema_sql",
     "sessionmaker_for",
     "transaction",
