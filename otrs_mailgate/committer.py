@@ -1,11 +1,11 @@
 """Group commit: concurrent deliveries share one transaction, each answered after it commits.
 
 Sessions hand their message to submit(); a committer task takes everything that
-is waiting, runs the pipeline for each (message, recipient) inside one database
-transaction (a savepoint each, so one bad message cannot spoil the others) in a
-worker thread, commits once, and only then resolves every waiting session.
-While one batch commits the next one gathers, so the fsync is paid once per
-batch instead of once per mail, and the event loop never waits for the database.
+is waiting and stores it with Pipeline.deliver_batch (one transaction, a savepoint
+per message and recipient, so one bad message cannot spoil the others) in a worker
+thread, commits once, and only then resolves every waiting session.  While one
+batch commits the next one gathers, so the fsync is paid once per batch instead
+of once per mail, and the event loop never waits for the database.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
-
 from . import db
-from .ingest import Envelope, Pipeline, UnknownRecipient
-from .parse import NotAMail, ParsedMail, parse
+from .ingest import Conflict, Failed, Item, Pipeline, Result, UnknownRecipient
+from .parse import NotAMail
 
 log = logging.getLogger("otrs_mailgate.committer")
 
@@ -99,63 +97,25 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Job]) -> list[list[Outcome]]:
         """In a worker thread: one transaction for the whole batch."""
-        results: list[list[Outcome]] = []
-        self.pipeline.ensure_queues()
-        with db.transaction(self.pipeline.sessions) as session:
-            for job in batch:
-                mail: ParsedMail | None = None
-                try:
-                    mail = parse(job.raw)
-                except NotAMail as exc:
-                    results.append(
-                        [
-                            Outcome(
-                                r,
-                                550,
-                                f"550 5.6.0 <{r}>: not a mail message: {exc}",
-                                "",
-                                "not-a-mail",
-                            )
-                            for r in job.recipients
-                        ]
-                    )
-                    continue
-                results.append([self._one(session, mail, r, job.sender) for r in job.recipients])
+        done = self.pipeline.deliver_batch(
+            [Item(job.raw, list(job.recipients), job.sender) for job in batch]
+        )
         self.batches += 1
         self.committed += len(batch)
-        return results
+        return [[_outcome(x) for x in outcomes] for outcomes in done]
 
-    def _one(self, session: object, mail: ParsedMail, recipient: str, sender: str) -> Outcome:
-        pipeline = self.pipeline
-        queue = pipeline.queue_for(recipient)
-        if queue is None:  # the config was reloaded between RCPT and DATA
-            return Outcome(recipient, 550, f"550 5.1.1 <{recipient}>: unknown queue address")
-        envelope = Envelope(sender, [recipient])
-        for attempt in range(2):
-            savepoint = session.begin_nested()  # type: ignore[attr-defined]
-            try:
-                result = pipeline.apply(session, mail, queue, recipient.lower(), envelope)  # type: ignore[arg-type]
-                savepoint.commit()
-            except IntegrityError:
-                savepoint.rollback()
-                if attempt:  # a concurrent writer won twice: let the MTA come back
-                    return Outcome.tempfail(recipient, "conflict")
-                continue
-            except UnknownRecipient:
-                savepoint.rollback()
-                return Outcome(recipient, 550, f"550 5.1.1 <{recipient}>: unknown queue address")
-            except Exception as exc:
-                savepoint.rollback()
-                if isinstance(exc, db.TemporaryFailure) or db.is_temporary(exc):
-                    raise
-                log.exception("ingest failed for %s", recipient)
-                return Outcome.tempfail(recipient, f"internal error {type(exc).__name__}")
-            verb = "already stored" if result.status == "duplicate" else "stored"
-            return Outcome(
-                recipient,
-                250,
-                f"250 2.0.0 <{recipient}> {verb} in ticket {result.ticket_number}",
-                result.ticket_number,
-                result.status,
-            )
-        return Outcome.tempfail(recipient, "conflict")
+
+def _outcome(x: Result | Failed) -> Outcome:
+    """The LMTP reply for one recipient."""
+    if isinstance(x, Result):
+        verb = "already stored" if x.status == "duplicate" else "stored"
+        reply = f"250 2.0.0 <{x.recipient}> {verb} in ticket {x.ticket_number}"
+        return Outcome(x.recipient, 250, reply, x.ticket_number, x.status)
+    r, error = x.recipient, x.error
+    if isinstance(error, NotAMail):
+        return Outcome(r, 550, f"550 5.6.0 <{r}>: not a mail message: {error}", "", "not-a-mail")
+    if isinstance(error, UnknownRecipient):
+        return Outcome(r, 550, f"550 5.1.1 <{r}>: unknown queue address")
+    if isinstance(error, Conflict):
+        return Outcome.tempfail(r, "conflict")
+    return Outcome.tempfail(r, f"internal error {type(error).__name__}")

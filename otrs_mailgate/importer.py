@@ -1,19 +1,21 @@
 """`import PATH`: an mbox file, a Maildir, a folder of .eml files, or one .eml file.
 
-Every message goes through the same pipeline as mail from Postfix, one
-transaction each, so an interrupted import resumes without duplicates: what was
-committed is recognised by its (Message-ID, body hash, recipient) key.
+Every message goes through the same pipeline as mail from Postfix, in batches
+of one transaction each (group commit, as in the daemon), so an interrupted
+import resumes without duplicates: what was committed is recognised by its
+dedup key (headers without trace fields, body) and recipient.
 """
 
 from __future__ import annotations
 
+import itertools
 import mailbox
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .db import TemporaryFailure
-from .ingest import Pipeline, UnknownRecipient
+from .ingest import Failed, Item, Pipeline, Result, UnknownRecipient
 from .parse import NotAMail
 
 
@@ -62,6 +64,9 @@ def sources(path: Path) -> tuple[int, Iterator[tuple[str, bytes]]]:
     raise FileNotFoundError(f"{path}: no such file or folder")
 
 
+BATCH = 100
+
+
 def run(
     pipeline: Pipeline,
     items: Iterator[tuple[str, bytes]],
@@ -69,27 +74,38 @@ def run(
     queue: str | None = None,
     recipient: str | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    batch: int = BATCH,
 ) -> Summary:
+    """Import in batches of one transaction each; a summary counts only what committed."""
     summary = Summary()
-    for label, raw in items:
+    while chunk := list(itertools.islice(items, batch)):
+        labels = [label for label, _ in chunk]
         try:
-            result = pipeline.deliver_one(raw, recipient, None, queue=queue)
+            done = pipeline.deliver_batch([Item(raw, [recipient], None, queue) for _, raw in chunk])
         except TemporaryFailure as exc:
             summary.stopped = (
-                f"database unavailable at {label}: {exc}; run the import again to resume"
+                f"database unavailable at {labels[0]}: {exc}; run the import again to resume"
             )
             break
-        except NotAMail as exc:
-            summary.failed.append((label, f"not a mail: {exc}"))
-        except UnknownRecipient as exc:
-            summary.failed.append((label, f"no queue for recipient {exc}; use --queue"))
-        except Exception as exc:
-            summary.failed.append((label, f"internal error: {exc!r}"))
-        else:
-            if result.status == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.imported += 1
-                summary.new_tickets += int(result.new_ticket)
-        progress(1)
+        for label, [outcome] in zip(labels, done, strict=True):
+            _count(summary, label, outcome)
+        progress(len(chunk))
     return summary
+
+
+def _count(summary: Summary, label: str, outcome: Result | Failed) -> None:
+    if isinstance(outcome, Result):
+        if outcome.status == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.imported += 1
+            summary.new_tickets += int(outcome.new_ticket)
+        return
+    error = outcome.error
+    if isinstance(error, NotAMail):
+        reason = f"not a mail: {error}"
+    elif isinstance(error, UnknownRecipient):
+        reason = f"no queue for recipient {error}; use --queue"
+    else:
+        reason = f"internal error: {error!r}"
+    summary.failed.append((label, reason))

@@ -4,8 +4,8 @@
           --match--> existing ticket or a new number
           --apply--> rows, ONE transaction --commit--> only then "delivered"
 
-LMTP, the pipe entry and `import` all call Pipeline.deliver_one (or apply, inside
-a transaction they own); none of them touches the tables themselves.
+LMTP, the pipe entry and `import` all call Pipeline.deliver_batch (deliver_one is
+a batch of one); none of them touches the tables themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
@@ -35,8 +36,8 @@ from .models import (
     TicketLink,
     utcnow,
 )
-from .parse import ParsedMail, parse
-from .responses import Responder
+from .parse import NotAMail, ParsedMail, parse
+from .responses import Responder, Response, new_message_id
 from .subject import TagFormat
 from .ticketnumber import generate
 
@@ -48,6 +49,33 @@ MAX_MERGE_HOPS = 20
 
 class UnknownRecipient(LookupError):
     """No queue has this address: refuse it, store nothing."""
+
+
+class Conflict(RuntimeError):
+    """Concurrent writers collided on a unique key twice: nothing stored, try again later."""
+
+
+@dataclass
+class Item:
+    """One message as an entry point received it, for one or more recipients.
+
+    A recipient None means "route by the headers" (import); queue forces a queue.
+    """
+
+    raw: bytes
+    recipients: list[str | None]
+    sender: str | None = None
+    queue: str | None = None
+    mail: ParsedMail | None = None
+
+
+@dataclass
+class Failed:
+    """A recipient of an item that was not stored, and why (NotAMail, UnknownRecipient,
+    Conflict, or an unexpected exception that was logged)."""
+
+    recipient: str
+    error: Exception
 
 
 @dataclass
@@ -139,6 +167,26 @@ class Pipeline:
 
     # -- entry ---------------------------------------------------------------------------
 
+    def deliver_batch(self, items: Sequence[Item]) -> list[list[Result | Failed]]:
+        """Store many messages in ONE transaction, a savepoint per (message, recipient).
+
+        This is group commit: the daemon hands over whatever arrived together and
+        `import` goes in batches, so one fsync serves many mails.  Returns, per
+        item, one Result or Failed per recipient, all committed; raises
+        db.TemporaryFailure (the whole batch rolled back, nothing stored).
+        """
+        self.ensure_queues()
+        out: list[list[Result | Failed]] = []
+        with db.transaction(self.sessions) as session:
+            for item in items:
+                try:
+                    mail = item.mail or parse(item.raw)
+                except NotAMail as exc:
+                    out.append([Failed(r or "", exc) for r in item.recipients])
+                    continue
+                out.append([self._deliver_in(session, item, mail, r) for r in item.recipients])
+        return out
+
     def deliver_one(
         self,
         raw: bytes,
@@ -150,26 +198,43 @@ class Pipeline:
     ) -> Result:
         """Store one message for one recipient in its own transaction.
 
-        Raises parse.NotAMail, UnknownRecipient (nothing stored) or
+        Raises parse.NotAMail, UnknownRecipient (nothing stored), Conflict or
         db.TemporaryFailure (nothing stored; retry later).
         """
-        mail = mail or parse(raw)
-        target = self.config.queue_by_name(queue) if queue else self.route(recipient, mail)
-        if target is None:
-            raise UnknownRecipient(f"queue {queue!r}")
-        envelope = Envelope(sender, [recipient] if recipient else [])
+        [[outcome]] = self.deliver_batch([Item(raw, [recipient], sender, queue, mail)])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return outcome
+
+    def _deliver_in(
+        self, session: Session, item: Item, mail: ParsedMail, recipient: str | None
+    ) -> Result | Failed:
+        try:
+            target = self.config.queue_by_name(item.queue) if item.queue else None
+            if item.queue and target is None:
+                raise UnknownRecipient(f"queue {item.queue!r}")
+            target = target or self.route(recipient, mail)
+        except UnknownRecipient as exc:
+            return Failed(recipient or "", exc)
+        envelope = Envelope(item.sender, [recipient] if recipient else [])
         key = recipient.lower() if recipient else f"queue:{target.name}"
-        self.ensure_queues()
-        for attempt in range(3):
+        for _attempt in range(2):
+            savepoint = session.begin_nested()
             try:
-                with db.transaction(self.sessions) as session:
-                    return self.apply(session, mail, target, key, envelope)
+                result = self.apply(session, mail, target, key, envelope)
+                savepoint.commit()
+                return result
             except IntegrityError:
                 # A concurrent delivery of the same message won the race (or two new
                 # rows collided on a random ticket number): look again from the start.
-                if attempt == 2:
+                savepoint.rollback()
+            except Exception as exc:
+                savepoint.rollback()
+                if isinstance(exc, db.TemporaryFailure) or db.is_temporary(exc):
                     raise
-        raise AssertionError("unreachable")
+                log.exception("ingest failed for %s", recipient)
+                return Failed(recipient or "", exc)
+        return Failed(recipient or "", Conflict("concurrent deliveries collided twice"))
 
     # -- the transaction -----------------------------------------------------------------
 
@@ -437,31 +502,26 @@ class Pipeline:
                 reason="no customer address" if not to else "sender is our own address",
             )
             return
-        try:
-            body = self.responder.render(
-                template,
-                ticket.language or "en",
-                number=ticket.number,
-                title=ticket.title,
-                tag=self.tags.tag(ticket.number),
-                customer_name=mail.from_name,
-                queue_name=queue.display_name or queue.name,
-            )
-            composed = self.responder.compose(
-                queue=queue,
-                to=to,
-                to_name=mail.from_name,
-                subject=self.tags.build(ticket.number, mail.subject or ticket.title),
-                body=body,
-                language=ticket.language or "en",
-                in_reply_to=mail.message_id,
-                references=mail.references,
-            )
-        except (ValueError, TypeError) as exc:  # an address the header registry refuses
-            history.append(session, ticket.id, "AutoResponseFailed", "system", error=str(exc))
-            notes.append(f"auto response not possible: {exc}")
-            return
-        outbox.enqueue(session, ticket.id, template, composed)
+        response = Response(
+            template=template,
+            language=ticket.language or "en",
+            from_addr=queue.addresses[0],
+            from_name=queue.display_name or queue.name,
+            to=to,
+            to_name=mail.from_name,
+            subject=self.tags.build(ticket.number, mail.subject or ticket.title),
+            vars={
+                "number": ticket.number,
+                "title": ticket.title,
+                "tag": self.tags.tag(ticket.number),
+                "customer_name": mail.from_name,
+                "queue_name": queue.display_name or queue.name,
+            },
+            in_reply_to=mail.message_id,
+            references=tuple(mail.references),
+        )
+        message_id = new_message_id(self.config.system.domain)
+        outbox.enqueue(session.connection(), ticket.id, template, response, message_id)
         history.append(
             session,
             ticket.id,
@@ -469,7 +529,7 @@ class Pipeline:
             "system",
             template=template,
             to=to,
-            message_id=composed.message_id,
+            message_id=message_id,
         )
 
 

@@ -218,7 +218,10 @@ class Outbox(Base):
     mail_from: Mapped[str] = mapped_column(String(320))
     rcpt_to: Mapped[str] = mapped_column(Text)  # comma separated envelope recipients
     message_id: Mapped[str] = mapped_column(String(998), index=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    # A response (responses.Response as JSON) is rendered when it is sent and its
+    # bytes kept in data from then on; mail composed up front has data at once.
+    spec: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,39 +16,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+import jinja2
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, history
 from .config import Config
 from .models import MessageRef, Outbox, Ticket, utcnow
 from .parse import POLICY
-from .responses import Composed
+from .responses import Responder, Response
 
 SMTP_POLICY = POLICY.clone(linesep="\r\n")
 log = logging.getLogger("otrs_mailgate.outbox")
 
 
-def enqueue(session: Session, ticket_id: int | None, kind: str, composed: Composed) -> None:
-    conn = session.connection()
+def enqueue(
+    conn: Connection, ticket_id: int | None, kind: str, response: Response, message_id: str
+) -> None:
+    """An outbox row and the Message-ID it will carry, in the caller's transaction."""
     conn.execute(
         _INSERT,
         {
             "ticket_id": ticket_id,
             "kind": kind,
-            "mail_from": composed.mail_from,
-            "rcpt_to": ",".join(composed.rcpt_to),
-            "message_id": composed.message_id,
-            "data": composed.message.as_bytes(policy=SMTP_POLICY),
+            "mail_from": response.from_addr,
+            "rcpt_to": response.to,
+            "message_id": message_id,
+            "spec": response.to_json(),
             "status": "queued",
             "attempts": 0,
         },
     )
     if ticket_id is not None:
         conn.execute(
-            _INSERT_REF,
-            {"message_id": composed.message_id, "ticket_id": ticket_id, "direction": "out"},
+            _INSERT_REF, {"message_id": message_id, "ticket_id": ticket_id, "direction": "out"}
         )
+
+
+def render(responder: Responder, row: Any) -> bytes:
+    """The bytes of an outbox row: stored ones, else its response rendered now."""
+    if row.data is not None:
+        return bytes(row.data)
+    message = responder.compose(Response.from_json(row.spec), row.message_id, row.created_at)
+    return message.as_bytes(policy=SMTP_POLICY)
 
 
 _INSERT = insert(Outbox.__table__)
@@ -101,6 +111,9 @@ def _claim(session: Session, now: dt.datetime, limit: int) -> list[Any]:
             _O.c.mail_from,
             _O.c.rcpt_to,
             _O.c.data,
+            _O.c.spec,
+            _O.c.message_id,
+            _O.c.created_at,
             _O.c.attempts,
             _O.c.kind,
         )
@@ -114,6 +127,7 @@ class Sender:
     def __init__(self, config: Config, sessions: sessionmaker[Session]) -> None:
         self.config = config
         self.sessions = sessions
+        self.responder = Responder(config)
         self._dkim_key: bytes | None = None
         if config.dkim.key_file and config.dkim.selector:
             self._dkim_key = Path(config.dkim.key_file).read_bytes()
@@ -149,15 +163,19 @@ class Sender:
                     self._finish(row, 451, unreachable, result, now)
                     continue
                 try:
+                    data = render(self.responder, row)
+                except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+                    # a template removed or broken since: retrying will not help
+                    self._finish(row, 554, f"cannot render {row.kind}: {exc}", result, now)
+                    continue
+                try:
                     if smtp is None:
                         smtp = smtplib.SMTP(
                             self.config.smtp.host,
                             self.config.smtp.port,
                             timeout=self.config.smtp.timeout,
                         )
-                    refused = smtp.sendmail(
-                        row.mail_from, row.rcpt_to.split(","), self.sign(row.data)
-                    )
+                    refused = smtp.sendmail(row.mail_from, row.rcpt_to.split(","), self.sign(data))
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = next(iter(exc.recipients.values()))
                     self._finish(row, code, _text(text), result, now)
@@ -170,21 +188,29 @@ class Sender:
                     smtp = _reset(smtp, quit=False)
                 else:
                     note = f"refused by some: {refused}" if refused else ""
-                    self._finish(row, 250, note, result, now)
+                    self._finish(row, 250, note, result, now, data)
         finally:
             _reset(smtp)
         if unreachable:
             log.warning("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
         return result
 
-    def _finish(self, row: Any, code: int, text: str, result: PassResult, now: dt.datetime) -> None:
+    def _finish(
+        self,
+        row: Any,
+        code: int,
+        text: str,
+        result: PassResult,
+        now: dt.datetime,
+        data: bytes | None = None,
+    ) -> None:
         with db.transaction(self.sessions) as session:
             conn = session.connection()
-            if 200 <= code < 300:
+            if 200 <= code < 300:  # keep what was sent (unsigned) with the row
                 conn.execute(
                     update(_O)
                     .where(_O.c.id == row.id)
-                    .values(status="sent", sent_at=now, last_error=text)
+                    .values(status="sent", sent_at=now, last_error=text, data=data)
                 )
                 result.sent += 1
                 log.info(

@@ -7,9 +7,11 @@ and header values are built through email.policy.default, which refuses CR/LF.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -18,8 +20,7 @@ from typing import Any
 
 import jinja2
 
-from .config import Config, QueueConfig
-from .models import utcnow
+from .config import Config
 from .parse import POLICY
 from .subject import clean
 
@@ -35,14 +36,35 @@ def template_dirs(config: Config) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class Composed:
-    message: EmailMessage
-    mail_from: str
-    rcpt_to: list[str]
+class Response:
+    """An answer decided inside an ingest transaction, rendered only when it is sent.
 
-    @property
-    def message_id(self) -> str:
-        return str(self.message["Message-ID"]).strip().strip("<>")
+    Rendering a template and serialising a MIME message cost more than all the
+    database work of a delivery, and nothing in the transaction needs the text:
+    the outbox row holds this spec, the Message-ID (fixed now, so a reply to the
+    mail finds its ticket) and the time it was decided (the mail's Date).
+    """
+
+    template: str
+    language: str
+    from_addr: str
+    from_name: str
+    to: str
+    to_name: str
+    subject: str
+    vars: dict[str, Any]
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    auto_submitted: str = "auto-replied"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Response:
+        data = json.loads(text)
+        data["references"] = tuple(data.get("references") or ())
+        return cls(**data)
 
 
 class Responder:
@@ -78,37 +100,36 @@ class Responder:
         template = self.env.get_template(f"mail/{language}/{name}.txt.j2")
         return template.render(**context)
 
-    def compose(
-        self,
-        *,
-        queue: QueueConfig,
-        to: str,
-        to_name: str,
-        subject: str,
-        body: str,
-        language: str,
-        auto_submitted: str = "auto-replied",
-        in_reply_to: str = "",
-        references: list[str] | None = None,
-    ) -> Composed:
-        sender = queue.addresses[0]
+    def compose(self, response: Response, message_id: str, date: dt.datetime) -> EmailMessage:
+        """The mail of an outbox row; the same row always gives the same mail."""
+        body = self.render(response.template, response.language, **response.vars)
         msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(clean(queue.display_name or queue.name), addr_spec=sender)
-        msg["To"] = Address(clean(to_name), addr_spec=to) if to_name else to
-        msg["Subject"] = clean(subject)
-        msg["Date"] = format_datetime(utcnow())
-        msg["Message-ID"] = make_msgid(domain=self.config.system.domain)
+        msg["From"] = Address(clean(response.from_name), addr_spec=response.from_addr)
+        msg["To"] = (
+            Address(clean(response.to_name), addr_spec=response.to)
+            if response.to_name
+            else response.to
+        )
+        msg["Subject"] = clean(response.subject)
+        msg["Date"] = format_datetime(date)
+        msg["Message-ID"] = f"<{message_id}>"
+        in_reply_to = response.in_reply_to
         if in_reply_to:
             msg["In-Reply-To"] = f"<{in_reply_to}>"
-        refs = [r for r in (references or []) if r]
+        refs = [r for r in response.references if r]
         if in_reply_to and in_reply_to not in refs:
             refs.append(in_reply_to)
         if refs:
             msg["References"] = " ".join(f"<{r}>" for r in refs[-10:])
-        msg["Auto-Submitted"] = auto_submitted
+        msg["Auto-Submitted"] = response.auto_submitted
         msg["X-Auto-Response-Suppress"] = "All"
         msg["Precedence"] = "bulk"
-        msg["X-Loop"] = sender
+        msg["X-Loop"] = response.from_addr
         msg.set_content(body)  # clears Content-* headers, so Content-Language comes after
-        msg["Content-Language"] = language
-        return Composed(msg, sender, [to])
+        msg["Content-Language"] = response.language
+        return msg
+
+
+def new_message_id(domain: str) -> str:
+    """A Message-ID in our own domain, without the angle brackets."""
+    return make_msgid(domain=domain).strip("<>")

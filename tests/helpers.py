@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import uuid
+from email import message_from_bytes
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from otrs_mailgate import outbox
 from otrs_mailgate.config import Config
+from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.models import Outbox
+from otrs_mailgate.parse import POLICY
+from otrs_mailgate.responses import Responder
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.is_dir():
@@ -66,3 +74,17 @@ def mail(
     ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode("utf-8")
+
+
+def count(pipeline: Pipeline, model: type) -> int:
+    """Rows in a model's table."""
+    with pipeline.sessions() as s:
+        return s.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def outbox_mails(pipeline: Pipeline) -> list[EmailMessage]:
+    """Every outbox row as the mail the sender would send (rendered as it would be)."""
+    responder = Responder(pipeline.config)
+    with pipeline.sessions() as s:
+        rows = s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
+    return [message_from_bytes(outbox.render(responder, r), policy=POLICY) for r in rows]

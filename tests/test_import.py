@@ -11,9 +11,10 @@ import pytest
 
 from otrs_mailgate import importer
 from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.models import Article
 
 from cli_helpers import cli, cli_json, write_config
-from helpers import mail
+from helpers import count, mail
 
 
 @pytest.fixture
@@ -90,18 +91,21 @@ def test_database_outage_stops_the_import_resumably(pipeline: Pipeline, tmp_path
     from otrs_mailgate.db import TemporaryFailure
 
     calls = {"n": 0}
-    real = pipeline.deliver_one
+    real = pipeline.deliver_batch
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:  # the second batch: m2 and m3
             raise TemporaryFailure("database is locked")
         return real(*args, **kwargs)
 
-    pipeline.deliver_one = flaky  # type: ignore[method-assign]
+    pipeline.deliver_batch = flaky  # type: ignore[method-assign]
     items = [(f"m{i}", mail(f"m{i}")) for i in range(5)]
-    summary = importer.run(pipeline, iter(items))
+    summary = importer.run(pipeline, iter(items), batch=2)
     assert summary.imported == 2 and "run the import again to resume" in summary.stopped
-    pipeline.deliver_one = real  # type: ignore[method-assign]
-    rest = importer.run(pipeline, iter(items))
+    assert "at m2:" in summary.stopped  # names where to look
+    assert count(pipeline, Article) == 2  # the failed batch left nothing behind
+    pipeline.deliver_batch = real  # type: ignore[method-assign]
+    rest = importer.run(pipeline, iter(items), batch=2)
     assert (rest.imported, rest.duplicates) == (3, 2)
+    assert count(pipeline, Article) == 5

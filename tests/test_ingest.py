@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from otrs_mailgate import db
 from otrs_mailgate.ingest import Pipeline, UnknownRecipient
 from otrs_mailgate.models import Article, Delivery, History, Outbox, RawMessage, Ticket, TicketLink
 
-from helpers import mail, make_config
+from helpers import count, mail, make_config, outbox_mails
 
 HOT = "hotline@example.com"
-
-
-def count(p: Pipeline, model: type) -> int:
-    with p.sessions() as s:
-        return s.execute(select(func.count()).select_from(model)).scalar_one()
-
-
-def outbox_mails(p: Pipeline) -> list:
-    with p.sessions() as s:
-        rows = s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
-    return [message_from_bytes(r.data, policy=policy.default) for r in rows]
 
 
 def set_state(p: Pipeline, number: str, state: str) -> None:
