@@ -171,6 +171,41 @@ def insert_ignore(session: Session, model: type[Base], **values: Any) -> None:
     session.execute(stmt)
 
 
+# -- deferred inserts ---------------------------------------------------------------------
+
+
+def defer_insert(session: Session, table: Table, row: dict[str, Any]) -> None:
+    """Queue a row whose id nobody needs; all queued rows of a table are written with
+    one executemany when the transaction (or a savepoint) commits.
+
+    One statement per mail and table costs more than the rest of a delivery; a
+    batch of a hundred mails writes its history, references and deliveries in a
+    few statements instead.  A rollback drops the queue with the work it held.
+    """
+    session.info.setdefault("deferred", {}).setdefault(table, []).append(row)
+
+
+def deferred(session: Session, table: Table) -> list[dict[str, Any]]:
+    """Rows of table queued in this transaction and not written yet (to look them up)."""
+    return session.info.get("deferred", {}).get(table, [])
+
+
+@event.listens_for(Session, "before_commit")
+def _write_deferred(session: Session) -> None:
+    """Runs before a commit and before a savepoint is released (SQLAlchemy fires
+    before_commit for both), so each savepoint holds exactly its own rows."""
+    pending = session.info.pop("deferred", None)
+    if pending:
+        conn = session.connection()
+        for table, rows in pending.items():
+            conn.execute(table.insert(), rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_deferred(session: Session, _previous: object) -> None:
+    session.info.pop("deferred", None)
+
+
 # -- schema -----------------------------------------------------------------------------
 
 
@@ -213,6 +248,8 @@ def schema_sql() -> str:
 __all__ = [
     "TemporaryFailure",
     "current_revision",
+    "defer_insert",
+    "deferred",
     "insert_ignore",
     "make_engine",
     "next_counter",

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from . import db
 from .models import History, utcnow
 
 GENESIS = "0" * 64
@@ -59,13 +60,15 @@ def _last_hash(session: Session, ticket_id: int) -> str:
 
 def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: Any) -> str:
     """Add one history row and return its hash; the caller holds the ticket (new, or
-    locked FOR UPDATE), so nobody else appends to this chain meanwhile."""
+    locked FOR UPDATE), so nobody else appends to this chain meanwhile.  The row is
+    written when the transaction (or savepoint) commits, with the others."""
     prev = _last_hash(session, ticket_id)
     at = utcnow()
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
     digest = _digest(prev, ticket_id, at, actor, type_, text)
-    session.connection().execute(
-        _INSERT,
+    db.defer_insert(
+        session,
+        _TABLE,
         {
             "ticket_id": ticket_id,
             "created_at": at,
@@ -80,7 +83,7 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
     return digest
 
 
-_INSERT = insert(History.__table__)
+_TABLE = History.__table__
 
 
 @dataclass

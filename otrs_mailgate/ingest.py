@@ -168,23 +168,44 @@ class Pipeline:
     # -- entry ---------------------------------------------------------------------------
 
     def deliver_batch(self, items: Sequence[Item]) -> list[list[Result | Failed]]:
-        """Store many messages in ONE transaction, a savepoint per (message, recipient).
+        """Store many messages in ONE transaction: group commit.
 
-        This is group commit: the daemon hands over whatever arrived together and
-        `import` goes in batches, so one fsync serves many mails.  Returns, per
-        item, one Result or Failed per recipient, all committed; raises
-        db.TemporaryFailure (the whole batch rolled back, nothing stored).
+        The daemon hands over whatever arrived together and `import` goes in
+        batches, so one fsync serves many mails.  Returns, per item, one Result or
+        Failed per recipient, all committed; raises db.TemporaryFailure (the whole
+        batch rolled back, nothing stored).
+
+        The batch is first tried without savepoints (they cost as much as the rest
+        of a delivery); if anything in it fails, it is rolled back and done again
+        with a savepoint per (message, recipient), so one bad message cannot spoil
+        the others.
         """
+        parsed: list[ParsedMail | NotAMail] = []
+        for item in items:  # before the transaction: parsing holds no lock
+            try:
+                parsed.append(item.mail or parse(item.raw))
+            except NotAMail as exc:
+                parsed.append(exc)
         self.ensure_queues()
+        try:
+            return self._batch(items, parsed, careful=False)
+        except db.TemporaryFailure:
+            raise
+        except Exception:
+            return self._batch(items, parsed, careful=True)
+
+    def _batch(
+        self, items: Sequence[Item], parsed: list[ParsedMail | NotAMail], *, careful: bool
+    ) -> list[list[Result | Failed]]:
         out: list[list[Result | Failed]] = []
         with db.transaction(self.sessions) as session:
-            for item in items:
-                try:
-                    mail = item.mail or parse(item.raw)
-                except NotAMail as exc:
-                    out.append([Failed(r or "", exc) for r in item.recipients])
+            for item, mail in zip(items, parsed, strict=True):
+                if isinstance(mail, NotAMail):
+                    out.append([Failed(r or "", mail) for r in item.recipients])
                     continue
-                out.append([self._deliver_in(session, item, mail, r) for r in item.recipients])
+                out.append(
+                    [self._deliver_in(session, item, mail, r, careful) for r in item.recipients]
+                )
         return out
 
     def deliver_one(
@@ -207,7 +228,12 @@ class Pipeline:
         return outcome
 
     def _deliver_in(
-        self, session: Session, item: Item, mail: ParsedMail, recipient: str | None
+        self,
+        session: Session,
+        item: Item,
+        mail: ParsedMail,
+        recipient: str | None,
+        careful: bool,
     ) -> Result | Failed:
         try:
             target = self.config.queue_by_name(item.queue) if item.queue else None
@@ -218,6 +244,8 @@ class Pipeline:
             return Failed(recipient or "", exc)
         envelope = Envelope(item.sender, [recipient] if recipient else [])
         key = recipient.lower() if recipient else f"queue:{target.name}"
+        if not careful:  # any exception rolls back the batch, which is then done carefully
+            return self.apply(session, mail, target, key, envelope)
         for _attempt in range(2):
             savepoint = session.begin_nested()
             try:
@@ -252,14 +280,14 @@ class Pipeline:
         more than everything else on this path together.
         """
         conn = session.connection()
-        done = conn.execute(_SEL_DELIVERY, {"k": mail.dedup_key, "r": recipient_key}).first()
+        done = _delivered(session, mail.dedup_key, recipient_key)
         if done is not None:
-            number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": done.article_id}).scalar()
-            return Result(recipient_key, "duplicate", number or "", done.article_id, queue.name)
+            number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": done}).scalar()
+            return Result(recipient_key, "duplicate", number or "", done, queue.name)
 
         kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
         notes: list[str] = []
-        ticket = self._match(conn, mail)
+        ticket = self._match(session, mail)
         followed: TicketRef | None = None
         rejected = False
         if ticket is not None and ticket.state not in OPEN_STATES:
@@ -267,7 +295,7 @@ class Pipeline:
         new = ticket is None
         if ticket is None:
             ticket = self._new_ticket(session, mail, queue, followed)
-        article_id = self._store_article(conn, ticket, mail, envelope, recipient_key)
+        article_id = self._store_article(session, ticket, mail, envelope, recipient_key)
         history.append(
             session,
             ticket.id,
@@ -286,14 +314,16 @@ class Pipeline:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
         elif rejected:
             self._respond(session, ticket, mail, ticket_queue, kind, "followup_rejected", notes)
-        conn.execute(
-            _INS_DELIVERY,
+        db.defer_insert(
+            session,
+            _D,
             {"dedup_key": mail.dedup_key, "recipient": recipient_key, "article_id": article_id},
         )
         return Result(recipient_key, "stored", ticket.number, article_id, ticket.queue, new, notes)
 
-    def _match(self, conn: Connection, mail: ParsedMail) -> TicketRef | None:
+    def _match(self, session: Session, mail: ParsedMail) -> TicketRef | None:
         """Subject tag (valid check digit, ticket exists), then In-Reply-To/References."""
+        conn = session.connection()
         ticket_id = None
         numbers = [tag.number for tag in self.tags.find(mail.subject)]
         if numbers:
@@ -304,6 +334,10 @@ class Pipeline:
             refs = [r for r in dict.fromkeys(refs) if r][:50]
             if refs:
                 rows = dict(conn.execute(_SEL_REFS, {"ids": refs}).all())
+                wanted = set(refs)  # and references written earlier in this batch
+                for row in db.deferred(session, _M):
+                    if row["message_id"] in wanted:
+                        rows.setdefault(row["message_id"], row["ticket_id"])
                 ticket_id = next((rows[r] for r in refs if r in rows), None)
         if ticket_id is None:
             return None
@@ -417,12 +451,13 @@ class Pipeline:
 
     def _store_article(
         self,
-        conn: Connection,
+        session: Session,
         ticket: TicketRef,
         mail: ParsedMail,
         envelope: Envelope,
         recipient: str,
     ) -> int:
+        conn = session.connection()
         raw_id = _blob_id(conn, RawMessage.__table__, mail.raw)
         article_id = conn.execute(
             _INS_ARTICLE,
@@ -466,8 +501,9 @@ class Pipeline:
                 ],
             )
         if mail.message_id:
-            conn.execute(
-                _INS_REF,
+            db.defer_insert(
+                session,
+                _M,
                 {"message_id": mail.message_id[:998], "ticket_id": ticket.id, "direction": "in"},
             )
         return article_id
@@ -521,7 +557,7 @@ class Pipeline:
             references=tuple(mail.references),
         )
         message_id = new_message_id(self.config.system.domain)
-        outbox.enqueue(session.connection(), ticket.id, template, response, message_id)
+        outbox.enqueue(session, ticket.id, template, response, message_id)
         history.append(
             session,
             ticket.id,
@@ -579,11 +615,18 @@ _SEL_TICKET_FOR_UPDATE = (
 _INS_TICKET = insert(_T).returning(_T.c.id)
 _INS_ARTICLE = insert(_A).returning(_A.c.id)
 _INS_ATTACHMENT = insert(Attachment.__table__)
-_INS_REF = insert(_M)
-_INS_DELIVERY = insert(_D)
 _INS_LINK = insert(TicketLink.__table__)
 _UPD_TICKET_TOUCH = update(_T).where(_T.c.id == bindparam("_id"))
 _UPD_TICKET_STATE = update(_T).where(_T.c.id == bindparam("_id"))
+
+
+def _delivered(session: Session, dedup_key: str, recipient: str) -> int | None:
+    """The article id if this message was already stored for this recipient."""
+    for row in db.deferred(session, _D):  # earlier in this batch
+        if row["dedup_key"] == dedup_key and row["recipient"] == recipient:
+            return int(row["article_id"])
+    found = session.connection().execute(_SEL_DELIVERY, {"k": dedup_key, "r": recipient})
+    return found.scalar()
 
 
 def _blob_id(conn: Connection, table: Table, data: bytes) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, history
@@ -31,11 +31,12 @@ log = logging.getLogger("otrs_mailgate.outbox")
 
 
 def enqueue(
-    conn: Connection, ticket_id: int | None, kind: str, response: Response, message_id: str
+    session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
 ) -> None:
-    """An outbox row and the Message-ID it will carry, in the caller's transaction."""
-    conn.execute(
-        _INSERT,
+    """An outbox row and the Message-ID it will carry, written with the transaction."""
+    db.defer_insert(
+        session,
+        _O,
         {
             "ticket_id": ticket_id,
             "kind": kind,
@@ -45,11 +46,16 @@ def enqueue(
             "spec": response.to_json(),
             "status": "queued",
             "attempts": 0,
+            "next_attempt_at": utcnow(),
+            "last_error": "",
+            "created_at": utcnow(),
         },
     )
     if ticket_id is not None:
-        conn.execute(
-            _INSERT_REF, {"message_id": message_id, "ticket_id": ticket_id, "direction": "out"}
+        db.defer_insert(
+            session,
+            MessageRef.__table__,
+            {"message_id": message_id, "ticket_id": ticket_id, "direction": "out"},
         )
 
 
@@ -59,10 +65,6 @@ def render(responder: Responder, row: Any) -> bytes:
         return bytes(row.data)
     message = responder.compose(Response.from_json(row.spec), row.message_id, row.created_at)
     return message.as_bytes(policy=SMTP_POLICY)
-
-
-_INSERT = insert(Outbox.__table__)
-_INSERT_REF = insert(MessageRef.__table__)
 
 
 # -- sending ----------------------------------------------------------------------------

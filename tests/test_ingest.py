@@ -229,3 +229,62 @@ def test_templates_folder_from_config(db_url: str, tmp_path: Path) -> None:
     n = p.deliver_one(mail("x"), HOT).ticket_number
     assert outbox_mails(p)[0].get_content().strip() == f"Custom {n}"
     p.engine.dispose()
+
+
+def test_one_batch_sees_its_own_earlier_mails(pipeline: Pipeline) -> None:
+    """Group commit writes history, references and deliveries at the end of the batch;
+    a reply to a mail, or the same mail again, in the same batch must still find it."""
+    from otrs_mailgate import history
+    from otrs_mailgate.ingest import Failed, Item
+
+    first = mail("Printer", message_id="orig@customer.test")
+    reply = mail("Re: Printer", headers={"In-Reply-To": "<orig@customer.test>"})
+    items = [
+        Item(first, [HOT], "alice@customer.test"),
+        Item(reply, [HOT], "alice@customer.test"),
+        Item(first, [HOT], "alice@customer.test"),  # Postfix retried it meanwhile
+        Item(b"\x00\x01 not a mail", [HOT], "x@y.test"),
+        Item(mail("other"), [HOT, "nobody@example.com"], "bob@customer.test"),
+    ]
+    out = pipeline.deliver_batch(items)
+    [[a], [b], [c], [d], [e, f]] = out
+    assert a.new_ticket and b.ticket_number == a.ticket_number and not b.new_ticket
+    assert c.status == "duplicate" and c.ticket_number == a.ticket_number
+    assert isinstance(d, Failed) and type(d.error).__name__ == "NotAMail"
+    assert e.new_ticket and isinstance(f, Failed) and type(f.error).__name__ == "UnknownRecipient"
+    assert (count(pipeline, Ticket), count(pipeline, Article), count(pipeline, Delivery)) == (
+        2,
+        3,
+        3,
+    )
+    with pipeline.sessions() as s:
+        assert [x for x in history.verify(s) if not isinstance(x, int)] == []
+
+
+def test_a_failing_mail_rolls_the_batch_back_and_redoes_it_carefully(
+    pipeline: Pipeline, monkeypatch
+) -> None:
+    """The fast path has no savepoints: one exception undoes the whole transaction, and
+    the batch is done again with a savepoint each, so only the bad mail is missing."""
+    from otrs_mailgate.ingest import Failed, Item
+
+    real = Pipeline.apply
+    calls: list[str] = []
+
+    def apply(self, session, mail_, *args, **kwargs):
+        calls.append(mail_.subject)
+        if mail_.subject == "boom":
+            raise RuntimeError("a bug")
+        return real(self, session, mail_, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "apply", apply)
+    out = pipeline.deliver_batch(
+        [Item(mail(s), [HOT], "a@customer.test") for s in ("one", "boom", "two")]
+    )
+    assert calls == ["one", "boom", "one", "boom", "two"]
+    assert [type(x).__name__ for [x] in out] == ["Result", "Failed", "Result"]
+    assert isinstance(out[1][0], Failed) and str(out[1][0].error) == "a bug"
+    assert count(pipeline, Ticket) == 2 and count(pipeline, Outbox) == 2
+    with pipeline.sessions() as s:
+        titles = s.execute(select(Ticket.title).order_by(Ticket.id)).scalars().all()
+    assert titles == ["one", "two"]

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from otrs_mailgate import db
 from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import History, MessageRef, Outbox, utcnow
+from otrs_mailgate.models import History, MessageRef, Outbox, Ticket, utcnow
 from otrs_mailgate.outbox import Sender, dkim_keygen
 
 from helpers import mail, make_config
@@ -183,3 +183,47 @@ def test_crashed_sender_lease_expires(db_url: str, sink: Sink) -> None:
         )
     assert sender.run_pass().sent == 0
     assert sender.run_pass(now=utcnow() + dt.timedelta(minutes=11)).sent == 1
+
+
+def test_a_response_that_cannot_be_rendered_fails_on_the_ticket(
+    db_url: str, sink: Sink, tmp_path: Path
+) -> None:
+    """Responses are rendered when sent: a template broken since is a permanent failure
+    recorded on the ticket, and the row keeps its spec for a later look."""
+    import shutil
+
+    from otrs_mailgate.responses import template_dirs
+
+    broken = tmp_path / "templates"
+    shutil.copytree(template_dirs(make_config(db_url))[0], broken)
+    _, pipeline, _ = _setup(db_url, sink.port)
+    n = pipeline.deliver_one(mail("x", sender="alice@customer.test"), HOT).ticket_number
+    (broken / "mail" / "en" / "acknowledgement.txt.j2").write_text("{{ no_such_variable }}\n")
+    sender = Sender(
+        make_config(db_url, smtp={"port": sink.port}, system={"templates": str(broken)}),
+        pipeline.sessions,
+    )
+    result = sender.run_pass()
+    assert (result.sent, result.failed) == (0, 1)
+    assert sink.received == []
+    [row] = _rows(pipeline)
+    assert row.status == "failed" and "cannot render acknowledgement" in row.last_error
+    assert "no_such_variable" in row.last_error
+    assert row.spec and row.data is None  # nothing lost: the decision is still there
+    with pipeline.sessions() as s:
+        failed = s.execute(select(History).where(History.type == "SendFailed")).scalar_one()
+        number = s.execute(select(Ticket.number).where(Ticket.id == failed.ticket_id)).scalar_one()
+    assert number == n
+
+
+def test_sent_row_keeps_the_bytes_it_sent(db_url: str, sink: Sink) -> None:
+    _, pipeline, sender = _setup(db_url, sink.port)
+    pipeline.deliver_one(mail("Printer", sender="alice@customer.test"), HOT)
+    [row] = _rows(pipeline)
+    assert row.data is None and '"template": "acknowledgement"' in row.spec
+    sender.run_pass()
+    [row] = _rows(pipeline)
+    [(_, _, data)] = sink.received
+    assert row.data is not None and data.replace(b"\r\n", b"\n").endswith(
+        row.data.replace(b"\r\n", b"\n")
+    )

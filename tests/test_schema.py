@@ -43,3 +43,29 @@ def test_commands_before_init_say_so(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert b"did you run `otrs-mailgate init`?" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_upgrade_from_0001_keeps_queued_mail(tmp_path: Path) -> None:
+    """0002 makes outbox.data optional and adds spec: a row queued before stays sendable."""
+    from sqlalchemy import text
+
+    from otrs_mailgate import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/old.sqlite")
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox (kind, mail_from, rcpt_to, message_id, data, status, "
+                "attempts, next_attempt_at, last_error, created_at) VALUES ('acknowledgement', "
+                "'a@x.test', 'b@y.test', 'm1@x.test', :d, 'queued', 0, '2026-01-01', '', "
+                "'2026-01-01')"
+            ),
+            {"d": b"Subject: old\r\n\r\nbody\r\n"},
+        )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT data, spec, status FROM outbox")).one()
+    engine.dispose()
+    assert row == (b"Subject: old\r\n\r\nbody\r\n", None, "queued")
+    assert db.current_revision(db.make_engine(f"sqlite:///{tmp_path}/old.sqlite")) == "0002"
