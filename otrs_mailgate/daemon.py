@@ -92,6 +92,7 @@ class Daemon:
             port=lmtp.port,
             socket=lmtp.socket,
             max_size=lmtp.max_message_size,
+            server_name=self.config.system.domain,
         )
         ctl.server_coro = ctl._create_server()
         ctl.server = await ctl.server_coro

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from . import db
@@ -25,7 +25,7 @@ GENESIS = "0" * 64
 
 
 def _digest(prev: str, ticket_id: int, at: dt.datetime, actor: str, type_: str, detail: str) -> str:
-    stamp = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     payload = json.dumps([prev, ticket_id, stamp, actor, type_, detail], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -49,12 +49,7 @@ def _last_hash(session: Session, ticket_id: int) -> str:
     cached = _tails(session).get(ticket_id)
     if cached is not None:
         return cached
-    last = session.execute(
-        select(History.hash)
-        .where(History.ticket_id == ticket_id)
-        .order_by(History.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    last = session.connection().execute(_SEL_LAST, {"t": ticket_id}).scalar()
     return last or GENESIS
 
 
@@ -84,6 +79,12 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
 
 
 _TABLE = History.__table__
+_SEL_LAST = (
+    select(_TABLE.c.hash)
+    .where(_TABLE.c.ticket_id == bindparam("t"))
+    .order_by(_TABLE.c.id.desc())
+    .limit(1)
+)
 
 
 @dataclass

@@ -102,11 +102,23 @@ class Handler:
 
 
 def controller(
-    handler: Handler, loop: Any, *, host: str, port: int, socket: str, max_size: int
+    handler: Handler,
+    loop: Any,
+    *,
+    host: str,
+    port: int,
+    socket: str,
+    max_size: int,
+    server_name: str,
 ) -> UnthreadedController | UnixSocketUnthreadedController:
-    """An unthreaded aiosmtpd controller on the daemon's loop, making LMTPServer sessions."""
+    """An unthreaded aiosmtpd controller on the daemon's loop, making LMTPServer sessions.
+
+    server_name is the name in the greeting; without it aiosmtpd would look up the
+    host's FQDN for every connection (Postfix opens one per delivery by default).
+    """
     kwargs = {
         "loop": loop,
+        "server_hostname": server_name,
         "data_size_limit": max_size,
         "enable_SMTPUTF8": True,
         "decode_data": False,

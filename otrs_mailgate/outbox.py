@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, history
@@ -87,6 +87,7 @@ class PassResult:
 
 
 _O = Outbox.__table__
+_UPD_ROW = update(_O).where(_O.c.id == bindparam("_id"))
 
 
 def _claim(session: Session, now: dt.datetime, limit: int) -> list[Any]:
@@ -206,67 +207,73 @@ class Sender:
         now: dt.datetime,
         data: bytes | None = None,
     ) -> None:
+        """Record one row's outcome at once: a crash after this sends it no second time."""
         with db.transaction(self.sessions) as session:
-            conn = session.connection()
-            if 200 <= code < 300:  # keep what was sent (unsigned) with the row
-                conn.execute(
-                    update(_O)
-                    .where(_O.c.id == row.id)
-                    .values(status="sent", sent_at=now, last_error=text, data=data)
-                )
-                result.sent += 1
-                log.info(
-                    "outbox sent id=%s kind=%s to=%s attempts=%s",
-                    row.id,
-                    row.kind,
-                    row.rcpt_to,
-                    row.attempts,
-                )
-                return
-            permanent = code >= 500 or row.attempts >= self.config.smtp.max_attempts
-            error = f"{code} {text}".strip()
-            if not permanent:
-                delay = dt.timedelta(
-                    seconds=self.config.smtp.backoff_seconds * 2 ** (row.attempts - 1)
-                )
-                conn.execute(
-                    update(_O)
-                    .where(_O.c.id == row.id)
-                    .values(
-                        status="queued",
-                        next_attempt_at=now + min(delay, MAX_BACKOFF),
-                        last_error=error,
-                    )
-                )
-                result.retried += 1
-                log.log(
-                    logging.DEBUG if text.startswith("MTA unreachable") else logging.INFO,
-                    "outbox deferred id=%s to=%s attempts=%s error=%r",
-                    row.id,
-                    row.rcpt_to,
-                    row.attempts,
-                    error,
-                )
-                return
+            self._record(session, row, code, text, result, now, data)
+
+    def _record(
+        self,
+        session: Session,
+        row: Any,
+        code: int,
+        text: str,
+        result: PassResult,
+        now: dt.datetime,
+        data: bytes | None,
+    ) -> None:
+        conn = session.connection()
+        if 200 <= code < 300:  # keep what was sent (unsigned) with the row
             conn.execute(
-                update(_O).where(_O.c.id == row.id).values(status="failed", last_error=error)
+                _UPD_ROW,
+                {"_id": row.id, "status": "sent", "sent_at": now, "last_error": text, "data": data},
             )
-            result.failed += 1
-            log.warning("outbox failed id=%s to=%s error=%r", row.id, row.rcpt_to, error)
-            if row.ticket_id is not None:
-                session.execute(
-                    select(Ticket.id).where(Ticket.id == row.ticket_id).with_for_update()
-                )
-                history.append(
-                    session,
-                    row.ticket_id,
-                    "SendFailed",
-                    "system",
-                    outbox_id=row.id,
-                    kind=row.kind,
-                    to=row.rcpt_to,
-                    error=error,
-                )
+            result.sent += 1
+            log.info(
+                "outbox sent id=%s kind=%s to=%s attempts=%s",
+                row.id,
+                row.kind,
+                row.rcpt_to,
+                row.attempts,
+            )
+            return
+        permanent = code >= 500 or row.attempts >= self.config.smtp.max_attempts
+        error = f"{code} {text}".strip()
+        if not permanent:
+            delay = dt.timedelta(seconds=self.config.smtp.backoff_seconds * 2 ** (row.attempts - 1))
+            conn.execute(
+                _UPD_ROW,
+                {
+                    "_id": row.id,
+                    "status": "queued",
+                    "next_attempt_at": now + min(delay, MAX_BACKOFF),
+                    "last_error": error,
+                },
+            )
+            result.retried += 1
+            log.log(
+                logging.DEBUG if text.startswith("MTA unreachable") else logging.INFO,
+                "outbox deferred id=%s to=%s attempts=%s error=%r",
+                row.id,
+                row.rcpt_to,
+                row.attempts,
+                error,
+            )
+            return
+        conn.execute(_UPD_ROW, {"_id": row.id, "status": "failed", "last_error": error})
+        result.failed += 1
+        log.warning("outbox failed id=%s to=%s error=%r", row.id, row.rcpt_to, error)
+        if row.ticket_id is not None:
+            session.execute(select(Ticket.id).where(Ticket.id == row.ticket_id).with_for_update())
+            history.append(
+                session,
+                row.ticket_id,
+                "SendFailed",
+                "system",
+                outbox_id=row.id,
+                kind=row.kind,
+                to=row.rcpt_to,
+                error=error,
+            )
 
 
 SIGNED_HEADERS = (

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import mimetypes
 import re
+import weakref
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
@@ -92,7 +93,7 @@ class ParsedMail:
     problem: str = ""  # why it is unparsed
     message: Message | None = None
 
-    @property
+    @functools.cached_property
     def dedup_key(self) -> str:
         """The same message delivered again has the same key.
 
@@ -196,12 +197,17 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
 
 def raw_headers(msg: Message, name: str) -> list[str]:
     """A header's values as received (unfolded, 8-bit decoded), bypassing the header registry."""
-    wanted = name.lower()
-    return [
-        fix_surrogates(str(value)).replace("\r\n", "").replace("\n", "")
-        for key, value in msg.raw_items()
-        if key.lower() == wanted
-    ]
+    index = _INDEXES.get(msg)
+    if index is None:  # one pass over the headers per message, not one per lookup
+        index = {}
+        for key, value in msg.raw_items():
+            text = fix_surrogates(str(value)).replace("\r\n", "").replace("\n", "")
+            index.setdefault(key.lower(), []).append(text)
+        _INDEXES[msg] = index
+    return index.get(name.lower(), [])
+
+
+_INDEXES: weakref.WeakKeyDictionary[Message, dict[str, list[str]]] = weakref.WeakKeyDictionary()
 
 
 def header_str(msg: Message, name: str) -> str:

@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -58,7 +58,7 @@ class Response:
     auto_submitted: str = "auto-replied"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return json.dumps(self.__dict__, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> Response:

@@ -74,10 +74,13 @@ class Tag:
     span: tuple[int, int]
 
 
+_CONTROLS = {c: " " for c in (*range(32), 127)}
+
+
 def clean(text: str) -> str:
     """One line, no control characters, NFC: safe to put into a header again."""
-    text = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
-    return unicodedata.normalize("NFC", _SPACE.sub(" ", text).strip())
+    text = _SPACE.sub(" ", text.translate(_CONTROLS)).strip()
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def strip_prefixes(text: str) -> str:
