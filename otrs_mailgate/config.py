@@ -79,6 +79,24 @@ class DKIMConfig(_Section):
     key_file: str = ""
 
 
+class AgentsConfig(_Section):
+    """How agents' command mails are recognised (DESIGN.md, "Agents by mail")."""
+
+    # required: a command mail needs a DKIM signature that passes and is aligned with
+    # its From domain (or a trusted Authentication-Results saying so); optional: the
+    # token and the From address suffice.
+    dkim: Literal["required", "optional"] = "required"
+    # Authentication-Results headers are believed only with this authserv-id (the one
+    # our milter writes); empty: none are believed.
+    authserv_id: str = ""
+    # A file of pinned DKIM keys, one "selector._domainkey.domain TXT-record" per line:
+    # those keys are used without asking DNS (which an attacker might spoof).
+    dkim_keys: str = ""
+    token_days: int = Field(90, ge=1, le=3650)  # how long a reply address works
+    lock_minutes: int = Field(120, ge=1)  # a lock lapses after this long without activity
+    date_window_hours: int = Field(48, ge=1)  # a command mail's Date must be this recent
+
+
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
@@ -105,6 +123,7 @@ class Config(_Section):
     lmtp: LMTPConfig = LMTPConfig()
     smtp: SMTPConfig = SMTPConfig()
     dkim: DKIMConfig = DKIMConfig()
+    agents: AgentsConfig = AgentsConfig()
     queue: list[QueueConfig] = Field(
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
@@ -182,6 +201,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             config.system.templates = str(file.parent / config.system.templates)
         if config.dkim.key_file:
             config.dkim.key_file = str(file.parent / config.dkim.key_file)
+        if config.agents.dkim_keys:
+            config.agents.dkim_keys = str(file.parent / config.agents.dkim_keys)
         if config.lmtp.socket:
             config.lmtp.socket = str(file.parent / config.lmtp.socket)
     return config

@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import db, history, outbox
+from . import agentmail, auth, db, history, outbox, tokens
+from .agentmail import CommandMail
 from .classify import HUMAN, Classification, classify
 from .config import Config, QueueConfig
 from .models import (
@@ -36,6 +37,7 @@ from .models import (
     TicketLink,
     utcnow,
 )
+from .notify import notify
 from .parse import NotAMail, ParsedMail, parse
 from .responses import Responder, Response, new_message_id
 from .subject import TagFormat
@@ -112,6 +114,9 @@ class Pipeline:
         self.sessions = db.sessionmaker_for(self.engine)
         self.acknowledge = acknowledge
         self._queue_ids: dict[str, int] = {}
+        # DNS for DKIM keys not pinned in agents.dkim_keys; None: the resolver (tests
+        # answer through this hook instead of the network).
+        self.dns: auth.DNSFunc | None = None
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -120,6 +125,7 @@ class Pipeline:
         self.tags = TagFormat(config.ticket.hook, config.ticket.divider)
         self.responder = Responder(config)
         self._addresses = {a: q for q in config.queue for a in q.addresses}
+        self._pinned_keys = auth.pinned_keys(config.agents.dkim_keys)
         self.own_addresses = set(self._addresses)
         self.own_domains = {config.system.domain.lower()}
 
@@ -285,9 +291,61 @@ class Pipeline:
             number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": done}).scalar()
             return Result(recipient_key, "duplicate", number or "", done, queue.name)
 
+        token = tokens.token_of(recipient_key)
+        verdict = self._authenticate(conn, mail, token) if token else None
+        if verdict is not None and verdict.ok:
+            ticket = self.load_ticket(conn, verdict.ticket_id)
+            assert verdict.agent is not None
+            result = CommandMail(self, session, mail, verdict.agent, ticket).run(
+                envelope, recipient_key
+            )
+        else:
+            result = self._customer_mail(session, mail, queue, recipient_key, envelope, verdict)
+        db.defer_insert(
+            session,
+            _D,
+            {
+                "dedup_key": mail.dedup_key,
+                "recipient": recipient_key,
+                "article_id": result.article_id,
+            },
+        )
+        return result
+
+    def _authenticate(self, conn: Connection, mail: ParsedMail, token: str) -> auth.Verdict:
+        """auth.check, plus: the ticket the token names is the one the subject names."""
+        dns = auth.dns_with_pins(self._pinned_keys, self.dns)
+        verdict = auth.check(conn, self.config.agents, mail, token, utcnow(), dns)
+        if verdict.token is None:
+            return verdict
+        number = conn.execute(_SEL_NUMBER, {"id": verdict.token.ticket_id}).scalar()
+        if number is None:
+            verdict.reasons.append("the ticket of this reply address does not exist")
+            return verdict
+        verdict.ticket_id = verdict.token.ticket_id
+        named = [tag.number for tag in self.tags.find(mail.subject)]
+        if named and number not in named:
+            verdict.reasons.append(
+                f"the reply address is for ticket {number}, the subject names {named[0]}"
+            )
+        return verdict
+
+    def _customer_mail(
+        self,
+        session: Session,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        recipient_key: str,
+        envelope: Envelope,
+        refused: auth.Verdict | None,
+    ) -> Result:
+        """Everything but an accepted command mail: a new ticket or a follow-up."""
+        conn = session.connection()
         kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
         notes: list[str] = []
         ticket = self._match(session, mail)
+        if ticket is None and refused is not None and refused.ticket_id is not None:
+            ticket = self.load_ticket(conn, refused.ticket_id)
         followed: TicketRef | None = None
         rejected = False
         if ticket is not None and ticket.state not in OPEN_STATES:
@@ -295,7 +353,7 @@ class Pipeline:
         new = ticket is None
         if ticket is None:
             ticket = self._new_ticket(session, mail, queue, followed)
-        article_id = self._store_article(session, ticket, mail, envelope, recipient_key)
+        article_id = self.store_article(session, ticket, mail, envelope, recipient_key)
         history.append(
             session,
             ticket.id,
@@ -314,11 +372,11 @@ class Pipeline:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
         elif rejected:
             self._respond(session, ticket, mail, ticket_queue, kind, "followup_rejected", notes)
-        db.defer_insert(
-            session,
-            _D,
-            {"dedup_key": mail.dedup_key, "recipient": recipient_key, "article_id": article_id},
-        )
+        if refused is not None:
+            agentmail.refused(self, session, ticket, mail, refused)
+            notes.append("not processed as commands: " + "; ".join(refused.reasons))
+        elif self.acknowledge:
+            notify(self, session, ticket, mail, ticket_queue, new=new)
         return Result(recipient_key, "stored", ticket.number, article_id, ticket.queue, new, notes)
 
     def _match(self, session: Session, mail: ParsedMail) -> TicketRef | None:
@@ -339,14 +397,17 @@ class Pipeline:
                     if row["message_id"] in wanted:
                         rows.setdefault(row["message_id"], row["ticket_id"])
                 ticket_id = next((rows[r] for r in refs if r in rows), None)
-        if ticket_id is None:
-            return None
+        return None if ticket_id is None else self.load_ticket(conn, ticket_id)
+
+    def load_ticket(self, conn: Connection, ticket_id: int) -> TicketRef:
+        """A ticket locked FOR UPDATE, following merges to the ticket that lives on."""
         ticket = None
         for _ in range(MAX_MERGE_HOPS):
             ticket = TicketRef(*conn.execute(_SEL_TICKET_FOR_UPDATE, {"id": ticket_id}).one())
             if ticket.merged_into_id is None:
                 return ticket
             ticket_id = ticket.merged_into_id
+        assert ticket is not None
         return ticket
 
     def _closed_followup(
@@ -432,7 +493,9 @@ class Pipeline:
             )
             history.append(session, ticket_id, "Link", "system", follow_up_of=follows.number)
             history.append(session, follows.id, "Link", "system", followed_by=number)
-        return TicketRef(ticket_id, number, "new", queue.name, language, title, None)
+        return TicketRef(
+            ticket_id, number, "new", queue.name, language, title, None, self.queue_id(queue.name)
+        )
 
     def _customer(self, conn: Connection, mail: ParsedMail) -> tuple[int | None, str | None]:
         """(id, stored language) of the sender, created on first contact."""
@@ -449,14 +512,21 @@ class Pipeline:
         ).one()
         return row.id, row.language
 
-    def _store_article(
+    def store_article(
         self,
         session: Session,
         ticket: TicketRef,
         mail: ParsedMail,
         envelope: Envelope,
         recipient: str,
+        *,
+        sender_type: str = "customer",
+        direction: str = "in",
+        internal: bool = False,
+        agent_id: int | None = None,
+        body_text: str | None = None,
     ) -> int:
+        """The article of a received mail (an agent's mail: what of it the customer sees)."""
         conn = session.connection()
         raw_id = _blob_id(conn, RawMessage.__table__, mail.raw)
         article_id = conn.execute(
@@ -464,17 +534,18 @@ class Pipeline:
             {
                 "ticket_id": ticket.id,
                 "raw_id": raw_id,
-                "direction": "in",
-                "sender_type": "customer",
-                "internal": False,
+                "direction": direction,
+                "sender_type": sender_type,
+                "internal": internal,
+                "agent_id": agent_id,
                 "message_id": mail.message_id[:998],
                 "from_addr": mail.from_addr[:320],
                 "from_name": mail.from_name[:200],
                 "to_addrs": ", ".join(mail.to),
                 "cc_addrs": ", ".join(mail.cc),
                 "subject": mail.subject or ("(unparsed message)" if mail.unparsed else ""),
-                "body_text": mail.body_text,
-                "body_html": mail.body_html,
+                "body_text": mail.body_text if body_text is None else body_text,
+                "body_html": mail.body_html if body_text is None else "",
                 "content_language": mail.content_language,
                 "envelope_sender": (envelope.sender or "")[:320],
                 "envelope_recipient": recipient[:320],
@@ -556,17 +627,30 @@ class Pipeline:
             in_reply_to=mail.message_id,
             references=tuple(mail.references),
         )
+        self.send(session, ticket.id, template, response, "AutoResponseQueued")
+
+    def send(
+        self,
+        session: Session,
+        ticket_id: int,
+        kind: str,
+        response: Response,
+        history_type: str,
+        actor: str = "system",
+    ) -> str:
+        """Put a mail into the outbox and say so in the ticket's history; its Message-ID."""
         message_id = new_message_id(self.config.system.domain)
-        outbox.enqueue(session, ticket.id, template, response, message_id)
+        outbox.enqueue(session, ticket_id, kind, response, message_id)
         history.append(
             session,
-            ticket.id,
-            "AutoResponseQueued",
-            "system",
-            template=template,
-            to=to,
+            ticket_id,
+            history_type,
+            actor,
+            template=response.template,
+            to=", ".join(response.recipients),
             message_id=message_id,
         )
+        return message_id
 
 
 @dataclass
@@ -580,6 +664,11 @@ class TicketRef:
     language: str
     title: str
     merged_into_id: int | None
+    queue_id: int = 0
+    customer_id: int | None = None
+    owner_id: int | None = None
+    lock_until: dt.datetime | None = None
+    priority: int = 3
 
 
 _T, _A, _D, _M = Ticket.__table__, Article.__table__, Delivery.__table__, MessageRef.__table__
@@ -587,6 +676,7 @@ _Q = Queue.__table__
 _SEL_DELIVERY = select(_D.c.article_id).where(
     _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
 )
+_SEL_NUMBER = select(_T.c.number).where(_T.c.id == bindparam("id"))
 _SEL_NUMBER_OF_ARTICLE = (
     select(_T.c.number).join(_A, _A.c.ticket_id == _T.c.id).where(_A.c.id == bindparam("a"))
 )
@@ -607,6 +697,11 @@ _SEL_TICKET_FOR_UPDATE = (
         _T.c.language,
         _T.c.title,
         _T.c.merged_into_id,
+        _T.c.queue_id,
+        _T.c.customer_id,
+        _T.c.owner_id,
+        _T.c.lock_until,
+        _T.c.priority,
     )
     .join(_Q, _Q.c.id == _T.c.queue_id)
     .where(_T.c.id == bindparam("id"))

@@ -80,6 +80,44 @@ class Customer(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Agent(Base):
+    """Someone who works tickets by mail; identified by address, never by Reply-To."""
+
+    __tablename__ = "agent"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # Key of the agent's reply-address tokens; rotating it voids every token at once.
+    secret: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentGroup(Base):
+    __tablename__ = "agent_group"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_member"
+    group_id: Mapped[int] = mapped_column(ForeignKey("agent_group.id"), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), primary_key=True)
+
+
+class QueueGrant(Base):
+    """Access of an agent or a group to a queue: ro (read) or rw (work on it)."""
+
+    __tablename__ = "queue_grant"
+    __table_args__ = (UniqueConstraint("queue_id", "agent_id", "group_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queue.id"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("agent_group.id"))
+    access: Mapped[str] = mapped_column(String(2))  # ro | rw
+
+
 class Ticket(Base):
     __tablename__ = "ticket"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -94,19 +132,46 @@ class Ticket(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"), index=True)
+    # Locked to the owner while this lies in the future; a lapsed lock is swept by
+    # locks.expire (history records it) and counts as unlocked meanwhile.
+    lock_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    pending_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
 
 
 class TicketLink(Base):
-    """A relation between two tickets: `follow-up-of` (a new ticket for a closed one)."""
+    """A relation between two tickets: `follow-up-of` (a new ticket for a closed one),
+    `child-of` (source is a child of target: closing the parent closes it)."""
 
     __tablename__ = "ticket_link"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TicketCc(Base):
+    """Addresses that get a copy of every reply to the customer (cc+= / cc-=)."""
+
+    __tablename__ = "ticket_cc"
+    __table_args__ = (UniqueConstraint("ticket_id", "address"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    address: Mapped[str] = mapped_column(String(320))
+
+
+class TimeEntry(Base):
+    """Time accounted on a ticket (time=<duration>)."""
+
+    __tablename__ = "time_entry"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), index=True)
+    minutes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -144,6 +209,7 @@ class Article(Base):
     content_language: Mapped[str] = mapped_column(String(8), default="")
     envelope_sender: Mapped[str] = mapped_column(String(320), default="")
     envelope_recipient: Mapped[str] = mapped_column(String(320), default="")
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"), index=True)
     unparsed: Mapped[bool] = mapped_column(Boolean, default=False)
     problem: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -41,7 +41,7 @@ def enqueue(
             "ticket_id": ticket_id,
             "kind": kind,
             "mail_from": response.from_addr,
-            "rcpt_to": response.to,
+            "rcpt_to": ",".join(response.recipients),
             "message_id": message_id,
             "spec": response.to_json(),
             "status": "queued",

@@ -55,7 +55,15 @@ class Response:
     vars: dict[str, Any]
     in_reply_to: str = ""
     references: tuple[str, ...] = ()
+    # auto-replied (acknowledgements), auto-generated (notifications, transcripts), or
+    # "" for what a person wrote (an agent's reply): only automatic mail is marked.
     auto_submitted: str = "auto-replied"
+    reply_to: str = ""
+    cc: tuple[str, ...] = ()
+
+    @property
+    def recipients(self) -> list[str]:
+        return [self.to, *self.cc]
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, ensure_ascii=False)
@@ -64,6 +72,7 @@ class Response:
     def from_json(cls, text: str) -> Response:
         data = json.loads(text)
         data["references"] = tuple(data.get("references") or ())
+        data["cc"] = tuple(data.get("cc") or ())
         return cls(**data)
 
 
@@ -110,6 +119,10 @@ class Responder:
             if response.to_name
             else response.to
         )
+        if response.cc:
+            msg["Cc"] = ", ".join(response.cc)
+        if response.reply_to:
+            msg["Reply-To"] = response.reply_to
         msg["Subject"] = clean(response.subject)
         msg["Date"] = format_datetime(date)
         msg["Message-ID"] = f"<{message_id}>"
@@ -121,9 +134,10 @@ class Responder:
             refs.append(in_reply_to)
         if refs:
             msg["References"] = " ".join(f"<{r}>" for r in refs[-10:])
-        msg["Auto-Submitted"] = response.auto_submitted
-        msg["X-Auto-Response-Suppress"] = "All"
-        msg["Precedence"] = "bulk"
+        if response.auto_submitted:
+            msg["Auto-Submitted"] = response.auto_submitted
+            msg["X-Auto-Response-Suppress"] = "All"
+            msg["Precedence"] = "bulk"
         msg["X-Loop"] = response.from_addr
         msg.set_content(body)  # clears Content-* headers, so Content-Language comes after
         msg["Content-Language"] = response.language

@@ -1,0 +1,98 @@
+"""Reply-address tokens: `<local>+<token>@<domain>` names an agent, a ticket and a purpose.
+
+The token is base32 (lower case, so MTAs that fold case cannot break it) of
+agent id, ticket id, expiry day and purpose, followed by an HMAC-SHA256 over
+those fields truncated to 128 bits, keyed by the agent's own secret.  Rotating
+the secret (or disabling the agent) voids every token the agent holds.  44
+characters: `hotline+<token>` stays inside the 64 octets RFC 5321 allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import struct
+from dataclasses import dataclass
+
+PURPOSES = {"command": 1, "login": 2}
+_LAYOUT = struct.Struct(">IIHB")  # agent id, ticket id, expiry (days since 1970), purpose
+_MAC_BYTES = 16
+_EPOCH = dt.date(1970, 1, 1)
+TOKEN_LENGTH = 44
+
+
+class TokenError(ValueError):
+    """A token that does not hold; the message says why, for the transcript."""
+
+
+@dataclass(frozen=True)
+class Token:
+    agent_id: int
+    ticket_id: int
+    purpose: str
+    expires: dt.date  # the last day it works
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def _mac(secret: str, payload: bytes) -> bytes:
+    return hmac.new(bytes.fromhex(secret), payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def make(secret: str, agent_id: int, ticket_id: int, purpose: str, expires: dt.date) -> str:
+    payload = _LAYOUT.pack(agent_id, ticket_id, (expires - _EPOCH).days, PURPOSES[purpose])
+    raw = payload + _mac(secret, payload)
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def _decode(text: str) -> tuple[Token, bytes, bytes] | None:
+    if len(text) != TOKEN_LENGTH:
+        return None
+    try:
+        raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    payload, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
+    agent_id, ticket_id, days, code = _LAYOUT.unpack(payload)
+    purpose = next((name for name, c in PURPOSES.items() if c == code), "")
+    return Token(agent_id, ticket_id, purpose, _EPOCH + dt.timedelta(days=days)), payload, mac
+
+
+def peek(text: str) -> Token | None:
+    """What a token claims, unverified (to know whom to tell when it fails)."""
+    decoded = _decode(text)
+    return decoded[0] if decoded else None
+
+
+def verify(text: str, secret: str, purpose: str, today: dt.date) -> Token:
+    decoded = _decode(text)
+    if decoded is None:
+        raise TokenError("the reply address carries no valid token (altered or truncated)")
+    token, payload, mac = decoded
+    if not hmac.compare_digest(mac, _mac(secret, payload)):
+        raise TokenError(
+            "the token's signature does not match (the agent's secret was rotated since, "
+            "or the address was altered)"
+        )
+    if token.purpose != purpose:
+        raise TokenError(f"the token is for {token.purpose or 'something else'}, not {purpose}")
+    if token.expires < today:
+        raise TokenError(f"the token expired on {token.expires.isoformat()}")
+    return token
+
+
+def token_of(recipient: str) -> str:
+    """The +extension of an address, or "" (`hotline+abc@x` -> `abc`)."""
+    local = recipient.strip().strip("<>").partition("@")[0]
+    return local.partition("+")[2].lower()
+
+
+def address(queue_address: str, token: str) -> str:
+    local, _, domain = queue_address.partition("@")
+    return f"{local}+{token}@{domain}"
