@@ -384,9 +384,12 @@ class CommandMail:
             commands=[c.text for c in parsed.commands],
         )
         if replying:
+            plan.lines.insert(0, Line("reply", "your text went to the customer"))
             self._reply(text)
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
+        elif plan.mode == "note" or not plan.lines:
+            plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
         if not plan.quiet:
             for child in self.closed_children:
                 self._tell_child(child)
@@ -501,8 +504,6 @@ class CommandMail:
         subject = clean(self.mail.subject) or "(no subject)"
         head = f"Processed (with {plan.errors} errors)" if plan.errors else "Processed"
         owner = agents.by_id(self.conn, self.ticket.owner_id) if self.ticket.owner_id else None
-        if not plan.lines:
-            plan.lines.append(Line("reply", "your text goes to the customer"))
         response = Response(
             template="transcript",
             language=self.p.config.system.language,

@@ -98,8 +98,8 @@ def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, s
         try:
             ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
         except dkim.DKIMException as exc:
-            ok = False
-            seen.append(f"signature {idx + 1}: {exc}")
+            signer = (checker.domain or b"?").decode("ascii", "replace")
+            seen.append(f"d={signer} fails: {exc}")
             continue
         signer = (checker.domain or b"").decode("ascii", "replace")
         if ok and aligned(signer, from_domain):

@@ -336,6 +336,241 @@ def ticket_show(ctx: Ctx, number: str, as_json: bool) -> None:
             click.echo(f"{o['created_at']}  {o['kind']:<18} {o['status']:<7} to {o['to']}")
 
 
+@ticket.command("create")
+@click.option("--customer", required=True, help="The customer's address (Name <addr> works).")
+@click.option("--subject", required=True)
+@click.option("--queue", "queue_name", required=True)
+@click.option("--body", default="", help="The text; - reads it from stdin.")
+@click.option("--no-ack", is_flag=True, help="Do not send the customer an acknowledgement.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_create(
+    ctx: Ctx, customer: str, subject: str, queue_name: str, body: str, no_ack: bool, as_json: bool
+) -> None:
+    """A ticket from a phone call: made exactly as if the customer had mailed the queue."""
+    from . import tickets
+
+    if ctx.config.queue_by_name(queue_name) is None:
+        raise click.BadParameter(f"no queue named {queue_name!r}", param_hint="--queue")
+    text = sys.stdin.read() if body == "-" else body
+    try:
+        result = tickets.create(ctx.config, customer, subject, queue_name, text, ack=not no_ack)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--customer") from None
+    if as_json:
+        _dump({"number": result.ticket_number, "queue": result.queue})
+    else:
+        click.echo(f"created ticket {result.ticket_number} in {result.queue}")
+
+
+@main.group()
+def agent() -> None:
+    """Agents: who works tickets by mail."""
+
+
+def _agent_errors(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .agents import AgentError
+
+        try:
+            return fn(*args, **kwargs)
+        except AgentError as exc:
+            click.echo(f"otrs-mailgate: {exc}", err=True)
+            sys.exit(1)
+
+    return _database_errors(wrapper)
+
+
+def _agent_line(a: Any) -> str:
+    state = "enabled" if a.enabled else "DISABLED"
+    return f"{a.login}  <{a.address}>  {a.name}  [{state}]"
+
+
+@agent.command("add")
+@click.argument("login")
+@click.argument("address")
+@click.option("--name", default="", help="The agent's full name.")
+@click.option("--group", "groups", multiple=True, help="Put the agent into this group.")
+@pass_ctx
+@_agent_errors
+def agent_add(ctx: Ctx, login: str, address: str, name: str, groups: tuple[str, ...]) -> None:
+    """Add an agent; grant queues with `queue grant`."""
+    from . import agents, db
+
+    with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+        added = agents.add(session, login, address, name, list(groups))
+    click.echo(f"added {_agent_line(added)}")
+
+
+@agent.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_agent_errors
+def agent_list(ctx: Ctx, as_json: bool) -> None:
+    """Every agent, with groups and whether enabled."""
+    from . import agents
+
+    with ctx.session() as session:
+        rows = agents.listing(session.connection())
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        state = "enabled" if r["enabled"] else "DISABLED"
+        groups = " ".join("@" + g for g in r["groups"])
+        click.echo(f"{r['login']:<16} {r['address']:<32} {state:<9} {groups}  {r['name']}")
+
+
+def _set_agent(ctx: Ctx, who: str, action: str) -> None:
+    from . import agents, db
+
+    with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+        if action == "rotate":
+            changed = agents.rotate_secret(session, who)
+        else:
+            changed = agents.set_enabled(session, who, action == "enable")
+    click.echo(_agent_line(changed))
+
+
+@agent.command("disable")
+@click.argument("who")
+@pass_ctx
+@_agent_errors
+def agent_disable(ctx: Ctx, who: str) -> None:
+    """Disable an agent (login or address): no notifications, every token dead at once."""
+    _set_agent(ctx, who, "disable")
+
+
+@agent.command("enable")
+@click.argument("who")
+@pass_ctx
+@_agent_errors
+def agent_enable(ctx: Ctx, who: str) -> None:
+    """Enable a disabled agent again."""
+    _set_agent(ctx, who, "enable")
+
+
+@agent.command("rotate-secret")
+@click.argument("who")
+@pass_ctx
+@_agent_errors
+def agent_rotate(ctx: Ctx, who: str) -> None:
+    """New token key for an agent: every reply address handed out before stops working."""
+    _set_agent(ctx, who, "rotate")
+    click.echo("secret rotated: reply addresses in earlier notifications no longer work")
+
+
+@agent.command("join")
+@click.argument("who")
+@click.argument("group")
+@pass_ctx
+@_agent_errors
+def agent_join(ctx: Ctx, who: str, group: str) -> None:
+    """Put an agent into a group (made when first named)."""
+    from . import agents, db
+
+    with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+        agents.join(session, who, group)
+    click.echo(f"{who} is in group @{group.lstrip('@')}")
+
+
+@main.group()
+def queue() -> None:
+    """Queues: their addresses (in the config file) and who may work them."""
+
+
+@queue.command("add")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, required=True)
+@click.option("--language", default="", help="Language of its mails (en, de, ...).")
+@click.option("--display-name", default="")
+@pass_ctx
+def queue_add(
+    ctx: Ctx, name: str, addresses: tuple[str, ...], language: str, display_name: str
+) -> None:
+    """Add a queue to the config file; then update Postfix and reload the daemon."""
+    from . import configfile, queues
+
+    path = configfile.find(ctx.config_path)
+    if path is None or not path.exists():
+        click.echo(
+            "otrs-mailgate: no config file to add the queue to; "
+            "copy otrs-mailgate.toml.example to otrs-mailgate.toml first",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        queues.add(path, name, [a.lower() for a in addresses], language, display_name)
+    except config_mod.ConfigError as exc:
+        click.echo(f"otrs-mailgate: queue not added: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"added queue {name} to {path}")
+    click.echo("next: `otrs-mailgate postfix-config` for Postfix, then SIGHUP the daemon")
+
+
+@queue.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_agent_errors
+def queue_list(ctx: Ctx, as_json: bool) -> None:
+    """The configured queues, their addresses and grants."""
+    from . import agents
+
+    with ctx.session() as session:
+        grants = agents.grants(session.connection())
+    rows = [
+        {"name": q.name, "addresses": q.addresses, "grants": grants.get(q.name, [])}
+        for q in ctx.config.queue
+    ]
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<16} {', '.join(r['addresses']):<40} {' '.join(r['grants'])}")
+
+
+@queue.command("grant")
+@click.argument("name")
+@click.argument("who")
+@click.argument("access", type=click.Choice(["rw", "ro", "none"]))
+@pass_ctx
+@_agent_errors
+def queue_grant(ctx: Ctx, name: str, who: str, access: str) -> None:
+    """Give an agent (login or address) or a group (@name) rw, ro or no access to a queue."""
+    from . import agents, db
+    from .ingest import Pipeline
+
+    if ctx.config.queue_by_name(name) is None:
+        raise click.BadParameter(f"no queue named {name!r}", param_hint="NAME")
+    pipeline = Pipeline(ctx.config, ctx.engine())
+    pipeline.ensure_queues()
+    with db.transaction(pipeline.sessions) as session:
+        label = agents.grant(session, pipeline.queue_id(name), who, access)
+    click.echo(f"{label}: {access} on queue {name}")
+
+
+@main.group()
+def locks() -> None:
+    """Ticket locks."""
+
+
+@locks.command("expire")
+@pass_ctx
+@_database_errors
+def locks_expire(ctx: Ctx) -> None:
+    """Release locks that saw no activity for agents.lock_minutes (the daemon does it too)."""
+    from . import db
+    from . import locks as locks_mod
+
+    with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+        released = locks_mod.expire(session)
+    click.echo(f"released {released} lock(s)")
+
+
 @main.group()
 def audit() -> None:
     """Check the tamper-evident history."""

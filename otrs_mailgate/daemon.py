@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from . import config as config_mod
-from . import db
+from . import db, locks
 from .committer import GroupCommitter
 from .ingest import Pipeline
 from .lmtp import Handler, controller
@@ -25,6 +25,7 @@ from .outbox import Sender
 log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0
 OUTBOX_IDLE = 2.0
+LOCK_SWEEP = 60.0  # seconds between sweeps of lapsed locks
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -82,6 +83,23 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_wakeup.wait(), OUTBOX_IDLE)
 
+    async def lock_loop(self) -> None:
+        """Release lapsed ticket locks once a minute, writing each into the history."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            try:
+                await loop.run_in_executor(None, self._expire_locks)
+            except Exception:  # the database may be down: try again later
+                log.exception("lock sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), LOCK_SWEEP)
+
+    def _expire_locks(self) -> None:
+        with db.transaction(self.pipeline.sessions) as session:
+            released = locks.expire(session)
+        if released:
+            log.info("released %d lapsed lock(s)", released)
+
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
         lmtp = self.config.lmtp
@@ -109,6 +127,7 @@ class Daemon:
             self.engine.url.render_as_string(hide_password=True),
         )
         outbox_task = asyncio.create_task(self.outbox_loop())
+        lock_task = asyncio.create_task(self.lock_loop())
         await self.stopping.wait()
         log.info("stopping: no new connections, finishing sessions in flight")
         ctl.server.close()
@@ -118,6 +137,7 @@ class Daemon:
             await asyncio.sleep(0.05)
         await self.committer.stop()
         outbox_task.cancel()
+        lock_task.cancel()
         self.engine.dispose()
         log.info("stopped")
         return 0

@@ -140,6 +140,7 @@ class Ticket(Base):
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
+    owner: Mapped[Agent | None] = relationship(lazy="joined")
 
 
 class TicketLink(Base):

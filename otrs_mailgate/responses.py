@@ -89,6 +89,8 @@ class Responder:
             autoescape=False,  # plain-text mail; the web page has its own environment
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
+            trim_blocks=True,  # a line holding only {% ... %} leaves no blank line behind
+            lstrip_blocks=True,
         )
 
     @functools.cached_property

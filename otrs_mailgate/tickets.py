@@ -1,14 +1,18 @@
-"""Read-only queries over tickets, shaped as plain dicts for the CLI's text and JSON output."""
+"""Tickets for the CLI: queries shaped as plain dicts for text and JSON, and phone tickets."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import Article, History, Outbox, Queue, Ticket
+from .config import Config
+from .models import Article, History, Outbox, Queue, Ticket, utcnow
+
+if TYPE_CHECKING:
+    from .ingest import Result
 
 
 def _iso(value: Any) -> str | None:
@@ -23,6 +27,9 @@ def summary(ticket: Ticket, articles: int | None = None) -> dict[str, Any]:
         "state": ticket.state,
         "priority": ticket.priority,
         "customer": ticket.customer.address if ticket.customer else None,
+        "owner": ticket.owner.login if ticket.owner else None,
+        "locked_until": _iso(ticket.lock_until),
+        "pending_until": _iso(ticket.pending_until),
         "language": ticket.language,
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
@@ -111,3 +118,39 @@ def show(session: Session, ticket: Ticket) -> dict[str, Any]:
         ).scalars()
     ]
     return out
+
+
+def create(
+    config: Config, customer: str, subject: str, queue: str, body: str, *, ack: bool
+) -> Result:
+    """A phone ticket: a mail as the customer would have written it, through the pipeline.
+
+    Its Message-ID is in phone.<our domain>, which tells it from mail we sent
+    (classify treats our own domain as automatic) and from the customer's own mail.
+    """
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid, parseaddr
+
+    from .ingest import Pipeline
+    from .parse import POLICY
+    from .subject import clean
+
+    name, address = parseaddr(customer)
+    if "@" not in address:
+        raise ValueError(f"{customer!r} is not a mail address")
+    queue_config = config.queue_by_name(queue)
+    assert queue_config is not None
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = Address(clean(name), addr_spec=address)
+    msg["To"] = queue_config.addresses[0]
+    msg["Subject"] = clean(subject)
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = make_msgid("phone", domain=f"phone.{config.system.domain}")
+    msg["X-OTRS-Mailgate-Origin"] = "phone"
+    msg.set_content(body or "(entered by phone)")
+    pipeline = Pipeline(config, acknowledge=ack)
+    try:
+        return pipeline.deliver_one(msg.as_bytes(), queue_config.addresses[0], address, queue=queue)
+    finally:
+        pipeline.engine.dispose()

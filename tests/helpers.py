@@ -87,4 +87,7 @@ def outbox_mails(pipeline: Pipeline) -> list[EmailMessage]:
     responder = Responder(pipeline.config)
     with pipeline.sessions() as s:
         rows = s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
-    return [message_from_bytes(outbox.render(responder, r), policy=POLICY) for r in rows]
+    return [
+        message_from_bytes(outbox.render(responder, r).replace(b"\r\n", b"\n"), policy=POLICY)
+        for r in rows
+    ]
