@@ -100,7 +100,7 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):  # type: 
 
 @contextmanager
 def instance(config: Config, mailboxes: list[str], extra_main: str = "") -> Iterator[Instance]:
-    """Start Postfix for `config`'s queues; mailboxes are user@customer.test Maildirs."""
+    """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user)."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
     root.chmod(0o755)
@@ -114,6 +114,7 @@ def instance(config: Config, mailboxes: list[str], extra_main: str = "") -> Iter
     (etc / "transport").write_text(postfix.transport(config))
     (etc / "recipients").write_text(postfix.recipients(config))
     (etc / "vmailbox").write_text("".join(f"{m} {m.split('@')[0]}/\n" for m in mailboxes))
+    domains = ", ".join(sorted({m.split("@")[1] for m in mailboxes} | {"customer.test"}))
     ours = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"))
     ours = ours.replace("hash:", "texthash:")  # no postmap needed
     (etc / "main.cf").write_text(f"""
@@ -130,7 +131,7 @@ inet_protocols = ipv4
 mydestination =
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-virtual_mailbox_domains = customer.test
+virtual_mailbox_domains = {domains}
 virtual_mailbox_base = {root}/mail
 virtual_mailbox_maps = texthash:{etc}/vmailbox
 virtual_uid_maps = static:{pf.pw_uid}

@@ -208,3 +208,98 @@ acknowledge = false
     assert set(ids) == accepted, "a message Postfix accepted was not stored"
     assert "status=bounced" not in log
     assert kills == 2
+
+
+def test_agent_works_a_ticket_by_mail_through_postfix(tmp_path: Path, db_url: str) -> None:
+    """Customer mail -> notification in the agent's Maildir -> the agent answers it with a
+    DKIM-signed mail carrying `close` -> the customer gets the answer, the agent a transcript."""
+    import smtplib
+
+    from agent_helpers import SigningDomain, agent_mail
+
+    require_postfix()
+    signer = SigningDomain("agents.test", "desk")
+    keys = tmp_path / "agent-keys"
+    keys.write_text(f"desk._domainkey.agents.test {signer.txt.decode()}\n")
+    lmtp_port = free_port()
+    cfg_text = f"""
+[system]
+domain = "mailgate.test"
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = PORT
+[agents]
+dkim_keys = "{keys}"
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+"""
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    for args in (
+        ("agent", "add", "alice", "alice@agents.test"),
+        ("queue", "grant", "Hotline", "alice", "rw"),
+    ):
+        assert cli(cfg, *args).returncode == 0
+    with instance(load(cfg), ["cus@customer.test", "alice@agents.test"]) as pf:
+        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+        daemon = start(cfg, lmtp_port)
+        try:
+            sent = pf.swaks(
+                "--from",
+                "cus@customer.test",
+                "--to",
+                HOT,
+                "--header",
+                "Subject: Printer on fire",
+                "--body",
+                "It burns.",
+            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
+            note_file = wait_for(
+                lambda: list(pf.maildir("alice").glob("*")), 60, "the notification"
+            )[0]
+            note = email.message_from_bytes(note_file.read_bytes(), policy=policy.default)
+            assert str(note["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
+            reply_to = str(note["Reply-To"])
+            raw = signer.sign(
+                agent_mail(
+                    "alice@agents.test",
+                    reply_to,
+                    f"Re: [Ticket#{number} close] Printer on fire",
+                    "Replaced the fuser. It works again.",
+                )
+            )
+            with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
+                smtp.sendmail("alice@agents.test", [reply_to], raw)
+            wait_for(
+                lambda: len(list(pf.maildir("cus").glob("*"))) == 2,
+                60,
+                "the answer to the customer",
+            )
+            wait_for(lambda: len(list(pf.maildir("alice").glob("*"))) == 2, 60, "the transcript")
+            mails = [
+                email.message_from_bytes(f.read_bytes(), policy=policy.default)
+                for f in pf.maildir("cus").glob("*")
+            ]
+            [answer] = [m for m in mails if "Replaced the fuser" in m.get_content()]
+            assert str(answer["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
+            assert "hotline+" not in answer.as_string()
+            alice = [
+                email.message_from_bytes(f.read_bytes(), policy=policy.default)
+                for f in pf.maildir("alice").glob("*")
+            ]
+            [transcript] = [m for m in alice if str(m["Subject"]).strip().startswith("Processed:")]
+            assert "> close\n  closed" in transcript.get_content().replace("\r\n", "\n")
+            engine = create_engine(db_url)
+            with engine.connect() as conn:
+                state = conn.execute(select(Ticket.state).where(Ticket.id == ticket_id)).scalar()
+            engine.dispose()
+            assert state == "closed"
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
