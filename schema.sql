@@ -113,9 +113,9 @@ CREATE INDEX ix_ticket_created_at ON ticket (created_at);
 
 CREATE INDEX ix_ticket_customer_id ON ticket (customer_id);
 
-CREATE INDEX ix_ticket_lock_until ON ticket (lock_until);
+CREATE INDEX ix_ticket_lock_until ON ticket (lock_until) WHERE lock_until IS NOT NULL;
 
-CREATE INDEX ix_ticket_owner_id ON ticket (owner_id);
+CREATE INDEX ix_ticket_owner_id ON ticket (owner_id) WHERE owner_id IS NOT NULL;
 
 CREATE INDEX ix_ticket_queue_id ON ticket (queue_id);
 
@@ -149,7 +149,7 @@ CREATE TABLE article (
 	CONSTRAINT fk_article_agent_id_agent FOREIGN KEY(agent_id) REFERENCES agent (id)
 );
 
-CREATE INDEX ix_article_agent_id ON article (agent_id);
+CREATE INDEX ix_article_agent_id ON article (agent_id) WHERE agent_id IS NOT NULL;
 
 CREATE INDEX ix_article_ticket_id ON article (ticket_id);
 

@@ -332,17 +332,7 @@ class CommandMail:
         plan = self.plan(parsed)
         text = parsed.body.strip()
         if plan.errors:
-            article_id = self.p.store_article(
-                self.session,
-                self.ticket,
-                self.mail,
-                envelope,
-                recipient_key,
-                sender_type="agent",
-                internal=True,
-                agent_id=self.agent.id,
-                body_text=text,
-            )
+            article_id = self._store(envelope, recipient_key, text, internal=True)
             self._history(
                 self.ticket.id, "CommandsRefused", article_id=article_id, errors=plan.errors
             )
@@ -365,18 +355,7 @@ class CommandMail:
             plan.owner, plan.lock = self.agent, True
         self._apply_lock(plan)
         internal = plan.mode == "note" or not replying
-        article_id = self.p.store_article(
-            self.session,
-            self.ticket,
-            self.mail,
-            envelope,
-            recipient_key,
-            sender_type="agent",
-            direction="in" if internal else "out",
-            internal=internal,
-            agent_id=self.agent.id,
-            body_text=text,
-        )
+        article_id = self._store(envelope, recipient_key, text, internal=internal)
         self._history(
             self.ticket.id,
             "AgentNote" if internal else "AgentReply",
@@ -396,6 +375,21 @@ class CommandMail:
         self._update()
         self._transcript(plan)
         return Result(recipient_key, "stored", self.ticket.number, article_id, self.ticket.queue)
+
+    def _store(self, envelope: Envelope, recipient_key: str, text: str, *, internal: bool) -> int:
+        """The agent's mail as an article: raw as received, text as the customer sees it."""
+        return self.p.store_article(
+            self.session,
+            self.ticket,
+            self.mail,
+            envelope,
+            recipient_key,
+            sender_type="agent",
+            direction="in" if internal else "out",
+            internal=internal,
+            agent_id=self.agent.id,
+            body_text=text,
+        )
 
     def _expire_lock(self) -> None:
         t = self.ticket

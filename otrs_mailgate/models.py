@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -62,6 +63,12 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def _partial_index(name: str, column: str) -> Index:
+    """An index of the rows where column is set (both dialects know WHERE on an index)."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(name, column, sqlite_where=where, postgresql_where=where)
 
 
 class Queue(Base):
@@ -120,6 +127,11 @@ class QueueGrant(Base):
 
 class Ticket(Base):
     __tablename__ = "ticket"
+    # Most tickets have no owner and no lock: partial indexes cost new tickets nothing.
+    __table_args__ = (
+        _partial_index("ix_ticket_owner_id", "owner_id"),
+        _partial_index("ix_ticket_lock_until", "lock_until"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(40), unique=True)
     title: Mapped[str] = mapped_column(Text, default="")
@@ -132,10 +144,10 @@ class Ticket(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
     # Locked to the owner while this lies in the future; a lapsed lock is swept by
     # locks.expire (history records it) and counts as unlocked meanwhile.
-    lock_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    lock_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     pending_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     queue: Mapped[Queue] = relationship(lazy="joined")
@@ -193,6 +205,7 @@ class RawMessage(ContentAddressed, Base):
 
 class Article(Base):
     __tablename__ = "article"
+    __table_args__ = (_partial_index("ix_article_agent_id", "agent_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_message.id"))
@@ -210,7 +223,7 @@ class Article(Base):
     content_language: Mapped[str] = mapped_column(String(8), default="")
     envelope_sender: Mapped[str] = mapped_column(String(320), default="")
     envelope_recipient: Mapped[str] = mapped_column(String(320), default="")
-    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
     unparsed: Mapped[bool] = mapped_column(Boolean, default=False)
     problem: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -49,8 +49,11 @@ def notify(
     owner = agents.by_id(conn, ticket.owner_id) if ticket.owner_id and not new else None
     if owner is not None and owner.enabled:
         recipients = [owner]
-    else:
-        recipients = agents.workers(conn, ticket.queue_id)
+    else:  # asked once per queue and transaction: a batch of mail to one queue asks once
+        cache = session.info.setdefault("queue_workers", {})
+        if ticket.queue_id not in cache:
+            cache[ticket.queue_id] = agents.workers(conn, ticket.queue_id)
+        recipients = cache[ticket.queue_id]
     template = "notification_new" if new else "notification_followup"
     customer = f"{mail.from_name} <{mail.from_addr}>" if mail.from_name else mail.from_addr
     text = (

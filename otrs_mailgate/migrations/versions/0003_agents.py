@@ -106,12 +106,22 @@ def upgrade() -> None:
         batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("lock_until", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("pending_until", sa.DateTime(timezone=True), nullable=True))
-        batch.create_index(batch.f("ix_ticket_owner_id"), ["owner_id"])
-        batch.create_index(batch.f("ix_ticket_lock_until"), ["lock_until"])
+        for column in ("owner_id", "lock_until"):
+            batch.create_index(
+                f"ix_ticket_{column}",
+                [column],
+                sqlite_where=sa.text(f"{column} IS NOT NULL"),
+                postgresql_where=sa.text(f"{column} IS NOT NULL"),
+            )
         batch.create_foreign_key(batch.f("fk_ticket_owner_id_agent"), "agent", ["owner_id"], ["id"])
     with op.batch_alter_table("article") as batch:
         batch.add_column(sa.Column("agent_id", sa.Integer(), nullable=True))
-        batch.create_index(batch.f("ix_article_agent_id"), ["agent_id"])
+        batch.create_index(
+            "ix_article_agent_id",
+            ["agent_id"],
+            sqlite_where=sa.text("agent_id IS NOT NULL"),
+            postgresql_where=sa.text("agent_id IS NOT NULL"),
+        )
         batch.create_foreign_key(
             batch.f("fk_article_agent_id_agent"), "agent", ["agent_id"], ["id"]
         )
