@@ -131,11 +131,17 @@ def main() -> None:
     )
     ap.add_argument("--batch", type=int, default=100, help="mails per transaction (as import)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp, scratch_databases(args.db, tmp) as urls:
+    with (
+        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
+        scratch_databases(args.db, tmp) as urls,
+    ):
         mails = [make_mail(i, args.size, None) for i in range(args.mails)]
         base = baseline(urls[0], mails)
         full, tickets = pipeline_run(urls[1], args.mails, args.size, args.batch)
-    with tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp, scratch_databases(args.db, tmp) as urls:
+    with (
+        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
+        scratch_databases(args.db, tmp) as urls,
+    ):
         single, _ = pipeline_run(urls[1], min(args.mails, 2000), args.size, 1)
     kind = "sqlite" if args.db == "sqlite" else db.normalise_url(args.db).split("+")[0]
     print(f"ingest benchmark: {args.mails} mails of {args.size} bytes on {kind}")

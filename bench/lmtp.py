@@ -117,7 +117,10 @@ def main() -> None:
     wait_listening(null_port, null)
     kind = "sqlite" if args.db == "sqlite" else "postgresql"
     rows = []
-    with tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp, scratch_databases(args.db, tmp) as urls:
+    with (
+        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
+        scratch_databases(args.db, tmp) as urls,
+    ):
         url = urls[1] if kind == "postgresql" else f"sqlite:///{tmp}/serve.sqlite"
         daemon, port = start_daemon(tmp, url, sink_port)
         try:
