@@ -203,6 +203,8 @@ CREATE TABLE outbox (
 
 CREATE INDEX ix_outbox_message_id ON outbox (message_id);
 
+CREATE INDEX ix_outbox_rcpt_to_created_at ON outbox (rcpt_to, created_at);
+
 CREATE INDEX ix_outbox_status_next_attempt_at ON outbox (status, next_attempt_at);
 
 CREATE INDEX ix_outbox_ticket_id ON outbox (ticket_id);

@@ -38,6 +38,9 @@ class SystemConfig(_Section):
     language: str = Field("en", pattern=r"^[a-z]{2}$")
     ticket_number: Literal["date", "random", "autoincrement"] = "date"
     templates: str = ""  # empty: the templates shipped with the package
+    # At most this many automatic answers (acknowledgements, rejections) to one address
+    # in any 24 hours: what is left of a mail loop after the RFC 3834 checks stops here.
+    auto_response_limit: int = Field(10, ge=0)
 
 
 class TicketConfig(_Section):

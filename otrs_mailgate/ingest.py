@@ -593,21 +593,11 @@ class Pipeline:
         if not self.acknowledge:
             notes.append("no auto response (disabled for this run)")
             return
-        if kind.kind != HUMAN:
-            history.append(
-                session, ticket.id, "AutoResponseSuppressed", "system", reason=kind.reason
-            )
-            notes.append(f"no auto response: {kind.reason}")
-            return
         to = mail.from_addr
-        if not to or to in self.own_addresses or _split_plus(to) in self.own_addresses:
-            history.append(
-                session,
-                ticket.id,
-                "AutoResponseSuppressed",
-                "system",
-                reason="no customer address" if not to else "sender is our own address",
-            )
+        reason = self._why_no_response(session, kind, to)
+        if reason:
+            history.append(session, ticket.id, "AutoResponseSuppressed", "system", reason=reason)
+            notes.append(f"no auto response: {reason}")
             return
         response = Response(
             template=template,
@@ -628,6 +618,20 @@ class Pipeline:
             references=tuple(mail.references),
         )
         self.send(session, ticket.id, template, response, "AutoResponseQueued")
+
+    def _why_no_response(self, session: Session, kind: Classification, to: str) -> str:
+        """Why an automatic answer to this sender must not go out, or ""."""
+        if kind.kind != HUMAN:
+            return kind.reason
+        if not to:
+            return "no customer address"
+        if to in self.own_addresses or _split_plus(to) in self.own_addresses:
+            return "sender is our own address"
+        limit = self.config.system.auto_response_limit
+        since = utcnow() - dt.timedelta(hours=24)
+        if outbox.responses_since(session, to, since) >= limit:
+            return f"loop limit: {limit} automatic answers to {to} in the last 24 hours"
+        return ""
 
     def send(
         self,

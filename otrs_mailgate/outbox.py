@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, history
@@ -59,6 +59,21 @@ def enqueue(
         )
 
 
+RESPONSE_KINDS = ("acknowledgement", "followup_rejected", "closed_with_parent")
+
+
+def responses_since(session: Session, address: str, since: dt.datetime) -> int:
+    """Automatic answers to one address put into the outbox since then (the loop limit),
+    those of the current batch included."""
+    pending = sum(
+        1
+        for row in db.deferred(session, _O)
+        if row["rcpt_to"] == address and row["kind"] in RESPONSE_KINDS
+    )
+    found = session.connection().execute(_COUNT_RESPONSES, {"to": address, "since": since})
+    return pending + int(found.scalar_one())
+
+
 def render(responder: Responder, row: Any) -> bytes:
     """The bytes of an outbox row: stored ones, else its response rendered now."""
     if row.data is not None:
@@ -88,6 +103,15 @@ class PassResult:
 
 _O = Outbox.__table__
 _UPD_ROW = update(_O).where(_O.c.id == bindparam("_id"))
+_COUNT_RESPONSES = (
+    select(func.count())
+    .select_from(_O)
+    .where(
+        _O.c.rcpt_to == bindparam("to"),
+        _O.c.created_at >= bindparam("since"),
+        _O.c.kind.in_(RESPONSE_KINDS),
+    )
+)
 
 
 def _claim(session: Session, now: dt.datetime, limit: int) -> list[Any]:

@@ -288,3 +288,38 @@ def test_a_failing_mail_rolls_the_batch_back_and_redoes_it_carefully(
     with pipeline.sessions() as s:
         titles = s.execute(select(Ticket.title).order_by(Ticket.id)).scalars().all()
     assert titles == ["one", "two"]
+
+
+def test_loop_limit_per_address_in_a_sliding_day(db_url: str) -> None:
+    """At most N automatic answers to one address in 24 hours, counting what was put in
+    the outbox (the same batch included); the history says when one was held back."""
+    import datetime as dt
+
+    from otrs_mailgate.ingest import Item
+    from otrs_mailgate.models import utcnow
+
+    p = Pipeline(make_config(db_url, system={"auto_response_limit": 3}))
+    loop = "Robot <robot@loop.test>"
+    for i in range(2):
+        p.deliver_one(mail(f"one {i}", sender=loop), HOT)
+    p.deliver_batch(
+        [Item(mail(f"two {i}", sender=loop), [HOT], "robot@loop.test") for i in range(3)]
+    )
+    p.deliver_one(mail("a human", sender="bob@customer.test"), HOT)
+    acks = [m["To"].addresses[0].addr_spec for m in outbox_mails(p)]
+    assert acks.count("robot@loop.test") == 3 and acks.count("bob@customer.test") == 1
+    with p.sessions() as s:
+        held = (
+            s.execute(select(History.detail).where(History.type == "AutoResponseSuppressed"))
+            .scalars()
+            .all()
+        )
+    assert len(held) == 2
+    assert all(
+        "loop limit: 3 automatic answers to robot@loop.test in the last 24 hours" in d for d in held
+    )
+    assert count(p, Ticket) == 6  # every mail is still stored
+    with db.transaction(p.sessions) as s:  # a day later the window has moved on
+        s.execute(update(Outbox).values(created_at=utcnow() - dt.timedelta(hours=25)))
+    p.deliver_one(mail("next day", sender=loop), HOT)
+    assert [m["To"].addresses[0].addr_spec for m in outbox_mails(p)].count("robot@loop.test") == 4
