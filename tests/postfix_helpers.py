@@ -99,7 +99,13 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):  # type: 
 
 
 @contextmanager
-def instance(config: Config, mailboxes: list[str], extra_main: str = "") -> Iterator[Instance]:
+def instance(
+    config: Config,
+    mailboxes: list[str],
+    extra_main: str = "",
+    extra_transport: str = "",
+    extra_master: str = "",
+) -> Iterator[Instance]:
     """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user)."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
@@ -111,7 +117,7 @@ def instance(config: Config, mailboxes: list[str], extra_main: str = "") -> Iter
     os.chown(root / "data", pf.pw_uid, pf.pw_gid)
     os.chown(root / "mail", pf.pw_uid, pf.pw_gid)
     etc = root / "etc"
-    (etc / "transport").write_text(postfix.transport(config))
+    (etc / "transport").write_text(postfix.transport(config) + extra_transport)
     (etc / "recipients").write_text(postfix.recipients(config))
     (etc / "vmailbox").write_text("".join(f"{m} {m.split('@')[0]}/\n" for m in mailboxes))
     domains = ", ".join(sorted({m.split("@")[1] for m in mailboxes} | {"customer.test"}))
@@ -157,7 +163,7 @@ maximal_backoff_time = 10s
                 fields[0] = f"127.0.0.1:{port}"
             line = "\t".join(fields)
         master.append(line)
-    (etc / "master.cf").write_text("\n".join(master) + "\n")
+    (etc / "master.cf").write_text("\n".join(master) + "\n" + extra_master)
     inst = Instance(root, port)
     inst.postfix("start")
     try:

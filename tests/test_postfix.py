@@ -303,3 +303,97 @@ addresses = ["{HOT}"]
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
+
+
+ROBOT = """#!/usr/bin/python3
+# A naive auto-responder: answers every mail, ignores Auto-Submitted and friends.
+import smtplib, sys, time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+here = sys.argv[0].rsplit("/", 1)[0]
+sys.stdin.buffer.read()
+sender = sys.argv[1]
+if sender:
+    port = int(open(here + "/port").read())
+    msg = EmailMessage()
+    msg["From"] = "robot@loop.test"
+    msg["To"] = sender
+    msg["Subject"] = "I am away"
+    msg["Date"] = formatdate()
+    msg["Message-ID"] = make_msgid(domain="loop.test")
+    msg.set_content("I am away until Monday.")
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail("robot@loop.test", [sender], msg.as_bytes())
+    with open(here + "/answered", "a") as fh:
+        fh.write(sender + "\\n")
+"""
+
+
+def test_two_auto_responders_stop_within_the_loop_limit(tmp_path: Path, db_url: str) -> None:
+    """Our acknowledgements against a responder that answers everything: the loop limit
+    (3 here) ends it; every mail is stored, no storm."""
+    import shutil
+    import tempfile
+    import time
+
+    require_postfix()
+    robot_dir = Path(tempfile.mkdtemp(prefix="otrs-mailgate-robot-", dir="/tmp"))
+    robot_dir.chmod(0o777)
+    (robot_dir / "robot.py").write_text(ROBOT)
+    (robot_dir / "robot.py").chmod(0o755)
+    lmtp_port = free_port()
+    cfg_text = f"""
+[system]
+domain = "mailgate.test"
+auto_response_limit = 3
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = PORT
+backoff_seconds = 1
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+"""
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    master = (
+        "robot unix - n n - - pipe flags=Fq. user=nobody "
+        f"argv=/usr/bin/python3 {robot_dir}/robot.py ${{sender}}\n"
+    )
+    with instance(load(cfg), [], extra_transport="loop.test robot:\n", extra_master=master) as pf:
+        (robot_dir / "port").write_text(str(pf.port))
+        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+        daemon = start(cfg, lmtp_port)
+        try:
+            sent = pf.swaks("--from", "robot@loop.test", "--to", HOT, "--header", "Subject: Hi")
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            wait_for(lambda: len(_tickets(db_url)) == 4, 120, "four tickets")
+            answered = robot_dir / "answered"
+            wait_for(
+                lambda: answered.exists() and len(answered.read_text().split()) == 3,
+                60,
+                "3 answers",
+            )
+            time.sleep(8)  # long enough for another round trip, were there one
+            pf.wait_queue_empty()
+            assert len(_tickets(db_url)) == 4
+            assert len(answered.read_text().split()) == 3  # the robot got 3 acks, no more
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+            shutil.rmtree(robot_dir, ignore_errors=True)
+        log = daemon.log_path.read_text()  # type: ignore[attr-defined]
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        from otrs_mailgate.models import History
+
+        held = (
+            conn.execute(select(History.detail).where(History.type == "AutoResponseSuppressed"))
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert len(held) == 1 and "loop limit: 3 automatic answers to robot@loop.test" in held[0], log
