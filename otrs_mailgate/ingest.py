@@ -20,9 +20,9 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, db, history, outbox, tokens
+from . import agentmail, auth, bounces, db, history, outbox, tokens
 from .agentmail import CommandMail
-from .classify import HUMAN, Classification, classify
+from .classify import HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
 from .models import (
     Article,
@@ -31,6 +31,7 @@ from .models import (
     Customer,
     Delivery,
     MessageRef,
+    Outbox,
     Queue,
     RawMessage,
     Ticket,
@@ -288,8 +289,9 @@ class Pipeline:
         conn = session.connection()
         done = _delivered(session, mail.dedup_key, recipient_key)
         if done is not None:
-            number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": done}).scalar()
-            return Result(recipient_key, "duplicate", number or "", done, queue.name)
+            [article_id] = done
+            number = conn.execute(_SEL_NUMBER_OF_ARTICLE, {"a": article_id}).scalar()
+            return Result(recipient_key, "duplicate", number or "", article_id, queue.name)
 
         token = tokens.token_of(recipient_key)
         verdict = self._authenticate(conn, mail, token) if token else None
@@ -342,6 +344,8 @@ class Pipeline:
         """Everything but an accepted command mail: a new ticket or a follow-up."""
         conn = session.connection()
         kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
+        if kind.kind == REPORT:
+            return self._report(session, mail, queue, recipient_key, envelope)
         notes: list[str] = []
         ticket = self._match(session, mail)
         if ticket is None and refused is not None and refused.ticket_id is not None:
@@ -378,6 +382,70 @@ class Pipeline:
         elif self.acknowledge:
             notify(self, session, ticket, mail, ticket_queue, new=new)
         return Result(recipient_key, "stored", ticket.number, article_id, ticket.queue, new, notes)
+
+    def _report(
+        self,
+        session: Session,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        recipient_key: str,
+        envelope: Envelope,
+    ) -> Result:
+        """A delivery report: a note on the ticket whose mail bounced, never a ticket of its
+        own, never answered; the ticket's agents are told once."""
+        conn = session.connection()
+        report = bounces.read(mail)
+        ticket = None
+        if report.original_message_id:
+            found = conn.execute(_SEL_REFS, {"ids": [report.original_message_id]}).first()
+            ticket = self.load_ticket(conn, found.ticket_id) if found else None
+        ticket = ticket or self._match(session, mail)
+        if ticket is None:  # not about mail of ours we know: keep the bytes, make nothing
+            _blob_id(conn, RawMessage.__table__, mail.raw)
+            log.info("delivery report for no ticket of ours kept raw: %s", mail.message_id)
+            note = "delivery report about no mail of ours: kept raw, no ticket"
+            return Result(recipient_key, "stored", "", None, queue.name, notes=[note])
+        article_id = self.store_article(
+            session, ticket, mail, envelope, recipient_key, sender_type="system", internal=True
+        )
+        failures = [
+            {
+                "recipient": f.recipient,
+                "action": f.action,
+                "status": f.status,
+                "diagnostic": f.diagnostic,
+            }
+            for f in report.failures
+        ]
+        history.append(
+            session,
+            ticket.id,
+            "Bounce",
+            mail.from_addr or "MAILER-DAEMON",
+            article_id=article_id,
+            original=report.original_message_id,
+            failures=failures,
+        )
+        if report.original_message_id:
+            reason = "; ".join(
+                f"{f.recipient}: {f.status} {f.diagnostic}".strip() for f in report.failures
+            )
+            conn.execute(
+                update(Outbox.__table__)
+                .where(Outbox.__table__.c.message_id == report.original_message_id)
+                .values(status="bounced", last_error=reason[:2000] or "bounced")
+            )
+        ticket_queue = self.config.queue_by_name(ticket.queue) or queue
+        if self.acknowledge:
+            notify(self, session, ticket, mail, ticket_queue, new=False, bounce=report)
+        return Result(
+            recipient_key,
+            "stored",
+            ticket.number,
+            article_id,
+            ticket.queue,
+            notes=["delivery report"],
+        )
 
     def _match(self, session: Session, mail: ParsedMail) -> TicketRef | None:
         """Subject tag (valid check digit, ticket exists), then In-Reply-To/References."""
@@ -719,13 +787,15 @@ _UPD_TICKET_TOUCH = update(_T).where(_T.c.id == bindparam("_id"))
 _UPD_TICKET_STATE = update(_T).where(_T.c.id == bindparam("_id"))
 
 
-def _delivered(session: Session, dedup_key: str, recipient: str) -> int | None:
-    """The article id if this message was already stored for this recipient."""
+def _delivered(session: Session, dedup_key: str, recipient: str) -> tuple[int | None] | None:
+    """(article id or None,) if this message was already taken for this recipient
+    (a delivery report about no mail of ours has no article), else None."""
     for row in db.deferred(session, _D):  # earlier in this batch
         if row["dedup_key"] == dedup_key and row["recipient"] == recipient:
-            return int(row["article_id"])
+            return (row["article_id"],)
     found = session.connection().execute(_SEL_DELIVERY, {"k": dedup_key, "r": recipient})
-    return found.scalar()
+    row = found.first()
+    return (row.article_id,) if row is not None else None
 
 
 def _blob_id(conn: Connection, table: Table, data: bytes) -> int:

@@ -10,11 +10,12 @@ works the ticket.  Customers never get these addresses.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from . import agents, tokens
+from . import agents, bounces, tokens
 from .agents import AgentRef
 from .commands import VOCABULARY
 from .config import QueueConfig
@@ -43,6 +44,7 @@ def notify(
     queue: QueueConfig,
     *,
     new: bool,
+    bounce: bounces.Report | None = None,
 ) -> int:
     """Queue the notifications for one customer mail; returns how many."""
     conn = session.connection()
@@ -55,6 +57,8 @@ def notify(
             cache[ticket.queue_id] = agents.workers(conn, ticket.queue_id)
         recipients = cache[ticket.queue_id]
     template = "notification_new" if new else "notification_followup"
+    if bounce is not None:
+        template = "notification_bounce"
     customer = f"{mail.from_name} <{mail.from_addr}>" if mail.from_name else mail.from_addr
     text = (
         mail.body_text if len(mail.body_text) <= MAX_TEXT else mail.body_text[:MAX_TEXT] + "\n[...]"
@@ -81,6 +85,7 @@ def notify(
                 "close time=15m]",
                 "commands": ", ".join(VOCABULARY),
                 "expires": expires.isoformat(),
+                "failures": [asdict(f) for f in bounce.failures] if bounce else [],
             },
             in_reply_to=mail.message_id,
             references=tuple(mail.references),

@@ -397,3 +397,57 @@ addresses = ["{HOT}"]
         )
     engine.dispose()
     assert len(held) == 1 and "loop limit: 3 automatic answers to robot@loop.test" in held[0], log
+
+
+def test_postfix_bounce_of_an_acknowledgement_lands_on_the_ticket(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A customer address that does not exist: Postfix accepts our acknowledgement, cannot
+    deliver it, and its delivery status notification comes back to the queue address."""
+    require_postfix()
+    lmtp_port = free_port()
+    cfg_text = f"""
+[system]
+domain = "mailgate.test"
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = PORT
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+"""
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    # accept mail for unknown users at SMTP time, so that the failure becomes a bounce
+    with instance(load(cfg), ["cus@customer.test"], "smtpd_reject_unlisted_recipient = no") as pf:
+        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+        daemon = start(cfg, lmtp_port)
+        try:
+            sent = pf.swaks(
+                "--from", "ghost@customer.test", "--to", HOT, "--header", "Subject: Hello"
+            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            wait_for(lambda: _tickets(db_url), 60, "the ticket")
+            wait_for(lambda: _history(db_url, "Bounce"), 90, "the bounce on the ticket")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+    [detail] = _history(db_url, "Bounce")
+    assert '"recipient": "ghost@customer.test"' in detail and '"status": "5.1.1"' in detail
+    assert len(_tickets(db_url)) == 1  # the bounce made no ticket
+    assert (
+        _history(db_url, "AutoResponseQueued") and len(_history(db_url, "AutoResponseQueued")) == 1
+    )
+
+
+def _history(db_url: str, type_: str) -> list[str]:
+    from otrs_mailgate.models import History
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(History.detail).where(History.type == type_)).scalars().all()
+    engine.dispose()
+    return list(rows)
