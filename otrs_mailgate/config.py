@@ -109,6 +109,9 @@ class QueueConfig(_Section):
     # to it, or file it on the closed ticket and tell the sender to write anew.
     follow_up_closed: Literal["reopen", "new", "reject"] = "reopen"
     display_name: str = ""
+    # Machine mail (auto-replies, lists, bounces) that follows up no ticket: make a
+    # ticket of it (true), or only keep its bytes (false, the default).
+    auto_tickets: bool = False
 
     @field_validator("addresses")
     @classmethod

@@ -355,6 +355,8 @@ class Pipeline:
         if ticket is not None and ticket.state not in OPEN_STATES:
             ticket, followed, rejected = self._closed_followup(session, ticket, kind, notes)
         new = ticket is None
+        if new and kind.kind != HUMAN and not queue.auto_tickets:
+            return _keep_raw(conn, mail, queue, recipient_key, f"machine mail ({kind.reason})")
         if ticket is None:
             ticket = self._new_ticket(session, mail, queue, followed)
         article_id = self.store_article(session, ticket, mail, envelope, recipient_key)
@@ -401,10 +403,9 @@ class Pipeline:
             ticket = self.load_ticket(conn, found.ticket_id) if found else None
         ticket = ticket or self._match(session, mail)
         if ticket is None:  # not about mail of ours we know: keep the bytes, make nothing
-            _blob_id(conn, RawMessage.__table__, mail.raw)
-            log.info("delivery report for no ticket of ours kept raw: %s", mail.message_id)
-            note = "delivery report about no mail of ours: kept raw, no ticket"
-            return Result(recipient_key, "stored", "", None, queue.name, notes=[note])
+            return _keep_raw(
+                conn, mail, queue, recipient_key, "delivery report about no mail of ours"
+            )
         article_id = self.store_article(
             session, ticket, mail, envelope, recipient_key, sender_type="system", internal=True
         )
@@ -785,6 +786,17 @@ _INS_ATTACHMENT = insert(Attachment.__table__)
 _INS_LINK = insert(TicketLink.__table__)
 _UPD_TICKET_TOUCH = update(_T).where(_T.c.id == bindparam("_id"))
 _UPD_TICKET_STATE = update(_T).where(_T.c.id == bindparam("_id"))
+
+
+def _keep_raw(
+    conn: Connection, mail: ParsedMail, queue: QueueConfig, recipient_key: str, what: str
+) -> Result:
+    """Mail that must not make a ticket and belongs to none: its bytes are kept (and the
+    delivery recorded, so a retry is recognised), nothing else happens."""
+    _blob_id(conn, RawMessage.__table__, mail.raw)
+    log.info("%s matching no ticket kept raw: <%s>", what, mail.message_id)
+    note = f"{what} matching no ticket: kept raw, no ticket made"
+    return Result(recipient_key, "stored", "", None, queue.name, notes=[note])
 
 
 def _delivered(session: Session, dedup_key: str, recipient: str) -> tuple[int | None] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -135,11 +136,16 @@ def test_machine_mail_never_reopens_nor_gets_an_answer(pipeline: Pipeline) -> No
     )
     r = pipeline.deliver_one(ooo, HOT)
     assert r.ticket_number == n and "closed ticket not reopened" in r.notes[0]
-    new = pipeline.deliver_one(mail("Newsletter", headers={"List-Id": "<news.x.test>"}), HOT)
-    assert new.new_ticket
+    news = mail("Newsletter", headers={"List-Id": "<news.x.test>"})
+    new = pipeline.deliver_one(news, HOT)
+    assert new.ticket_number == "" and "machine mail (List-Id present) matching no" in new.notes[0]
     bounce = pipeline.deliver_one(mail("x", sender="MAILER-DAEMON@x.test"), HOT, "")
-    assert bounce.new_ticket
+    assert bounce.ticket_number == "" and not bounce.new_ticket
+    assert count(pipeline, Ticket) == 1  # machine mail made no ticket of its own
     assert count(pipeline, Outbox) == 1  # only the first, human mail was acknowledged
+    with pipeline.sessions() as s:  # but nothing is lost
+        assert news in s.execute(select(RawMessage.data)).scalars().all()
+    assert pipeline.deliver_one(news, HOT).status == "duplicate"
     with pipeline.sessions() as s:
         t = s.execute(select(Ticket).where(Ticket.number == n)).scalar_one()
         assert t.state == "closed"
@@ -192,9 +198,12 @@ def test_corpus_ingests_byte_identical(pipeline: Pipeline, corpus: Path) -> None
     for path in files:
         raw = path.read_bytes()
         r = pipeline.deliver_one(raw, HOT)
+        digest = hashlib.sha256(raw).hexdigest()
         with pipeline.sessions() as s:
-            article = s.get(Article, r.article_id)
-            assert s.get(RawMessage, article.raw_id).data == raw, path.name
+            stored = s.execute(select(RawMessage).where(RawMessage.sha256 == digest)).scalar_one()
+            assert stored.data == raw, path.name
+            if r.article_id is not None:  # machine mail matching no ticket has none
+                assert s.get(Article, r.article_id).raw_id == stored.id
 
 
 def test_unparsable_structure_is_stored_and_flagged(pipeline: Pipeline, monkeypatch) -> None:
@@ -323,3 +332,10 @@ def test_loop_limit_per_address_in_a_sliding_day(db_url: str) -> None:
         s.execute(update(Outbox).values(created_at=utcnow() - dt.timedelta(hours=25)))
     p.deliver_one(mail("next day", sender=loop), HOT)
     assert [m["To"].addresses[0].addr_spec for m in outbox_mails(p)].count("robot@loop.test") == 4
+
+
+def test_a_queue_may_make_tickets_of_machine_mail(db_url: str) -> None:
+    queues = [{"name": "Lists", "addresses": ["lists@example.com"], "auto_tickets": True}]
+    p = Pipeline(make_config(db_url, queue=queues))
+    r = p.deliver_one(mail("Digest", headers={"List-Id": "<l.x.test>"}), "lists@example.com")
+    assert r.new_ticket and count(p, Outbox) == 0  # a ticket, still no answer
