@@ -212,14 +212,15 @@ class CommandMail:
         if agents.access(self.conn, self.agent.id, target_id) != "rw":
             plan.error(c.text, f"you have no rw access to queue {target.name}")
             return
-        plan.ok(
-            c.text,
-            f"moved to queue {target.name}",
-            lambda: self._update(
+
+        def move() -> None:
+            self.events.append(("moved", {"new_queue": target.display_name or target.name}))
+            self._update(
                 queue_id=target_id,
                 _history=("QueueMove", {"old": self.ticket.queue, "new": target.name}),
-            ),
-        )
+            )
+
+        plan.ok(c.text, f"moved to queue {target.name}", move)
 
     def _check_relative(self, plan: Plan, c: Command) -> None:
         other = self._ticket_by_number(c.value.strip())
@@ -263,6 +264,12 @@ class CommandMail:
         values["pending_until"] = pending_until
         self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(**values))
         self._history(t.id, "StateUpdate", old=t.state, new=state, reason=reason)
+        event = state if state in ("closed", "pending") else ""
+        if t.state in ("closed", "merged") and state in OPEN_STATES:
+            event = "reopened"
+        if t is self.ticket and event:
+            until = pending_until.isoformat(timespec="minutes") if pending_until else ""
+            self.events.append((event, {"until": until}))
         t.state = state
 
     def _close(self) -> None:
@@ -292,6 +299,7 @@ class CommandMail:
         self._history(self.ticket.id, "TimeAccounting", minutes=minutes)
 
     def _merge(self, other: TicketRef) -> None:
+        self.events.append(("merged", {"into_tag": self.p.tags.tag(other.number)}))
         self._update(merged_into_id=other.id, state="merged", closed_at=self.now)
         self._history(self.ticket.id, "Merged", into=other.number)
         self._history(other.id, "Merged", merged=self.ticket.number)
@@ -329,6 +337,7 @@ class CommandMail:
         text = agent_text(self.mail, self.p.own_addresses)
         parsed = commands.parse(tag.commands if tag else "", text)
         self.closed_children: list[TicketRef] = []
+        self.events: list[tuple[str, dict[str, str]]] = []  # what the customer may be told
         plan = self.plan(parsed)
         text = parsed.body.strip()
         if plan.errors:
@@ -371,7 +380,11 @@ class CommandMail:
             plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
         if not plan.quiet:
             for child in self.closed_children:
-                self._tell_child(child)
+                self._tell_customer(child, "closed_with_parent")
+            if not replying:  # an answer in the same mail already tells the customer
+                for event, extra in self.events:
+                    if event in self.queue.tell_customer:
+                        self._tell_customer(self.ticket, f"customer_{event}", **extra)
         self._update()
         self._transcript(plan)
         return Result(recipient_key, "stored", self.ticket.number, article_id, self.ticket.queue)
@@ -422,17 +435,20 @@ class CommandMail:
             self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
             self._history(t.id, "Unlock", reason="unlock command")
 
-    def _customer(self, ticket: TicketRef) -> tuple[str, str]:
+    def _customer(self, ticket: TicketRef) -> tuple[str, str, str]:
+        """(address, name, language) of a ticket's customer."""
         if ticket.customer_id is None:
-            return "", ""
+            return "", "", ""
         row = self.conn.execute(
-            select(Customer.address, Customer.name).where(Customer.id == ticket.customer_id)
+            select(Customer.address, Customer.name, Customer.language).where(
+                Customer.id == ticket.customer_id
+            )
         ).one()
-        return row.address, row.name
+        return row.address, row.name, row.language or ""
 
     def _reply(self, text: str) -> None:
         queue_name = self.queue.display_name or self.queue.name
-        to, name = self._customer(self.ticket)
+        to, name, _ = self._customer(self.ticket)
         if not to:
             self._history(
                 self.ticket.id, "AgentReplyNotSent", reason="the ticket has no customer address"
@@ -471,28 +487,32 @@ class CommandMail:
             self.agent.address,
         )
 
-    def _tell_child(self, child: TicketRef) -> None:
-        to, name = self._customer(child)
+    def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:
+        """An automatic mail to a ticket's customer, in the customer's language."""
+        to, name, language = self._customer(ticket)
         if not to:
             return
-        queue = self.p.config.queue_by_name(child.queue) or self.queue
+        queue = self.p.config.queue_by_name(ticket.queue) or self.queue
+        last = self.conn.execute(_SEL_LAST_REPLY, {"t": ticket.id}).scalar() or ""
         response = Response(
-            template="closed_with_parent",
-            language=child.language or "en",
+            template=template,
+            language=self.p.responder.pick_language(language, ticket.language),
             from_addr=queue.addresses[0],
             from_name=queue.display_name or queue.name,
             to=to,
             to_name=name,
-            subject=self.p.tags.build(child.number, child.title),
+            subject=self.p.tags.build(ticket.number, ticket.title),
             vars={
-                "tag": self.p.tags.tag(child.number),
-                "title": child.title,
+                "tag": self.p.tags.tag(ticket.number),
+                "title": ticket.title,
                 "customer_name": name,
                 "queue_name": queue.display_name or queue.name,
+                "last_reply": last,
+                **extra,
             },
             auto_submitted="auto-generated",
         )
-        self.p.send(self.session, child.id, "closed_with_parent", response, "CustomerNotified")
+        self.p.send(self.session, ticket.id, template, response, "CustomerNotified")
 
     def _transcript(self, plan: Plan) -> None:
         subject = clean(self.mail.subject) or "(no subject)"
@@ -547,6 +567,16 @@ def refused(
     pipeline.send(session, ticket.id, "command_refused", response, "TranscriptQueued")
 
 
+_SEL_LAST_REPLY = (
+    select(Article.body_text)
+    .where(
+        Article.ticket_id == bindparam("t"),
+        Article.sender_type == "agent",
+        Article.internal.is_(False),
+    )
+    .order_by(Article.id.desc())
+    .limit(1)
+)
 _SEL_LAST_CUSTOMER_MID = (
     select(Article.message_id)
     .where(Article.ticket_id == bindparam("t"), Article.sender_type == "customer")

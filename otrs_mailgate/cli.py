@@ -554,6 +554,31 @@ def queue_grant(ctx: Ctx, name: str, who: str, access: str) -> None:
 
 
 @main.group()
+def customer() -> None:
+    """Customers (made by their first mail)."""
+
+
+@customer.command("set-language")
+@click.argument("address")
+@click.argument("language")
+@pass_ctx
+@_database_errors
+def customer_set_language(ctx: Ctx, address: str, language: str) -> None:
+    """The language of the automatic mails this customer gets (en, de, ...)."""
+    from . import customers, db
+    from .responses import Responder
+
+    known = Responder(ctx.config).languages
+    try:
+        with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+            customers.set_language(session, address, language.lower(), known)
+    except customers.CustomerError as exc:
+        click.echo(f"otrs-mailgate: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{address}: mails in {language.lower()} from now on")
+
+
+@main.group()
 def locks() -> None:
     """Ticket locks."""
 

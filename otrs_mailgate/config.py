@@ -112,6 +112,15 @@ class QueueConfig(_Section):
     # Machine mail (auto-replies, lists, bounces) that follows up no ticket: make a
     # ticket of it (true), or only keep its bytes (false, the default).
     auto_tickets: bool = False
+    # What the customer is told by mail when an agent's command does it (without a
+    # reply in the same mail): any of closed, pending, reopened, merged, moved.
+    tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [
+        "closed",
+        "pending",
+        "reopened",
+        "merged",
+        "moved",
+    ]
 
     @field_validator("addresses")
     @classmethod

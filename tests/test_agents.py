@@ -143,7 +143,10 @@ def test_commands_as_lines_at_the_top_of_the_body(desk: Desk) -> None:
     t = ticket_row(desk, n)
     assert (t.state, t.priority) == ("pending", 4)
     assert t.pending_until is not None and t.pending_until > utcnow() + dt.timedelta(days=2)
-    assert customer_mails(desk) == []  # a note stays internal
+    [told] = customer_mails(desk)  # the note stays internal; the customer hears of the wait
+    assert (
+        "is waiting until" in told.get_content() and "waiting for a part" not in told.get_content()
+    )
     with desk.p.sessions() as s:
         article = s.execute(select(Article).order_by(Article.id.desc())).scalars().first()
     assert article.internal and article.body_text == "Called them, waiting for a part."
@@ -402,3 +405,71 @@ def test_no_header_injection_into_customer_mail(desk: Desk) -> None:
     assert str(reply["Subject"]).strip() == f"[Ticket#{n}] Printer Bcc: evil@x.test"
     desk.command("alice", n, "cc+=a@b.test,evil@x.test", "")
     assert customer_mails(desk)[-1]["Cc"] is None  # refused, nothing applied
+
+
+# -- the customer is told of state changes -------------------------------------------------
+
+
+def test_customer_is_told_when_closed_with_the_last_answer(desk: Desk) -> None:
+    n = new_ticket(desk)
+    desk.command("alice", n, "", "Restart the printer, please.")
+    desk.command("alice", n, "close note", "")
+    [answer, closed] = customer_mails(desk)
+    assert "Restart the printer" in answer.get_content()
+    assert str(closed["Subject"]).strip() == f"[Ticket#{n}] Printer on fire"
+    text = closed.get_content()
+    assert "we have closed your request" in text and "Restart the printer, please." in text
+    assert closed["Auto-Submitted"] == "auto-generated"
+
+
+def test_an_answer_in_the_same_mail_is_the_only_mail(desk: Desk) -> None:
+    n = new_ticket(desk)
+    desk.command("alice", n, "close", "Fixed, closing.")
+    [only] = customer_mails(desk)
+    assert "Fixed, closing." in only.get_content()
+
+
+def test_pending_reopened_merged_moved(desk: Desk) -> None:
+    a, b = new_ticket(desk, "A"), new_ticket(desk, "B")
+    desk.command("alice", a, "pending=2d note", "")
+    desk.command("alice", a, "close quiet", "")
+    desk.command("alice", a, "reopen note", "")
+    with db.transaction(desk.p.sessions) as s:
+        agents.grant(s, desk.p.queue_id("Support-DE"), "alice", "rw")
+    desk.command("alice", a, "queue=Support-DE note", "")
+    desk.command("alice", b, f"merge={a} note", "")
+    texts = [m.get_content() for m in customer_mails(desk)]
+    assert "is waiting until" in texts[0]
+    assert "opened your request" in texts[1] and "again" in texts[1]
+    assert "passed on to Support-DE" in texts[2]
+    assert f"continue under [Ticket#{a}]" in texts[3]
+
+
+def test_queue_may_keep_the_customer_uninformed(db_url: str, signing: SigningDomain) -> None:
+    queues = [{"name": "Hotline", "addresses": [HOT], "tell_customer": []}]
+    desk = Desk(Pipeline(make_config(db_url, queue=queues)), signing)
+    n = new_ticket(desk)
+    desk.command("alice", n, "close note", "")
+    assert state(desk, n)[0] == "closed" and customer_mails(desk) == []
+
+
+def test_customer_language_decides_the_template(desk: Desk, tmp_path) -> None:
+    from otrs_mailgate import customers
+
+    n = new_ticket(desk)
+    with db.transaction(desk.p.sessions) as s:
+        customers.set_language(s, CUSTOMER, "de", desk.p.responder.languages)
+    desk.command("alice", n, "close note", "")
+    [closed] = customer_mails(desk)
+    assert "wir haben Ihre Anfrage" in closed.get_content()
+    known = desk.p.responder.languages
+    with (
+        pytest.raises(customers.CustomerError, match="no templates for language 'xx'"),
+        db.transaction(desk.p.sessions) as s,
+    ):
+        customers.set_language(s, CUSTOMER, "xx", known)
+    with (
+        pytest.raises(customers.CustomerError, match=r"no customer 'nobody@x\.test'"),
+        db.transaction(desk.p.sessions) as s,
+    ):
+        customers.set_language(s, "nobody@x.test", "de", known)

@@ -175,3 +175,26 @@ def test_ticket_create_is_a_mail_from_the_customer(cfg: Path) -> None:
 
 def test_locks_expire_command(cfg: Path) -> None:
     assert "released 0 lock(s)" in out(cli(cfg, "locks", "expire"))
+
+
+def test_customer_set_language(cfg: Path) -> None:
+    out(
+        cli(
+            cfg,
+            "ticket",
+            "create",
+            "--customer",
+            "cus@customer.test",
+            "--subject",
+            "s",
+            "--queue",
+            "Hotline",
+        )
+    )
+    assert "mails in de from now on" in out(
+        cli(cfg, "customer", "set-language", "cus@customer.test", "DE")
+    )
+    bad = cli(cfg, "customer", "set-language", "nobody@customer.test", "de")
+    assert bad.returncode == 1 and b"no customer 'nobody@customer.test'" in bad.stderr
+    bad = cli(cfg, "customer", "set-language", "cus@customer.test", "xx")
+    assert bad.returncode == 1 and b"no templates for language 'xx'; have: de, en" in bad.stderr

@@ -1,0 +1,27 @@
+"""Customers: made on first contact by the pipeline; here, what an admin may change."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from .models import Customer
+
+
+class CustomerError(ValueError):
+    """A request about a customer that cannot be done; the message says why."""
+
+
+def set_language(session: Session, address: str, language: str, known: frozenset[str]) -> None:
+    """The language of the automatic mails a customer gets from now on."""
+    if language not in known:
+        raise CustomerError(
+            f"no templates for language {language!r}; have: {', '.join(sorted(known))}"
+        )
+    done = session.execute(
+        update(Customer)
+        .where(Customer.address == address.strip().lower())
+        .values(language=language)
+    )
+    if not done.rowcount:  # type: ignore[attr-defined]
+        raise CustomerError(f"no customer {address!r} (customers are made by their first mail)")
