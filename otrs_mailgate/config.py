@@ -112,6 +112,14 @@ class QueueConfig(_Section):
     # Machine mail (auto-replies, lists, bounces) that follows up no ticket: make a
     # ticket of it (true), or only keep its bytes (false, the default).
     auto_tickets: bool = False
+    # Auto responses, as OTRS has them: the acknowledgement of a new ticket (acknowledge),
+    # an answer to every follow-up, and for queues that take no new tickets ("reject"),
+    # a rejection to senders who are not yet customers (their mail is kept, no ticket).
+    answer_follow_ups: bool = False
+    new_tickets: Literal["accept", "reject"] = "accept"
+    # A follow-up to a ticket closed longer ago than this opens a new ticket linked to
+    # it, whatever follow_up_closed says (0: no limit).
+    reopen_days: int = Field(0, ge=0)
     # What the customer is told by mail when an agent's command does it (without a
     # reply in the same mail): any of closed, pending, reopened, merged, moved.
     tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [

@@ -357,6 +357,11 @@ class Pipeline:
         new = ticket is None
         if new and kind.kind != HUMAN and not queue.auto_tickets:
             return _keep_raw(conn, mail, queue, recipient_key, f"machine mail ({kind.reason})")
+        if new and queue.new_tickets == "reject" and not self._is_customer(conn, mail):
+            self._reject_new(session, mail, queue, kind, notes)
+            result = _keep_raw(conn, mail, queue, recipient_key, "mail from a new sender")
+            result.notes[:0] = notes
+            return result
         if ticket is None:
             ticket = self._new_ticket(session, mail, queue, followed)
         article_id = self.store_article(session, ticket, mail, envelope, recipient_key)
@@ -378,6 +383,8 @@ class Pipeline:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
         elif rejected:
             self._respond(session, ticket, mail, ticket_queue, kind, "followup_rejected", notes)
+        elif not new and ticket_queue.answer_follow_ups and refused is None:
+            self._respond(session, ticket, mail, ticket_queue, kind, "followup_received", notes)
         if refused is not None:
             agentmail.refused(self, session, ticket, mail, refused)
             notes.append("not processed as commands: " + "; ".join(refused.reasons))
@@ -486,6 +493,10 @@ class Pipeline:
         ticket a new one follows up; rejected)."""
         policy = self.config.queue_by_name(ticket.queue)
         action = policy.follow_up_closed if policy else "reopen"
+        closed_at = ticket.closed_at
+        if policy and policy.reopen_days and closed_at is not None:
+            too_old = utcnow() - closed_at > dt.timedelta(days=policy.reopen_days)
+            action = "new" if too_old else action  # too old to take up again
         if kind.kind != HUMAN:
             notes.append(f"closed ticket not reopened: {kind.reason}")
             return ticket, None, False
@@ -702,6 +713,55 @@ class Pipeline:
             return f"loop limit: {limit} automatic answers to {to} in the last 24 hours"
         return ""
 
+    def _is_customer(self, conn: Connection, mail: ParsedMail) -> bool:
+        found = conn.execute(_SEL_CUSTOMER, {"a": (mail.from_addr or "")[:320]}).first()
+        return found is not None
+
+    def _reject_new(
+        self,
+        session: Session,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        kind: Classification,
+        notes: list[str],
+    ) -> None:
+        """A queue that takes no new tickets answers a new sender once (if the classifier
+        and the loop limit let it), from its own address; there is no ticket to file on."""
+        to = mail.from_addr
+        reason = "" if self.acknowledge else "auto responses disabled for this run"
+        reason = reason or self._why_no_response(session, kind, to)
+        if reason:
+            notes.append(f"no rejection sent: {reason}")
+            log.info("rejection to <%s> not sent: %s", to, reason)
+            return
+        response = Response(
+            template="new_ticket_rejected",
+            language=self.responder.pick_language(
+                mail.content_language, queue.language, self.config.system.language
+            ),
+            from_addr=queue.addresses[0],
+            from_name=queue.display_name or queue.name,
+            to=to,
+            to_name=mail.from_name,
+            subject="Re: " + (mail.subject or "(no subject)"),
+            vars={
+                "customer_name": mail.from_name,
+                "subject": mail.subject,
+                "queue_name": queue.display_name or queue.name,
+            },
+            in_reply_to=mail.message_id,
+            references=tuple(mail.references),
+            auto_submitted="auto-replied",
+        )
+        outbox.enqueue(
+            session,
+            None,
+            "new_ticket_rejected",
+            response,
+            new_message_id(self.config.system.domain),
+        )
+        notes.append("new tickets rejected: the sender was told")
+
     def send(
         self,
         session: Session,
@@ -742,6 +802,7 @@ class TicketRef:
     owner_id: int | None = None
     lock_until: dt.datetime | None = None
     priority: int = 3
+    closed_at: dt.datetime | None = None
 
 
 _T, _A, _D, _M = Ticket.__table__, Article.__table__, Delivery.__table__, MessageRef.__table__
@@ -750,6 +811,9 @@ _SEL_DELIVERY = select(_D.c.article_id).where(
     _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
 )
 _SEL_NUMBER = select(_T.c.number).where(_T.c.id == bindparam("id"))
+_SEL_CUSTOMER = select(Customer.__table__.c.id).where(
+    Customer.__table__.c.address == bindparam("a")
+)
 _SEL_NUMBER_OF_ARTICLE = (
     select(_T.c.number).join(_A, _A.c.ticket_id == _T.c.id).where(_A.c.id == bindparam("a"))
 )
@@ -775,6 +839,7 @@ _SEL_TICKET_FOR_UPDATE = (
         _T.c.owner_id,
         _T.c.lock_until,
         _T.c.priority,
+        _T.c.closed_at,
     )
     .join(_Q, _Q.c.id == _T.c.queue_id)
     .where(_T.c.id == bindparam("id"))

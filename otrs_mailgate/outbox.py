@@ -59,7 +59,13 @@ def enqueue(
         )
 
 
-RESPONSE_KINDS = ("acknowledgement", "followup_rejected", "closed_with_parent")
+RESPONSE_KINDS = (
+    "acknowledgement",
+    "followup_rejected",
+    "followup_received",
+    "new_ticket_rejected",
+    "closed_with_parent",
+)
 
 
 def responses_since(session: Session, address: str, since: dt.datetime) -> int:

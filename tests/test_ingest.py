@@ -339,3 +339,46 @@ def test_a_queue_may_make_tickets_of_machine_mail(db_url: str) -> None:
     p = Pipeline(make_config(db_url, queue=queues))
     r = p.deliver_one(mail("Digest", headers={"List-Id": "<l.x.test>"}), "lists@example.com")
     assert r.new_ticket and count(p, Outbox) == 0  # a ticket, still no answer
+
+
+def test_auto_response_types_per_queue(db_url: str) -> None:
+    """Answer every follow-up; a queue taking no new tickets rejects new senders (once
+    the loop limit allows) and keeps their mail; old closed tickets are not reopened."""
+    import datetime as dt
+
+    from otrs_mailgate.models import utcnow
+
+    queues = [
+        {"name": "Hotline", "addresses": [HOT], "answer_follow_ups": True, "reopen_days": 30},
+        {"name": "Closed", "addresses": ["closed@example.com"], "new_tickets": "reject"},
+    ]
+    p = Pipeline(make_config(db_url, queue=queues, system={"auto_response_limit": 2}))
+    n = p.deliver_one(mail("Printer", sender="cus@customer.test"), HOT).ticket_number
+    p.deliver_one(mail(f"Re: [Ticket#{n}] Printer", sender="cus@customer.test"), HOT)
+    subjects = [str(m["Subject"]).strip() for m in outbox_mails(p)]
+    assert subjects == [f"[Ticket#{n}] Printer"] * 2
+    assert "has been added to ticket" in outbox_mails(p)[1].get_content()
+
+    new = p.deliver_one(mail("Hello", sender="new@customer.test"), "closed@example.com")
+    assert new.ticket_number == "" and "the sender was told" in new.notes[0]
+    [rejection] = [m for m in outbox_mails(p) if "does not take new requests" in m.get_content()]
+    assert rejection["To"].addresses[0].addr_spec == "new@customer.test"
+    assert rejection["Auto-Submitted"] == "auto-replied"
+    for _ in range(2):  # a forged or looping sender gets no more than the loop limit allows
+        p.deliver_one(mail("Hello again", sender="new@customer.test"), "closed@example.com")
+    told = [m for m in outbox_mails(p) if m["To"].addresses[0].addr_spec == "new@customer.test"]
+    assert len(told) == 2
+    known = p.deliver_one(mail("From a customer", sender="cus@customer.test"), "closed@example.com")
+    assert known.new_ticket  # people who are customers already still get a ticket
+
+    with db.transaction(p.sessions) as s:
+        s.execute(
+            update(Ticket)
+            .where(Ticket.number == n)
+            .values(state="closed", closed_at=utcnow() - dt.timedelta(days=31))
+        )
+    late = p.deliver_one(mail(f"Re: [Ticket#{n}] Printer", sender="cus@customer.test"), HOT)
+    assert late.new_ticket and late.ticket_number != n
+    with p.sessions() as s:
+        link = s.execute(select(TicketLink)).scalar_one()
+    assert link.kind == "follow-up-of"
