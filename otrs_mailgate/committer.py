@@ -110,6 +110,8 @@ def _outcome(x: Result | Failed) -> Outcome:
     if isinstance(x, Result):
         verb = "already stored" if x.status == "duplicate" else "stored"
         reply = f"250 2.0.0 <{x.recipient}> {verb} in ticket {x.ticket_number}"
+        if x.status == "ignored" or not x.ticket_number:
+            reply = f"250 2.0.0 <{x.recipient}> accepted: {'; '.join(x.notes)}"
         return Outcome(x.recipient, 250, reply, x.ticket_number, x.status)
     r, error = x.recipient, x.error
     if isinstance(error, NotAMail):

@@ -17,7 +17,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import configfile
 
@@ -41,6 +48,9 @@ class SystemConfig(_Section):
     # At most this many automatic answers (acknowledgements, rejections) to one address
     # in any 24 hours: what is left of a mail loop after the RFC 3834 checks stops here.
     auto_response_limit: int = Field(10, ge=0)
+    # The host name our MTA writes into Received for mail from a relay whose X-OTRS-Queue,
+    # X-OTRS-Priority and X-OTRS-Ignore headers we may believe; empty: believe none.
+    trusted_relay: str = ""
 
 
 class TicketConfig(_Section):
@@ -100,6 +110,30 @@ class AgentsConfig(_Section):
     date_window_hours: int = Field(48, ge=1)  # a command mail's Date must be this recent
 
 
+class FilterConfig(_Section):
+    """A PostMaster filter: when every header regex matches, apply what it sets."""
+
+    name: str = Field(min_length=1)
+    match: dict[str, str] = Field(min_length=1)  # header name (or "body") -> regex
+    queue: str | None = None
+    priority: int | None = Field(None, ge=1, le=5)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+    ignore: bool = False  # store nothing, answer nothing (known spam sources)
+    auto: bool = False  # treat as machine mail: stored, never answered
+
+    @field_validator("match")
+    @classmethod
+    def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{header}: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return value
+
+
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
@@ -150,6 +184,7 @@ class Config(_Section):
     queue: list[QueueConfig] = Field(
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
+    filter: list[FilterConfig] = Field(default_factory=list)
     source: str = ""  # where this config came from, for messages
 
     @field_validator("queue")
@@ -168,6 +203,14 @@ class Config(_Section):
         if not value:
             raise ValueError("at least one queue is needed")
         return value
+
+    @model_validator(mode="after")
+    def _filter_queues(self) -> Config:
+        names = {q.name for q in self.queue}
+        for i, f in enumerate(self.filter):
+            if f.queue is not None and f.queue not in names:
+                raise ValueError(f"filter[{i}] ({f.name}): no queue named {f.queue!r}")
+        return self
 
     def queue_by_name(self, name: str) -> QueueConfig | None:
         return next((q for q in self.queue if q.name == name), None)

@@ -20,9 +20,9 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, bounces, db, history, outbox, tokens
+from . import agentmail, auth, bounces, db, filters, history, outbox, tokens
 from .agentmail import CommandMail
-from .classify import HUMAN, REPORT, Classification, classify
+from .classify import AUTO, HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
 from .models import (
     Article,
@@ -249,8 +249,15 @@ class Pipeline:
             target = target or self.route(recipient, mail)
         except UnknownRecipient as exc:
             return Failed(recipient or "", exc)
-        envelope = Envelope(item.sender, [recipient] if recipient else [])
         key = recipient.lower() if recipient else f"queue:{target.name}"
+        decision = self.filtered(mail)
+        if decision is not None and decision.ignore:
+            log.info("ignored by filter %r: <%s>", decision.name, mail.message_id)
+            note = f"ignored by filter {decision.name}"
+            return Result(key, "ignored", "", None, target.name, notes=[note])
+        if decision is not None and decision.queue:
+            target = self.config.queue_by_name(decision.queue) or target
+        envelope = Envelope(item.sender, [recipient] if recipient else [])
         if not careful:  # any exception rolls back the batch, which is then done carefully
             return self.apply(session, mail, target, key, envelope)
         for _attempt in range(2):
@@ -314,6 +321,12 @@ class Pipeline:
         )
         return result
 
+    def filtered(self, mail: ParsedMail) -> filters.Decision | None:
+        """What the configured filters (or a trusted relay's X-OTRS headers) decide."""
+        if not self.config.filter and not self.config.system.trusted_relay:
+            return None
+        return filters.decide(self.config, mail)
+
     def _authenticate(self, conn: Connection, mail: ParsedMail, token: str) -> auth.Verdict:
         """auth.check, plus: the ticket the token names is the one the subject names."""
         dns = auth.dns_with_pins(self._pinned_keys, self.dns)
@@ -344,6 +357,9 @@ class Pipeline:
         """Everything but an accepted command mail: a new ticket or a follow-up."""
         conn = session.connection()
         kind = classify(mail, envelope.sender, self.own_domains, self.own_addresses)
+        decision = self.filtered(mail)
+        if decision is not None and decision.auto and kind.kind == HUMAN:
+            kind = Classification(AUTO, f"filter {decision.name}")
         if kind.kind == REPORT:
             return self._report(session, mail, queue, recipient_key, envelope)
         notes: list[str] = []
@@ -363,7 +379,7 @@ class Pipeline:
             result.notes[:0] = notes
             return result
         if ticket is None:
-            ticket = self._new_ticket(session, mail, queue, followed)
+            ticket = self._new_ticket(session, mail, queue, followed, decision)
         article_id = self.store_article(session, ticket, mail, envelope, recipient_key)
         history.append(
             session,
@@ -525,7 +541,12 @@ class Pipeline:
         return ticket, None, True
 
     def _new_ticket(
-        self, session: Session, mail: ParsedMail, queue: QueueConfig, follows: TicketRef | None
+        self,
+        session: Session,
+        mail: ParsedMail,
+        queue: QueueConfig,
+        follows: TicketRef | None,
+        decision: filters.Decision | None = None,
     ) -> TicketRef:
         conn = session.connection()
         today = dt.datetime.now().date()  # the local date, as people read the number
@@ -537,6 +558,7 @@ class Pipeline:
         )
         customer_id, customer_language = self._customer(conn, mail)
         language = self.responder.pick_language(
+            decision.language if decision else None,
             mail.content_language,
             customer_language,
             queue.language,
@@ -552,7 +574,7 @@ class Pipeline:
                 "queue_id": self.queue_id(queue.name),
                 "customer_id": customer_id,
                 "state": "new",
-                "priority": 3,
+                "priority": decision.priority if decision and decision.priority else 3,
                 "language": language,
                 "created_at": now,
                 "updated_at": now,
@@ -566,6 +588,7 @@ class Pipeline:
             mail.from_addr or "unknown",
             number=number,
             queue=queue.name,
+            **({"filter": decision.name} if decision else {}),
         )
         if follows is not None:
             conn.execute(
