@@ -73,7 +73,9 @@ def test_new_ticket_notifies_each_rw_agent_with_its_own_reply_address(desk: Desk
     assert desk.to(CAROL) == []  # read-only agents are not asked to work
     assert str(to_alice["Subject"]).strip() == f"[Ticket#{n}] Printer on fire"
     assert "It burns." in to_alice.get_content()
-    assert to_alice["Auto-Submitted"] == "auto-generated"
+    assert to_alice["Auto-Submitted"] == "auto-generated"  # notifications: generated
+    assert to_alice["X-Auto-Response-Suppress"] == "All" and to_alice["Precedence"] == "bulk"
+    assert to_alice["X-Loop"] == HOT and to_alice["Message-ID"].endswith("@mailgate.test>")
     a, b = str(to_alice["Reply-To"]), str(to_bob["Reply-To"])
     assert a != b and a.startswith("hotline+") and a.endswith("@example.com")
     token = tokens.token_of(a)
