@@ -11,11 +11,14 @@ raises ConfigError carrying one line that names the key and the problem.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -134,6 +137,71 @@ class FilterConfig(_Section):
         return value
 
 
+class WeekHours(_Section):
+    """Working hours per weekday as "HH:MM-HH:MM" ranges (24:00 ends at midnight)."""
+
+    mon: list[str] = ["08:00-17:00"]
+    tue: list[str] = ["08:00-17:00"]
+    wed: list[str] = ["08:00-17:00"]
+    thu: list[str] = ["08:00-17:00"]
+    fri: list[str] = ["08:00-17:00"]
+    sat: list[str] = []
+    sun: list[str] = []
+
+    @field_validator("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        from .calendars import parse_range
+
+        spans = sorted((parse_range(r) for r in value), key=lambda span: span[0])
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if end is None or end > start:
+                raise ValueError(f"ranges overlap: {', '.join(value)}")
+        return value
+
+
+class CalendarConfig(_Section):
+    """A business calendar for SLAs: time zone, weekly hours, holidays, closed days."""
+
+    name: str = Field("default", min_length=1)
+    timezone: str = "UTC"
+    hours: WeekHours = WeekHours()
+    holidays: str = ""  # country[-subdivision] of the holidays package, e.g. "DE-BY"
+    closed: list[str] = []  # extra closed days, YYYY-MM-DD
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str) -> str:
+        if value:
+            import holidays
+
+            country, _, subdiv = value.partition("-")
+            try:
+                holidays.country_holidays(country, subdiv=subdiv or None)
+            except NotImplementedError as exc:
+                raise ValueError(f"{value!r}: {exc}") from None
+        return value
+
+    @field_validator("closed")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        for day in value:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a date (YYYY-MM-DD)") from None
+        return value
+
+
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
@@ -185,6 +253,7 @@ class Config(_Section):
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
     filter: list[FilterConfig] = Field(default_factory=list)
+    calendar: list[CalendarConfig] = Field(default_factory=lambda: [CalendarConfig()])
     source: str = ""  # where this config came from, for messages
 
     @field_validator("queue")
