@@ -101,6 +101,10 @@ CREATE TABLE ticket (
 	owner_id INTEGER,
 	lock_until TIMESTAMP WITH TIME ZONE,
 	pending_until TIMESTAMP WITH TIME ZONE,
+	first_response_at TIMESTAMP WITH TIME ZONE,
+	first_response_due TIMESTAMP WITH TIME ZONE,
+	update_due TIMESTAMP WITH TIME ZONE,
+	solution_due TIMESTAMP WITH TIME ZONE,
 	CONSTRAINT pk_ticket PRIMARY KEY (id),
 	CONSTRAINT uq_ticket_number UNIQUE (number),
 	CONSTRAINT fk_ticket_queue_id_queue FOREIGN KEY(queue_id) REFERENCES queue (id),
@@ -113,13 +117,19 @@ CREATE INDEX ix_ticket_created_at ON ticket (created_at);
 
 CREATE INDEX ix_ticket_customer_id ON ticket (customer_id);
 
+CREATE INDEX ix_ticket_first_response_due ON ticket (first_response_due) WHERE first_response_due IS NOT NULL;
+
 CREATE INDEX ix_ticket_lock_until ON ticket (lock_until) WHERE lock_until IS NOT NULL;
 
 CREATE INDEX ix_ticket_owner_id ON ticket (owner_id) WHERE owner_id IS NOT NULL;
 
 CREATE INDEX ix_ticket_queue_id ON ticket (queue_id);
 
+CREATE INDEX ix_ticket_solution_due ON ticket (solution_due) WHERE solution_due IS NOT NULL;
+
 CREATE INDEX ix_ticket_state ON ticket (state);
+
+CREATE INDEX ix_ticket_update_due ON ticket (update_due) WHERE update_due IS NOT NULL;
 
 CREATE TABLE article (
 	id SERIAL NOT NULL,

@@ -20,7 +20,7 @@ from email_reply_parser import EmailReplyParser
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from . import agents, auth, commands, db, history
+from . import agents, auth, commands, db, history, sla
 from .agents import AgentRef
 from .commands import Command
 from .models import Article, Customer, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
@@ -374,10 +374,17 @@ class CommandMail:
         if replying:
             plan.lines.insert(0, Line("reply", "your text went to the customer"))
             self._reply(text)
+            self.conn.execute(  # the first answer stops the first-response clock
+                update(Ticket)
+                .where(Ticket.id == self.ticket.id, Ticket.first_response_at.is_(None))
+                .values(first_response_at=self.now)
+            )
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
         elif plan.mode == "note" or not plan.lines:
             plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
+        for child in self.closed_children:
+            sla.recompute(self.conn, self.p.config, child.id)
         if not plan.quiet:
             for child in self.closed_children:
                 self._tell_customer(child, "closed_with_parent")

@@ -202,6 +202,19 @@ class CalendarConfig(_Section):
         return value
 
 
+class SLAConfig(_Section):
+    """Service level: working minutes of a calendar for the first response, each update
+    after the customer wrote, and the solution; 0 means no such limit."""
+
+    name: str = Field(min_length=1)
+    queues: list[str] = Field(min_length=1)
+    priorities: list[int] = [1, 2, 3, 4, 5]
+    calendar: str = "default"
+    first_response: int = Field(0, ge=0)
+    update: int = Field(0, ge=0)
+    solution: int = Field(0, ge=0)
+
+
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
@@ -254,6 +267,7 @@ class Config(_Section):
     )
     filter: list[FilterConfig] = Field(default_factory=list)
     calendar: list[CalendarConfig] = Field(default_factory=lambda: [CalendarConfig()])
+    sla: list[SLAConfig] = Field(default_factory=list)
     source: str = ""  # where this config came from, for messages
 
     @field_validator("queue")
@@ -279,7 +293,18 @@ class Config(_Section):
         for i, f in enumerate(self.filter):
             if f.queue is not None and f.queue not in names:
                 raise ValueError(f"filter[{i}] ({f.name}): no queue named {f.queue!r}")
+        calendars = {c.name for c in self.calendar}
+        for i, sla in enumerate(self.sla):
+            for queue in sla.queues:
+                if queue not in names:
+                    raise ValueError(f"sla[{i}] ({sla.name}): no queue named {queue!r}")
+            if sla.calendar not in calendars:
+                raise ValueError(f"sla[{i}] ({sla.name}): no calendar named {sla.calendar!r}")
         return self
+
+    def sla_for(self, queue: str, priority: int) -> SLAConfig | None:
+        """The first SLA naming this queue and priority."""
+        return next((s for s in self.sla if queue in s.queues and priority in s.priorities), None)
 
     def queue_by_name(self, name: str) -> QueueConfig | None:
         return next((q for q in self.queue if q.name == name), None)

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, bounces, db, filters, history, outbox, tokens
+from . import agentmail, auth, bounces, db, filters, history, outbox, sla, tokens
 from .agentmail import CommandMail
 from .classify import AUTO, HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
@@ -319,6 +319,9 @@ class Pipeline:
                 "article_id": result.article_id,
             },
         )
+        if result.ticket_number and self.config.sla:
+            ticket_id = conn.execute(_SEL_ID_BY_NUMBER, {"n": result.ticket_number}).scalar_one()
+            sla.recompute(conn, self.config, ticket_id)
         return result
 
     def filtered(self, mail: ParsedMail) -> filters.Decision | None:
@@ -834,6 +837,7 @@ _SEL_DELIVERY = select(_D.c.article_id).where(
     _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
 )
 _SEL_NUMBER = select(_T.c.number).where(_T.c.id == bindparam("id"))
+_SEL_ID_BY_NUMBER = select(_T.c.id).where(_T.c.number == bindparam("n"))
 _SEL_CUSTOMER = select(Customer.__table__.c.id).where(
     Customer.__table__.c.address == bindparam("a")
 )

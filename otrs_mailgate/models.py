@@ -131,6 +131,9 @@ class Ticket(Base):
     __table_args__ = (
         _partial_index("ix_ticket_owner_id", "owner_id"),
         _partial_index("ix_ticket_lock_until", "lock_until"),
+        _partial_index("ix_ticket_first_response_due", "first_response_due"),
+        _partial_index("ix_ticket_update_due", "update_due"),
+        _partial_index("ix_ticket_solution_due", "solution_due"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(40), unique=True)
@@ -149,6 +152,12 @@ class Ticket(Base):
     # locks.expire (history records it) and counts as unlocked meanwhile.
     lock_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     pending_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Service level (sla.py): when the first agent answer went out, and the three due
+    # instants, recomputed on every event that moves them; NULL: no such clock runs.
+    first_response_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_response_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    update_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    solution_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
