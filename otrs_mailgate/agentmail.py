@@ -52,7 +52,6 @@ class Plan:
     mode: str = "reply"
     quiet: bool = False
     owner: AgentRef | None = None  # who owns and holds the lock afterwards
-    lock: bool = False
     unlock: bool = False
 
     def ok(self, command: str, result: str, action: Callable[[], None] | None = None) -> None:
@@ -166,7 +165,7 @@ class CommandMail:
                 lambda: self._set_state("pending", pending_until=until, reason="pending"),
             )
         elif name in ("take", "steal"):
-            plan.owner, plan.lock = self.agent, True
+            plan.owner = self.agent
             plan.ok(c.text, f"owner {self.agent.login}, locked")
         elif name == "owner":
             other = agents.find(self.conn, value)
@@ -175,7 +174,7 @@ class CommandMail:
             elif agents.access(self.conn, other.id, t.queue_id) != "rw":
                 plan.error(c.text, f"{other.login} has no rw access to queue {t.queue}")
             else:
-                plan.owner, plan.lock = other, True
+                plan.owner = other
                 plan.ok(c.text, f"owner {other.login}, locked")
         elif name == "unlock":
             plan.unlock = True
@@ -358,10 +357,8 @@ class CommandMail:
         for action in plan.actions:
             action()
         replying = plan.mode == "reply" and not plan.quiet and bool(text)
-        if replying and plan.owner is None and self.ticket.owner_id in (None, self.agent.id):
-            plan.owner, plan.lock = self.agent, True  # a reply locks the ticket to its author
-        elif replying and plan.owner is None and self._lock_holder() is None:
-            plan.owner, plan.lock = self.agent, True
+        if replying and plan.owner is None and self._lock_holder() in (None, self.agent):
+            plan.owner = self.agent  # a reply locks the ticket to its author
         self._apply_lock(plan)
         internal = plan.mode == "note" or not replying
         article_id = self._store(envelope, recipient_key, text, internal=internal)

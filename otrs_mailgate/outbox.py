@@ -251,6 +251,7 @@ class Sender:
         now: dt.datetime,
         data: bytes | None,
     ) -> None:
+        """The row's new status in the caller's transaction (5xx: also on the ticket)."""
         conn = session.connection()
         if 200 <= code < 300:  # keep what was sent (unsigned) with the row
             conn.execute(
