@@ -28,6 +28,29 @@ from test_daemon import start
 HOT = "hotline@example.com"
 
 
+def daemon_config(
+    db_url: str, lmtp_port: int, *, system: str = "", smtp: str = "", more: str = ""
+) -> str:
+    """The daemon's config for these tests; PORT stands for Postfix's SMTP port, known only
+    once the instance runs (until then 25, which the config needs to load)."""
+    return f"""
+[system]
+domain = "mailgate.test"
+{system}
+[database]
+url = "{db_url}"
+[lmtp]
+port = {lmtp_port}
+[smtp]
+port = PORT
+{smtp}
+{more}
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+"""
+
+
 def test_postfix_files_match_postfix_config(tmp_path: Path) -> None:
     config = load(ROOT / "otrs-mailgate.toml.example")
     assert (ROOT / "postfix" / "main.cf").read_text() == postfix.main_cf(config)
@@ -66,22 +89,7 @@ def test_mail_through_postfix_end_to_end(tmp_path: Path, db_url: str) -> None:
     key = tmp_path / "dkim.key"
     record = dkim_keygen(key, "mg", "mailgate.test")
     lmtp_port = free_port()
-    cfg_text = f"""
-[system]
-domain = "mailgate.test"
-[database]
-url = "{db_url}"
-[lmtp]
-port = {lmtp_port}
-[smtp]
-port = PORT
-[dkim]
-selector = "mg"
-key_file = "{key}"
-[[queue]]
-name = "Hotline"
-addresses = ["{HOT}"]
-"""
+    cfg_text = daemon_config(db_url, lmtp_port, more=f'[dkim]\nselector = "mg"\nkey_file = "{key}"')
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     with instance(load(cfg), ["alice@customer.test"]) as pf:
@@ -222,21 +230,7 @@ def test_agent_works_a_ticket_by_mail_through_postfix(tmp_path: Path, db_url: st
     keys = tmp_path / "agent-keys"
     keys.write_text(f"desk._domainkey.agents.test {signer.txt.decode()}\n")
     lmtp_port = free_port()
-    cfg_text = f"""
-[system]
-domain = "mailgate.test"
-[database]
-url = "{db_url}"
-[lmtp]
-port = {lmtp_port}
-[smtp]
-port = PORT
-[agents]
-dkim_keys = "{keys}"
-[[queue]]
-name = "Hotline"
-addresses = ["{HOT}"]
-"""
+    cfg_text = daemon_config(db_url, lmtp_port, more=f'[agents]\ndkim_keys = "{keys}"')
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     for args in (
@@ -342,21 +336,9 @@ def test_two_auto_responders_stop_within_the_loop_limit(tmp_path: Path, db_url: 
     (robot_dir / "robot.py").write_text(ROBOT)
     (robot_dir / "robot.py").chmod(0o755)
     lmtp_port = free_port()
-    cfg_text = f"""
-[system]
-domain = "mailgate.test"
-auto_response_limit = 3
-[database]
-url = "{db_url}"
-[lmtp]
-port = {lmtp_port}
-[smtp]
-port = PORT
-backoff_seconds = 1
-[[queue]]
-name = "Hotline"
-addresses = ["{HOT}"]
-"""
+    cfg_text = daemon_config(
+        db_url, lmtp_port, system="auto_response_limit = 3", smtp="backoff_seconds = 1"
+    )
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     master = (
@@ -406,19 +388,7 @@ def test_postfix_bounce_of_an_acknowledgement_lands_on_the_ticket(
     deliver it, and its delivery status notification comes back to the queue address."""
     require_postfix()
     lmtp_port = free_port()
-    cfg_text = f"""
-[system]
-domain = "mailgate.test"
-[database]
-url = "{db_url}"
-[lmtp]
-port = {lmtp_port}
-[smtp]
-port = PORT
-[[queue]]
-name = "Hotline"
-addresses = ["{HOT}"]
-"""
+    cfg_text = daemon_config(db_url, lmtp_port)
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     # accept mail for unknown users at SMTP time, so that the failure becomes a bounce
