@@ -105,6 +105,7 @@ CREATE TABLE ticket (
 	first_response_due TIMESTAMP WITH TIME ZONE,
 	update_due TIMESTAMP WITH TIME ZONE,
 	solution_due TIMESTAMP WITH TIME ZONE,
+	escalation_at TIMESTAMP WITH TIME ZONE,
 	CONSTRAINT pk_ticket PRIMARY KEY (id),
 	CONSTRAINT uq_ticket_number UNIQUE (number),
 	CONSTRAINT fk_ticket_queue_id_queue FOREIGN KEY(queue_id) REFERENCES queue (id),
@@ -117,11 +118,15 @@ CREATE INDEX ix_ticket_created_at ON ticket (created_at);
 
 CREATE INDEX ix_ticket_customer_id ON ticket (customer_id);
 
+CREATE INDEX ix_ticket_escalation_at ON ticket (escalation_at) WHERE escalation_at IS NOT NULL;
+
 CREATE INDEX ix_ticket_first_response_due ON ticket (first_response_due) WHERE first_response_due IS NOT NULL;
 
 CREATE INDEX ix_ticket_lock_until ON ticket (lock_until) WHERE lock_until IS NOT NULL;
 
 CREATE INDEX ix_ticket_owner_id ON ticket (owner_id) WHERE owner_id IS NOT NULL;
+
+CREATE INDEX ix_ticket_pending_until ON ticket (pending_until) WHERE pending_until IS NOT NULL;
 
 CREATE INDEX ix_ticket_queue_id ON ticket (queue_id);
 
@@ -162,6 +167,19 @@ CREATE TABLE article (
 CREATE INDEX ix_article_agent_id ON article (agent_id) WHERE agent_id IS NOT NULL;
 
 CREATE INDEX ix_article_ticket_id ON article (ticket_id);
+
+CREATE TABLE escalation (
+	id SERIAL NOT NULL,
+	ticket_id INTEGER NOT NULL,
+	clock VARCHAR(20) NOT NULL,
+	due TIMESTAMP WITH TIME ZONE NOT NULL,
+	level INTEGER NOT NULL,
+	fired_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	recipients TEXT NOT NULL,
+	CONSTRAINT pk_escalation PRIMARY KEY (id),
+	CONSTRAINT uq_escalation_ticket_id_clock_due_level UNIQUE (ticket_id, clock, due, level),
+	CONSTRAINT fk_escalation_ticket_id_ticket FOREIGN KEY(ticket_id) REFERENCES ticket (id)
+);
 
 CREATE TABLE history (
 	id SERIAL NOT NULL,

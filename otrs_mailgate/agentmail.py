@@ -20,10 +20,10 @@ from email_reply_parser import EmailReplyParser
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from . import agents, auth, commands, db, history, sla
+from . import agents, auth, commands, customers, db, history, notify, sla
 from .agents import AgentRef
 from .commands import Command
-from .models import Article, Customer, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
+from .models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
 from .parse import ParsedMail
 from .responses import Response
 from .subject import clean
@@ -439,20 +439,9 @@ class CommandMail:
             self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
             self._history(t.id, "Unlock", reason="unlock command")
 
-    def _customer(self, ticket: TicketRef) -> tuple[str, str, str]:
-        """(address, name, language) of a ticket's customer."""
-        if ticket.customer_id is None:
-            return "", "", ""
-        row = self.conn.execute(
-            select(Customer.address, Customer.name, Customer.language).where(
-                Customer.id == ticket.customer_id
-            )
-        ).one()
-        return row.address, row.name, row.language or ""
-
     def _reply(self, text: str) -> None:
         queue_name = self.queue.display_name or self.queue.name
-        to, name, _ = self._customer(self.ticket)
+        to, name, _ = customers.contact(self.conn, self.ticket.customer_id)
         if not to:
             self._history(
                 self.ticket.id, "AgentReplyNotSent", reason="the ticket has no customer address"
@@ -492,31 +481,7 @@ class CommandMail:
         )
 
     def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:
-        """An automatic mail to a ticket's customer, in the customer's language."""
-        to, name, language = self._customer(ticket)
-        if not to:
-            return
-        queue = self.p.config.queue_by_name(ticket.queue) or self.queue
-        last = self.conn.execute(_SEL_LAST_REPLY, {"t": ticket.id}).scalar() or ""
-        response = Response(
-            template=template,
-            language=self.p.responder.pick_language(language, ticket.language),
-            from_addr=queue.addresses[0],
-            from_name=queue.display_name or queue.name,
-            to=to,
-            to_name=name,
-            subject=self.p.tags.build(ticket.number, ticket.title),
-            vars={
-                "tag": self.p.tags.tag(ticket.number),
-                "title": ticket.title,
-                "customer_name": name,
-                "queue_name": queue.display_name or queue.name,
-                "last_reply": last,
-                **extra,
-            },
-            auto_submitted="auto-generated",
-        )
-        self.p.send(self.session, ticket.id, template, response, "CustomerNotified")
+        notify.tell_customer(self.p, self.session, ticket, template, self.queue, **extra)
 
     def _transcript(self, plan: Plan) -> None:
         subject = clean(self.mail.subject) or "(no subject)"
@@ -571,16 +536,6 @@ def refused(
     pipeline.send(session, ticket.id, "command_refused", response, "TranscriptQueued")
 
 
-_SEL_LAST_REPLY = (
-    select(Article.body_text)
-    .where(
-        Article.ticket_id == bindparam("t"),
-        Article.sender_type == "agent",
-        Article.internal.is_(False),
-    )
-    .order_by(Article.id.desc())
-    .limit(1)
-)
 _SEL_LAST_CUSTOMER_MID = (
     select(Article.message_id)
     .where(Article.ticket_id == bindparam("t"), Article.sender_type == "customer")

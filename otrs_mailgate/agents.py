@@ -15,9 +15,9 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from . import db, tokens
+from .config import LOGIN
 from .models import Agent, AgentGroup, GroupMember, Queue, QueueGrant, utcnow
 
-LOGIN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 ACCESS = ("ro", "rw")
 

@@ -597,6 +597,84 @@ def locks_expire(ctx: Ctx) -> None:
 
 
 @main.group()
+def escalations() -> None:
+    """Service level escalations, pending reminders and lock time-outs."""
+
+
+@escalations.command("check")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO-TIME",
+    help="Pretend it is this instant (without a zone: this machine's local time).",
+)
+@pass_ctx
+@_database_errors
+def escalations_check(ctx: Ctx, now_text: str | None) -> None:
+    """One pass of the daemon's scheduler: for cron, and for trying out an SLA."""
+    from .ingest import Pipeline
+    from .scheduler import Scheduler
+
+    now = _instant(now_text, "--now") if now_text else None
+    pipeline = Pipeline(ctx.config, ctx.engine())
+    result = Scheduler(pipeline).run_pass(now)
+    click.echo(result.summary())
+    sys.exit(1 if result.failed else 0)
+
+
+def _instant(text: str, hint: str) -> Any:
+    """An ISO date or date-time; one without a zone is this machine's local time."""
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date or time", param_hint=hint) from None
+    return (value if value.tzinfo else value.astimezone()).astimezone(dt.UTC)
+
+
+@main.group()
+def sla() -> None:
+    """Service level agreements."""
+
+
+@sla.command("report")
+@click.option("--from", "start", metavar="ISO-DATE", help="First day (default: 30 days ago).")
+@click.option("--to", "end", metavar="ISO-DATE", help="End, not included (default: now).")
+@click.option("--queue", help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: a list of one object per queue.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
+@pass_ctx
+@_database_errors
+def sla_report(
+    ctx: Ctx, start: str | None, end: str | None, queue: str | None, as_json: bool, as_csv: bool
+) -> None:
+    """Per queue: tickets within each SLA time, median and 90th percentile times."""
+    import csv
+    import datetime as dt
+
+    from . import slareport
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    if queue is not None and ctx.config.queue_by_name(queue) is None:
+        raise click.BadParameter(f"no queue named {queue!r}", param_hint="--queue")
+    until = _instant(end, "--to") if end else dt.datetime.now(dt.UTC)
+    since = _instant(start, "--from") if start else until - dt.timedelta(days=30)
+    with ctx.engine().connect() as conn:
+        rows = slareport.build(conn, ctx.config, since, until, queue)
+    if as_json:
+        _dump(rows)
+    elif as_csv:
+        fields = list(rows[0]) if rows else ["queue", "tickets"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        click.echo(slareport.text(rows))
+
+
+@main.group()
 def audit() -> None:
     """Check the tamper-evident history."""
 

@@ -202,6 +202,35 @@ class CalendarConfig(_Section):
         return value
 
 
+LOGIN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # an agent's login
+RECIPIENT_WORDS = ("queue", "owner")
+
+
+def _recipients(value: list[str]) -> list[str]:
+    """queue (its rw agents), owner (or the queue while nobody owns the ticket), an
+    agent's login, or any mail address (an SMS gateway, a manager without a login)."""
+    for who in value:
+        if who in RECIPIENT_WORDS or "@" in who:
+            continue
+        if not LOGIN.match(who):
+            raise ValueError(f"{who!r}: use queue, owner, an agent's login or a mail address")
+    return value
+
+
+class EscalationLevel(_Section):
+    """One step of escalation after a deadline passed: who hears of it, with which mail."""
+
+    # Working minutes after the previous level (level 1: after the deadline itself).
+    after: int = Field(0, ge=0)
+    to: list[str] = ["queue"]
+    template: str = Field("escalation", pattern=r"^[a-z0-9_]+$")
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        return _recipients(value)
+
+
 class SLAConfig(_Section):
     """Service level: working minutes of a calendar for the first response, each update
     after the customer wrote, and the solution; 0 means no such limit."""
@@ -213,6 +242,19 @@ class SLAConfig(_Section):
     first_response: int = Field(0, ge=0)
     update: int = Field(0, ge=0)
     solution: int = Field(0, ge=0)
+    # A warning when this share of a time has passed (0: none); it goes to warn_to.
+    notify_before: int = Field(80, ge=0, le=99)
+    warn_to: list[str] = ["owner"]
+    warn_template: str = Field("escalation_warning", pattern=r"^[a-z0-9_]+$")
+    # Level 1 at the deadline, each further level `after` working minutes later.
+    escalation: list[EscalationLevel] = Field(
+        default_factory=lambda: [EscalationLevel()], min_length=1
+    )
+
+    @field_validator("warn_to")
+    @classmethod
+    def _warn_to(cls, value: list[str]) -> list[str]:
+        return _recipients(value)
 
 
 class QueueConfig(_Section):
@@ -235,6 +277,9 @@ class QueueConfig(_Section):
     # A follow-up to a ticket closed longer ago than this opens a new ticket linked to
     # it, whatever follow_up_closed says (0: no limit).
     reopen_days: int = Field(0, ge=0)
+    # When a pending ticket's time is up: remind its owner (or the queue) and open it
+    # again, or close it and tell the customer (OTRS: pending auto close).
+    pending: Literal["remind", "close"] = "remind"
     # What the customer is told by mail when an agent's command does it (without a
     # reply in the same mail): any of closed, pending, reopened, merged, moved.
     tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from .models import Customer
@@ -25,3 +25,19 @@ def set_language(session: Session, address: str, language: str, known: frozenset
     )
     if not done.rowcount:  # type: ignore[attr-defined]
         raise CustomerError(f"no customer {address!r} (customers are made by their first mail)")
+
+
+def contact(conn: Connection, customer_id: int | None) -> tuple[str, str, str]:
+    """(address, name, language) of a customer; empty strings for none."""
+    if customer_id is None:
+        return "", "", ""
+    row = conn.execute(
+        select(Customer.address, Customer.name, Customer.language).where(Customer.id == customer_id)
+    ).one()
+    return row.address, row.name, row.language or ""
+
+
+def label(conn: Connection, customer_id: int | None) -> str:
+    """A customer as an agent reads it: `Name <address>`."""
+    address, name, _ = contact(conn, customer_id)
+    return f"{name} <{address}>" if name else (address or "(unknown)")

@@ -1,4 +1,4 @@
-"""`otrs-mailgate serve`: the LMTP server, the group committer and the outbox sender on one loop.
+"""`otrs-mailgate serve`: the LMTP server, group committer, outbox sender and scheduler on one loop.
 
 SIGTERM/SIGINT: stop accepting, let sessions in flight finish (their commits
 included), then exit 0.  SIGHUP: read the config again (queues, templates,
@@ -16,16 +16,19 @@ import threading
 from typing import Any
 
 from . import config as config_mod
-from . import db, locks
+from . import db
 from .committer import GroupCommitter
 from .ingest import Pipeline
 from .lmtp import Handler, controller
+from .models import utcnow
 from .outbox import Sender
+from .scheduler import Scheduler
 
 log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0
 OUTBOX_IDLE = 2.0
-LOCK_SWEEP = 60.0  # seconds between sweeps of lapsed locks
+SCHEDULER_MAX_SLEEP = 60.0  # look again at least this often (other daemons' changes)
+SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -48,10 +51,13 @@ class Daemon:
         self.committer = GroupCommitter(self.pipeline, workers=workers)
         self.handler = Handler(self.committer)
         self.sender = Sender(config, self.pipeline.sessions)
+        self.scheduler = Scheduler(self.pipeline)
         self.stopping = asyncio.Event()
         self.started = threading.Event()  # for tests that run the daemon in a thread
         self.outbox_wakeup = asyncio.Event()
+        self.scheduler_wakeup = asyncio.Event()
         self.committer.on_commit.append(self.outbox_wakeup.set)
+        self.committer.on_commit.append(self.scheduler_wakeup.set)
 
     def reload(self) -> None:
         try:
@@ -65,6 +71,7 @@ class Daemon:
         self.config = config
         self.pipeline.reconfigure(config)
         self.sender = Sender(config, self.pipeline.sessions)
+        self.scheduler_wakeup.set()  # SLAs may have changed
         log.info("config reloaded from %s", config.source)
 
     async def outbox_loop(self) -> None:
@@ -83,22 +90,27 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_wakeup.wait(), OUTBOX_IDLE)
 
-    async def lock_loop(self) -> None:
-        """Release lapsed ticket locks once a minute, writing each into the history."""
+    async def scheduler_loop(self) -> None:
+        """Locks, pending times and escalations: sleep until the earliest due instant.
+
+        Mail committed here wakes the loop to look again (a new ticket may be due
+        sooner); mail committed by another daemon is seen within SCHEDULER_MAX_SLEEP.
+        """
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
+            self.scheduler_wakeup.clear()
+            delay = SCHEDULER_MAX_SLEEP
             try:
-                await loop.run_in_executor(None, self._expire_locks)
+                result = await loop.run_in_executor(None, self.scheduler.run_pass)
+                if result.busy:
+                    log.info("scheduler: %s", result.summary())
+                if result.next_at is not None:
+                    ahead = (result.next_at - utcnow()).total_seconds()
+                    delay = min(max(ahead, SCHEDULER_MIN_SLEEP), SCHEDULER_MAX_SLEEP)
             except Exception:  # the database may be down: try again later
-                log.exception("lock sweep failed")
+                log.exception("scheduler pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), LOCK_SWEEP)
-
-    def _expire_locks(self) -> None:
-        with db.transaction(self.pipeline.sessions) as session:
-            released = locks.expire(session)
-        if released:
-            log.info("released %d lapsed lock(s)", released)
+                await asyncio.wait_for(self.scheduler_wakeup.wait(), delay)
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
@@ -127,7 +139,7 @@ class Daemon:
             self.engine.url.render_as_string(hide_password=True),
         )
         outbox_task = asyncio.create_task(self.outbox_loop())
-        lock_task = asyncio.create_task(self.lock_loop())
+        scheduler_task = asyncio.create_task(self.scheduler_loop())
         await self.stopping.wait()
         log.info("stopping: no new connections, finishing sessions in flight")
         ctl.server.close()
@@ -137,7 +149,7 @@ class Daemon:
             await asyncio.sleep(0.05)
         await self.committer.stop()
         outbox_task.cancel()
-        lock_task.cancel()
+        scheduler_task.cancel()
         self.engine.dispose()
         log.info("stopped")
         return 0

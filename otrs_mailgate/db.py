@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,7 +74,10 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at BEGIN, so they never fail half-way on upgrading a
+        # read lock; read_only() connections (a glance at what is due) take none at all.
+        deferred = conn.get_execution_options().get("read_only")
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
@@ -103,6 +106,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reading only: on SQLite it does not wait for the write lock."""
+    with engine.connect() as conn:
+        conn.execution_options(read_only=True)
+        yield conn
+        conn.rollback()
 
 
 def is_temporary(exc: BaseException) -> bool:
@@ -163,12 +175,15 @@ def upsert_stmt(dialect: str, table: Table, key: str, returning: tuple[str, ...]
 _UPSERTS: dict[tuple[str, str, str, tuple[str, ...]], Any] = {}
 
 
-def insert_ignore(session: Session, model: type[Base], **values: Any) -> None:
-    """INSERT that does nothing when a unique key already exists (both dialects)."""
+def insert_ignore(session: Session, model: type[Base], **values: Any) -> bool:
+    """INSERT that does nothing when a unique key already exists (both dialects);
+    whether the row was new."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(model).values(**values).on_conflict_do_nothing()
-    session.execute(stmt)
+    # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+    stmt = stmt.returning(literal_column("1"))
+    return session.connection().execute(stmt).first() is not None
 
 
 # -- deferred inserts ---------------------------------------------------------------------

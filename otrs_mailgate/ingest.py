@@ -397,6 +397,8 @@ class Pipeline:
         )
         if not new:
             conn.execute(_UPD_TICKET_TOUCH, {"_id": ticket.id, "updated_at": utcnow()})
+        if ticket.state == "pending" and kind.kind == HUMAN:
+            self._wake_pending(session, ticket, notes)
         ticket_queue = self.config.queue_by_name(ticket.queue) or queue
         if new and ticket_queue.acknowledge:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
@@ -542,6 +544,25 @@ class Pipeline:
         notes.append("follow-up to closed ticket rejected")
         history.append(session, ticket.id, "FollowUpRejected", "system", policy="reject")
         return ticket, None, True
+
+    def _wake_pending(self, session: Session, ticket: TicketRef, notes: list[str]) -> None:
+        """The customer answered a pending ticket: it is open again and its reminder is
+        void (OTRS's PostmasterFollowUpState); an auto-reply leaves it waiting."""
+        session.connection().execute(
+            _UPD_TICKET_STATE,
+            {"_id": ticket.id, "state": "open", "pending_until": None, "updated_at": utcnow()},
+        )
+        history.append(
+            session,
+            ticket.id,
+            "StateUpdate",
+            "system",
+            old="pending",
+            new="open",
+            reason="the customer wrote",
+        )
+        ticket.state = "open"
+        notes.append("pending ticket opened again")
 
     def _new_ticket(
         self,

@@ -134,6 +134,8 @@ class Ticket(Base):
         _partial_index("ix_ticket_first_response_due", "first_response_due"),
         _partial_index("ix_ticket_update_due", "update_due"),
         _partial_index("ix_ticket_solution_due", "solution_due"),
+        _partial_index("ix_ticket_escalation_at", "escalation_at"),
+        _partial_index("ix_ticket_pending_until", "pending_until"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(40), unique=True)
@@ -158,6 +160,9 @@ class Ticket(Base):
     first_response_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     update_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     solution_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The next instant at which a warning or escalation level may fire (escalations.py):
+    # the scheduler reads only tickets whose instant has come, never all open ones.
+    escalation_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
@@ -174,6 +179,22 @@ class TicketLink(Base):
     target_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Escalation(Base):
+    """A warning (level 0) or escalation level that fired: one row per ticket, clock,
+    deadline and level, inserted in the transaction that queues its mails, so the
+    unique key makes it fire once however many schedulers run."""
+
+    __tablename__ = "escalation"
+    __table_args__ = (UniqueConstraint("ticket_id", "clock", "due", "level"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    clock: Mapped[str] = mapped_column(String(20))  # first_response | update | solution
+    due: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    level: Mapped[int] = mapped_column(Integer)
+    fired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recipients: Mapped[str] = mapped_column(Text, default="")
 
 
 class TicketCc(Base):

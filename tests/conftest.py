@@ -82,6 +82,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
+    yield _empty_pg(request)
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL can show
+    (several processes at once on one database)."""
+    return _empty_pg(request)
+
+
+def _empty_pg(request: pytest.FixtureRequest) -> str:
     url = request.getfixturevalue("pg_base_url")
     need(url is not None, getattr(pytest, "pg_unavailable", "no PostgreSQL"))
     engine = create_engine(url)
@@ -89,7 +100,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    yield url
+    return url
 
 
 @pytest.fixture
