@@ -145,7 +145,7 @@ def _fire(
             "overdue": duration(cal.working_time(clock.due, now)),
             "remaining": duration(cal.working_time(now, clock.due)),
             "priority": ticket.priority,
-            "owner": owner.display if owner else "nobody",
+            "owner": owner.display if owner else "",
             "customer": customers.label(session.connection(), ticket.customer_id),
         },
         history_type="EscalationNotified",

@@ -44,6 +44,17 @@ language = "de"
     return path
 
 
+def cli_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    """The CLI started, not waited for: for running several at once."""
+    env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "otrs_mailgate.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
 def cli(config: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config))
     return subprocess.run(

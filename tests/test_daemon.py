@@ -22,15 +22,21 @@ from lmtp_helpers import RawLMTP, free_port
 HOT = "hotline@example.com"
 
 
-def start(cfg: Path, port: int) -> subprocess.Popen[bytes]:
-    """The daemon with its log in a file (a pipe nobody reads would block it)."""
+def serve(cfg: Path) -> subprocess.Popen[bytes]:
+    """The daemon started, with its log in a file (a pipe nobody reads would block it)."""
     env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
-    log_path = cfg.parent / "serve.log"
+    log_path = cfg.with_suffix(".log")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "otrs_mailgate.cli", "serve"], env=env, stderr=log
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def start(cfg: Path, port: int) -> subprocess.Popen[bytes]:
+    """The daemon, once it listens."""
+    proc = serve(cfg)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -203,3 +203,18 @@ def test_a_failing_ticket_does_not_stop_the_others(desk: Desk, monkeypatch) -> N
     assert result.failed == 1 and result.escalated == 1
     assert ticket(desk, a).escalation_at == now + dt.timedelta(minutes=5)  # tried again later
     assert ticket(desk, b).escalation_at > now
+
+
+def test_german_desk_gets_german_escalations(db_url, signing) -> None:
+    desk = make_desk(db_url, signing, system={"language": "de"})
+    _, created = new_ticket(desk)
+    before = len(desk.mails())
+    Scheduler(desk.p).run_pass(created + 48 * MIN)
+    Scheduler(desk.p).run_pass(created + 61 * MIN)
+    warning, _, level1, _ = desk.mails()[before:]
+    assert "Eskaliert bald (Erstreaktion): Printer" in str(warning["Subject"])
+    assert "eskaliert in 12 min Arbeitszeit" in warning.get_content()
+    assert "Eskalation 1 (Erstreaktion)" in str(level1["Subject"])
+    body = level1.get_content()
+    assert "Eskalationsstufe 1" in body and "um 1 min Arbeitszeit" in body
+    assert "Besitzer: niemand" in body
