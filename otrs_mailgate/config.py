@@ -410,7 +410,26 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             config.agents.dkim_keys = str(file.parent / config.agents.dkim_keys)
         if config.lmtp.socket:
             config.lmtp.socket = str(file.parent / config.lmtp.socket)
+    _check_templates(config, name)
     return config
+
+
+def _check_templates(config: Config, name: str) -> None:
+    """Templates an SLA names must exist now, not when its first escalation is sent."""
+    from .responses import template_dirs
+
+    dirs = template_dirs(config)
+    for index, rule in enumerate(config.sla):
+        wanted = [("warn_template", rule.warn_template)]
+        wanted += [
+            (f"escalation[{n}].template", lvl.template) for n, lvl in enumerate(rule.escalation)
+        ]
+        for key, template in wanted:
+            if not any((d / "mail" / "en" / f"{template}.txt.j2").is_file() for d in dirs):
+                raise ConfigError(
+                    f"{name}: sla[{index}] ({rule.name}).{key}: no template "
+                    f"mail/en/{template}.txt.j2 in {', '.join(str(d) for d in dirs)}"
+                )
 
 
 def _resolve_sqlite_path(url: str, base: Path) -> str:

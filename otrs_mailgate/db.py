@@ -13,7 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, literal_column
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    literal_column,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -179,11 +187,21 @@ def insert_ignore(session: Session, model: type[Base], **values: Any) -> bool:
     """INSERT that does nothing when a unique key already exists (both dialects);
     whether the row was new."""
     dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(model).values(**values).on_conflict_do_nothing()
-    # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
-    stmt = stmt.returning(literal_column("1"))
-    return session.connection().execute(stmt).first() is not None
+    key = (dialect, model.__tablename__, tuple(values))
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+        stmt = _IGNORING[key] = (
+            module.insert(model.__table__)
+            .values({name: bindparam(name) for name in values})
+            .on_conflict_do_nothing()
+            .returning(literal_column("1"))
+        )
+    return session.connection().execute(stmt, values).first() is not None
+
+
+_IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 # -- deferred inserts ---------------------------------------------------------------------

@@ -44,6 +44,11 @@ class PassResult:
     failed: int = 0
     next_at: dt.datetime | None = None  # the earliest instant still ahead
 
+    def __iadd__(self, other: PassResult) -> PassResult:
+        for name in ("unlocked", "reminded", "closed", "escalated", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
     @property
     def busy(self) -> bool:
         return bool(self.unlocked + self.reminded + self.closed + self.escalated + self.failed)
@@ -76,78 +81,87 @@ class Scheduler:
         if first is None or first > now:
             result.next_at = first
             return result
-        self._batches(lambda s: self._locks(s, now, result))
-        self._batches(lambda s: self._pending(s, now, result))
-        self._batches(lambda s: self._escalations(s, now, result))
+        for job in (self._locks, self._pending, self._escalations):
+            self._batches(partial(job, now=now), result)
         result.next_at = self.next_due()
         return result
 
-    def _batches(self, job: Callable[[Session], int]) -> None:
-        """Run a job's batches, each in its own transaction, until one comes back short."""
+    def _batches(self, job: Callable[..., tuple[int, PassResult]], result: PassResult) -> None:
+        """A job's batches, each its own transaction, until one comes back short.
+
+        A batch runs without savepoints first (one per ticket costs more than the
+        ticket's own work); if it fails for anything but the database, it is rolled
+        back and run again with one savepoint per ticket, so the bad ticket alone
+        is put aside.  Counts are added only for batches that committed.
+        """
         while True:
-            with db.transaction(self.pipeline.sessions) as session:
-                seen = job(session)
+            try:
+                with db.transaction(self.pipeline.sessions) as session:
+                    seen, done = job(session, careful=False)
+            except Exception as exc:
+                if isinstance(exc, db.TemporaryFailure):
+                    raise
+                log.warning("a scheduler batch failed (%s); again, one ticket at a time", exc)
+                with db.transaction(self.pipeline.sessions) as session:
+                    seen, done = job(session, careful=True)
+            result += done
             if seen < BATCH:
                 return
 
-    def _locks(self, session: Session, now: dt.datetime, result: PassResult) -> int:
+    def _locks(
+        self, session: Session, *, now: dt.datetime, careful: bool
+    ) -> tuple[int, PassResult]:
         released = locks.expire(session, now, BATCH)
-        result.unlocked += released
-        return released
+        return released, PassResult(unlocked=released)
 
-    def _pending(self, session: Session, now: dt.datetime, result: PassResult) -> int:
+    def _pending(
+        self, session: Session, *, now: dt.datetime, careful: bool
+    ) -> tuple[int, PassResult]:
+        done = PassResult()
         rows = pending.due(session, now, BATCH)
         for row in rows:
-            outcome = self._safely(
-                session,
-                row.id,
-                _T.c.pending_until,
-                now,
-                result,
-                partial(pending.handle, self.pipeline, session, row, now),
-            )
-            result.reminded += outcome == "reminded"
-            result.closed += outcome == "closed"
-        return len(rows)
+            handle = partial(pending.handle, self.pipeline, session, row, now)
+            outcome = _each(session, row.id, _T.c.pending_until, now, careful, done, handle)
+            done.reminded += outcome == "reminded"
+            done.closed += outcome == "closed"
+        return len(rows), done
 
-    def _escalations(self, session: Session, now: dt.datetime, result: PassResult) -> int:
-        conn = session.connection()
-        ids = conn.execute(_SEL_ESCALATING, {"now": now, "limit": BATCH}).scalars().all()
+    def _escalations(
+        self, session: Session, *, now: dt.datetime, careful: bool
+    ) -> tuple[int, PassResult]:
+        done = PassResult()
+        ids = session.execute(_SEL_ESCALATING, {"now": now, "limit": BATCH}).scalars().all()
         for ticket_id in ids:
-            fired = self._safely(
-                session,
-                ticket_id,
-                _T.c.escalation_at,
-                now,
-                result,
-                partial(escalations.visit, self.pipeline, session, ticket_id, now),
+            handle = partial(escalations.visit, self.pipeline, session, ticket_id, now)
+            done.escalated += (
+                _each(session, ticket_id, _T.c.escalation_at, now, careful, done, handle) or 0
             )
-            result.escalated += fired or 0
-        return len(ids)
+        return len(ids), done
 
-    def _safely(
-        self,
-        session: Session,
-        ticket_id: int,
-        column: Column[dt.datetime],
-        now: dt.datetime,
-        result: PassResult,
-        handle: Callable[[], T],
-    ) -> T | None:
-        """One ticket in a savepoint: a bug it triggers is logged and the ticket is put
-        back by RETRY_LATER instead of failing every ticket after it, pass after pass."""
-        try:
-            with session.begin_nested():
-                return handle()
-        except Exception as exc:
-            if db.is_temporary(exc):
-                raise  # the database, not this ticket: the whole pass tries again later
-            log.exception("ticket id %d: %s failed; trying again later", ticket_id, column.name)
-            result.failed += 1
-            session.execute(
-                update(_T).where(_T.c.id == ticket_id).values({column: now + RETRY_LATER})
-            )
-            return None
+
+def _each(
+    session: Session,
+    ticket_id: int,
+    column: Column[dt.datetime],
+    now: dt.datetime,
+    careful: bool,
+    done: PassResult,
+    handle: Callable[[], T],
+) -> T | None:
+    """One ticket.  Careful: in a savepoint, and a bug it triggers is logged and the
+    ticket put back by RETRY_LATER instead of failing every ticket after it."""
+    if not careful:
+        return handle()
+    try:
+        with session.begin_nested():
+            return handle()
+    except Exception as exc:
+        if db.is_temporary(exc):
+            raise  # the database, not this ticket: the whole pass tries again later
+        log.exception("ticket id %d: %s failed; trying again later", ticket_id, column.name)
+        done.failed += 1
+        session.execute(update(_T).where(_T.c.id == ticket_id).values({column: now + RETRY_LATER}))
+        return None
 
 
 _T = Ticket.__table__

@@ -116,11 +116,12 @@ def recompute(conn: Connection, config: Config, ticket_id: int) -> None:
 def store(
     conn: Connection, ticket_id: int, clocks: Iterable[Clock], next_at: dt.datetime | None
 ) -> None:
-    values: dict[str, dt.datetime | None] = {f"{name}_due": None for name in CLOCKS}
+    values: dict[str, object] = {f"{name}_due": None for name in CLOCKS}
     for clock in clocks:
         values[f"{clock.name}_due"] = clock.due
     values["escalation_at"] = next_at
-    conn.execute(update(Ticket).where(Ticket.id == ticket_id).values(**values))
+    values["_id"] = ticket_id
+    conn.execute(_UPD_DUE, values)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -128,6 +129,7 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 _T, _A = Ticket.__table__, Article.__table__
+_UPD_DUE = update(_T).where(_T.c.id == bindparam("_id"))
 # Locked: on PostgreSQL a scheduler pass and an ingest transaction take the ticket's
 # row in turn, so neither computes from instants the other is changing.
 SEL_TICKET = (
