@@ -24,6 +24,11 @@ if not CORPUS.is_dir():
     CORPUS = Path(os.environ.get("OTRS_MAILGATE_CORPUS", "../shared/corpus")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# A calendar that is always open, for SLA tests whose arithmetic should be plain minutes.
+ALWAYS_TOML = '[[calendar]]\nname = "always"\n[calendar.hours]\n' + "".join(
+    f'{day} = ["00:00-24:00"]\n' for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+)
+
 
 def need(condition: bool, reason: str) -> None:
     """Skip with reason on a developer's machine; fail under CI=true."""

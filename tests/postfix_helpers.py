@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 from otrs_mailgate import postfix
@@ -48,6 +50,11 @@ class Instance:
 
     def maildir(self, user: str) -> Path:
         return self.root / "mail" / user / "new"
+
+    def inbox(self, user: str) -> list[EmailMessage]:
+        """The mails delivered to a user, parsed, oldest first."""
+        files = sorted(self.maildir(user).glob("*"), key=lambda f: f.stat().st_mtime)
+        return [message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
 
     def log(self) -> str:
         path = self.root / "maillog"

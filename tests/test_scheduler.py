@@ -17,23 +17,14 @@ from otrs_mailgate.ingest import Item, Pipeline
 from otrs_mailgate.models import Escalation, Outbox, Ticket
 
 from cli_helpers import cli_process, write_config
-from helpers import mail
+from helpers import ALWAYS_TOML, mail
 from lmtp_helpers import RawLMTP, free_port
 from test_daemon import serve, start
 
 HOT = "hotline@example.com"
-SLA = """
-[[calendar]]
-name = "always"
-[calendar.hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-
+SLA = (
+    ALWAYS_TOML
+    + """
 [[sla]]
 name = "std"
 queues = ["Hotline"]
@@ -46,6 +37,7 @@ to = ["queue"]
 after = 30
 to = ["manager@boss.test"]
 """
+)
 
 
 def daemon_config(tmp_path: Path, db_url: str, port: int, name: str = "otrs-mailgate.toml") -> Path:

@@ -117,14 +117,14 @@ def test_escalation_config_errors(tmp_path) -> None:
     cfg = tmp_path / "c.toml"
     head = '[[queue]]\nname = "Q"\naddresses = ["q@x.test"]\n[[sla]]\nname = "s"\nqueues = ["Q"]\n'
     cfg.write_text(head + '[[sla.escalation]]\nto = ["Bad Name"]\n')
-    with pytest.raises(ConfigError, match="sla\\[0\\].escalation\\[0\\].to: .*use queue, owner"):
+    with pytest.raises(ConfigError, match=r"sla\[0\]\.escalation\[0\]\.to: .*use queue, owner"):
         load(cfg)
     cfg.write_text(head + "notify_before = 100\n")
-    with pytest.raises(ConfigError, match="sla\\[0\\].notify_before"):
+    with pytest.raises(ConfigError, match=r"sla\[0\]\.notify_before"):
         load(cfg)
     cfg.write_text(head + '[[sla.escalation]]\ntemplate = "nosuch"\n')
-    with pytest.raises(ConfigError, match="escalation\\[0\\].template: no template mail/en/nosuch"):
+    with pytest.raises(ConfigError, match=r"escalation\[0\]\.template: no template mail/en/nosuch"):
         load(cfg)
     cfg.write_text(head + "escalation = []\n")
-    with pytest.raises(ConfigError, match="sla\\[0\\].escalation"):
+    with pytest.raises(ConfigError, match=r"sla\[0\]\.escalation"):
         load(cfg)

@@ -16,21 +16,12 @@ from otrs_mailgate.ingest import Pipeline
 from otrs_mailgate.models import Escalation, Ticket
 
 from cli_helpers import cli, write_config
-from helpers import mail
+from helpers import ALWAYS_TOML, mail
 
 HOT = "hotline@example.com"
-SLA = """
-[[calendar]]
-name = "always"
-[calendar.hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-
+SLA = (
+    ALWAYS_TOML
+    + """
 [[sla]]
 name = "std"
 queues = ["Hotline"]
@@ -39,6 +30,7 @@ first_response = 60
 update = 120
 solution = 600
 """
+)
 H = dt.timedelta(hours=1)
 M = dt.timedelta(minutes=1)
 
