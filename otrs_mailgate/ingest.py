@@ -397,8 +397,9 @@ class Pipeline:
         )
         if not new:
             conn.execute(_UPD_TICKET_TOUCH, {"_id": ticket.id, "updated_at": utcnow()})
-        if ticket.state == "pending" and kind.kind == HUMAN:
-            self._wake_pending(session, ticket, notes)
+        if ticket.state == "pending" and kind.kind == HUMAN:  # an auto-reply leaves it waiting
+            self._open_again(session, ticket, "the customer wrote")
+            notes.append("pending ticket opened again")
         ticket_queue = self.config.queue_by_name(ticket.queue) or queue
         if new and ticket_queue.acknowledge:
             self._respond(session, ticket, mail, ticket_queue, kind, "acknowledgement", notes)
@@ -522,20 +523,7 @@ class Pipeline:
             notes.append(f"closed ticket not reopened: {kind.reason}")
             return ticket, None, False
         if action == "reopen":
-            session.connection().execute(
-                _UPD_TICKET_STATE,
-                {"_id": ticket.id, "state": "open", "closed_at": None, "updated_at": utcnow()},
-            )
-            history.append(
-                session,
-                ticket.id,
-                "StateUpdate",
-                "system",
-                old=ticket.state,
-                new="open",
-                reason="customer follow-up",
-            )
-            ticket.state = "open"
+            self._open_again(session, ticket, "customer follow-up")
             notes.append("reopened")
             return ticket, None, False
         if action == "new":
@@ -545,24 +533,23 @@ class Pipeline:
         history.append(session, ticket.id, "FollowUpRejected", "system", policy="reject")
         return ticket, None, True
 
-    def _wake_pending(self, session: Session, ticket: TicketRef, notes: list[str]) -> None:
-        """The customer answered a pending ticket: it is open again and its reminder is
-        void (OTRS's PostmasterFollowUpState); an auto-reply leaves it waiting."""
+    def _open_again(self, session: Session, ticket: TicketRef, reason: str) -> None:
+        """A closed ticket the customer took up again, or a pending one the customer
+        answered (OTRS's PostmasterFollowUpState): open, with no reminder left."""
         session.connection().execute(
             _UPD_TICKET_STATE,
-            {"_id": ticket.id, "state": "open", "pending_until": None, "updated_at": utcnow()},
+            {
+                "_id": ticket.id,
+                "state": "open",
+                "closed_at": None,
+                "pending_until": None,
+                "updated_at": utcnow(),
+            },
         )
         history.append(
-            session,
-            ticket.id,
-            "StateUpdate",
-            "system",
-            old="pending",
-            new="open",
-            reason="the customer wrote",
+            session, ticket.id, "StateUpdate", "system", old=ticket.state, new="open", reason=reason
         )
         ticket.state = "open"
-        notes.append("pending ticket opened again")
 
     def _new_ticket(
         self,

@@ -9,6 +9,8 @@ import email
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import policy
 from pathlib import Path
 
@@ -20,10 +22,11 @@ from otrs_mailgate.config import load
 from otrs_mailgate.models import Article, Ticket
 from otrs_mailgate.outbox import dkim_keygen
 
+from agent_helpers import SigningDomain
 from cli_helpers import ROOT, cli
 from helpers import ALWAYS_TOML
 from lmtp_helpers import free_port
-from postfix_helpers import instance, require_postfix, wait_for
+from postfix_helpers import Instance, instance, require_postfix, wait_for
 from test_daemon import start
 
 HOT = "hotline@example.com"
@@ -219,19 +222,18 @@ acknowledge = false
     assert kills == 2
 
 
-def test_agent_works_a_ticket_by_mail_through_postfix(tmp_path: Path, db_url: str) -> None:
-    """Customer mail -> notification in the agent's Maildir -> the agent answers it with a
-    DKIM-signed mail carrying `close` -> the customer gets the answer, the agent a transcript."""
-    import smtplib
-
-    from agent_helpers import SigningDomain, agent_mail
-
+@contextmanager
+def alice_desk(
+    tmp_path: Path, db_url: str, more: str = ""
+) -> Iterator[tuple[Instance, SigningDomain, Path]]:
+    """Postfix with Maildirs for the customer and agent alice (rw on Hotline, DKIM key
+    pinned), and `serve` delivering to it; yields (postfix, alice's signer, config)."""
     require_postfix()
     signer = SigningDomain("agents.test", "desk")
     keys = tmp_path / "agent-keys"
     keys.write_text(f"desk._domainkey.agents.test {signer.txt.decode()}\n")
     lmtp_port = free_port()
-    cfg_text = daemon_config(db_url, lmtp_port, more=f'[agents]\ndkim_keys = "{keys}"')
+    cfg_text = daemon_config(db_url, lmtp_port, more=f'[agents]\ndkim_keys = "{keys}"\n' + more)
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     for args in (
@@ -243,55 +245,64 @@ def test_agent_works_a_ticket_by_mail_through_postfix(tmp_path: Path, db_url: st
         cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
         daemon = start(cfg, lmtp_port)
         try:
-            sent = pf.swaks(
-                "--from",
-                "cus@customer.test",
-                "--to",
-                HOT,
-                "--header",
-                "Subject: Printer on fire",
-                "--body",
-                "It burns.",
-            )
-            assert sent.returncode == 0, sent.stdout + sent.stderr
-            [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
-            note_file = wait_for(
-                lambda: list(pf.maildir("alice").glob("*")), 60, "the notification"
-            )[0]
-            note = email.message_from_bytes(note_file.read_bytes(), policy=policy.default)
-            assert str(note["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
-            reply_to = str(note["Reply-To"])
-            raw = signer.sign(
-                agent_mail(
-                    "alice@agents.test",
-                    reply_to,
-                    f"Re: [Ticket#{number} close] Printer on fire",
-                    "Replaced the fuser. It works again.",
-                )
-            )
-            with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
-                smtp.sendmail("alice@agents.test", [reply_to], raw)
-            wait_for(
-                lambda: len(list(pf.maildir("cus").glob("*"))) == 2,
-                60,
-                "the answer to the customer",
-            )
-            wait_for(lambda: len(list(pf.maildir("alice").glob("*"))) == 2, 60, "the transcript")
-            [answer] = [m for m in pf.inbox("cus") if "Replaced the fuser" in m.get_content()]
-            assert str(answer["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
-            assert "hotline+" not in answer.as_string()
-            [transcript] = [
-                m for m in pf.inbox("alice") if str(m["Subject"]).strip().startswith("Processed:")
-            ]
-            assert "> close\n  closed" in transcript.get_content().replace("\r\n", "\n")
-            engine = create_engine(db_url)
-            with engine.connect() as conn:
-                state = conn.execute(select(Ticket.state).where(Ticket.id == ticket_id)).scalar()
-            engine.dispose()
-            assert state == "closed"
+            yield pf, signer, cfg
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
+
+
+def test_agent_works_a_ticket_by_mail_through_postfix(tmp_path: Path, db_url: str) -> None:
+    """Customer mail -> notification in the agent's Maildir -> the agent answers it with a
+    DKIM-signed mail carrying `close` -> the customer gets the answer, the agent a transcript."""
+    import smtplib
+
+    from agent_helpers import agent_mail
+
+    with alice_desk(tmp_path, db_url) as (pf, signer, _):
+        sent = pf.swaks(
+            "--from",
+            "cus@customer.test",
+            "--to",
+            HOT,
+            "--header",
+            "Subject: Printer on fire",
+            "--body",
+            "It burns.",
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
+        note_file = wait_for(lambda: list(pf.maildir("alice").glob("*")), 60, "the notification")[0]
+        note = email.message_from_bytes(note_file.read_bytes(), policy=policy.default)
+        assert str(note["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
+        reply_to = str(note["Reply-To"])
+        raw = signer.sign(
+            agent_mail(
+                "alice@agents.test",
+                reply_to,
+                f"Re: [Ticket#{number} close] Printer on fire",
+                "Replaced the fuser. It works again.",
+            )
+        )
+        with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
+            smtp.sendmail("alice@agents.test", [reply_to], raw)
+        wait_for(
+            lambda: len(list(pf.maildir("cus").glob("*"))) == 2,
+            60,
+            "the answer to the customer",
+        )
+        wait_for(lambda: len(list(pf.maildir("alice").glob("*"))) == 2, 60, "the transcript")
+        [answer] = [m for m in pf.inbox("cus") if "Replaced the fuser" in m.get_content()]
+        assert str(answer["Subject"]).strip() == f"[Ticket#{number}] Printer on fire"
+        assert "hotline+" not in answer.as_string()
+        [transcript] = [
+            m for m in pf.inbox("alice") if str(m["Subject"]).strip().startswith("Processed:")
+        ]
+        assert "> close\n  closed" in transcript.get_content().replace("\r\n", "\n")
+        engine = create_engine(db_url)
+        with engine.connect() as conn:
+            state = conn.execute(select(Ticket.state).where(Ticket.id == ticket_id)).scalar()
+        engine.dispose()
+        assert state == "closed"
 
 
 def test_escalation_reaches_the_agent_through_postfix_and_its_reply_works(
@@ -302,69 +313,50 @@ def test_escalation_reaches_the_agent_through_postfix_and_its_reply_works(
     import datetime as dt
     import smtplib
 
-    from agent_helpers import SigningDomain, agent_mail
+    from agent_helpers import agent_mail
 
-    require_postfix()
-    signer = SigningDomain("agents.test", "desk")
-    keys = tmp_path / "agent-keys"
-    keys.write_text(f"desk._domainkey.agents.test {signer.txt.decode()}\n")
     sla = (
         ALWAYS_TOML
         + '[[sla]]\nname = "fast"\nqueues = ["Hotline"]\ncalendar = "always"\n'
         + "first_response = 1\nnotify_before = 0\n"
     )
-    lmtp_port = free_port()
-    cfg_text = daemon_config(db_url, lmtp_port, more=f'[agents]\ndkim_keys = "{keys}"\n' + sla)
-    cfg = tmp_path / "otrs-mailgate.toml"
-    cfg.write_text(cfg_text.replace("PORT", "25"))
-    for args in (
-        ("agent", "add", "alice", "alice@agents.test"),
-        ("queue", "grant", "Hotline", "alice", "rw"),
-    ):
-        assert cli(cfg, *args).returncode == 0
-    with instance(load(cfg), ["cus@customer.test", "alice@agents.test"]) as pf:
-        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
-        daemon = start(cfg, lmtp_port)
-        try:
-            sent = pf.swaks("--from", "cus@customer.test", "--to", HOT, "--header", "Subject: Down")
-            assert sent.returncode == 0, sent.stdout + sent.stderr
-            [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
-            wait_for(lambda: pf.inbox("alice"), 60, "the notification")
-            later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).isoformat()
-            check = cli(cfg, "escalations", "check", "--now", later)
-            assert check.stdout.decode().startswith("1 escalation(s) fired"), check
-            escalated = wait_for(
-                lambda: [m for m in pf.inbox("alice") if "Escalation 1" in str(m["Subject"])],
-                60,
-                "the escalation",
-            )[0]
-            assert str(escalated["Subject"]).strip() == (
-                f"[Ticket#{number}] Escalation 1 (first response): Down"
+    with alice_desk(tmp_path, db_url, sla) as (pf, signer, cfg):
+        sent = pf.swaks("--from", "cus@customer.test", "--to", HOT, "--header", "Subject: Down")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
+        wait_for(lambda: pf.inbox("alice"), 60, "the notification")
+        later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).isoformat()
+        check = cli(cfg, "escalations", "check", "--now", later)
+        assert check.stdout.decode().startswith("1 escalation(s) fired"), check
+        escalated = wait_for(
+            lambda: [m for m in pf.inbox("alice") if "Escalation 1" in str(m["Subject"])],
+            60,
+            "the escalation",
+        )[0]
+        assert str(escalated["Subject"]).strip() == (
+            f"[Ticket#{number}] Escalation 1 (first response): Down"
+        )
+        assert escalated["Auto-Submitted"] == "auto-generated"
+        raw = signer.sign(
+            agent_mail(
+                "alice@agents.test",
+                str(escalated["Reply-To"]),
+                f"Re: [Ticket#{number} take note] Escalation 1 (first response): Down",
+                "Mine.",
             )
-            assert escalated["Auto-Submitted"] == "auto-generated"
-            raw = signer.sign(
-                agent_mail(
-                    "alice@agents.test",
-                    str(escalated["Reply-To"]),
-                    f"Re: [Ticket#{number} take note] Escalation 1 (first response): Down",
-                    "Mine.",
-                )
-            )
-            with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
-                smtp.sendmail("alice@agents.test", [str(escalated["Reply-To"])], raw)
-            wait_for(
-                lambda: [m for m in pf.inbox("alice") if str(m["Subject"]).startswith("Processed")],
-                60,
-                "the transcript",
-            )
-            engine = create_engine(db_url)
-            with engine.connect() as conn:
-                owner = conn.execute(select(Ticket.owner_id).where(Ticket.id == ticket_id))
-                assert owner.scalar() is not None
-            engine.dispose()
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
+        )
+        with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
+            smtp.sendmail("alice@agents.test", [str(escalated["Reply-To"])], raw)
+        wait_for(
+            lambda: [m for m in pf.inbox("alice") if str(m["Subject"]).startswith("Processed")],
+            60,
+            "the transcript",
+        )
+        engine = create_engine(db_url)
+        with engine.connect() as conn:
+            owner = conn.execute(select(Ticket.owner_id).where(Ticket.id == ticket_id))
+            assert owner.scalar() is not None
+        engine.dispose()
 
 
 ROBOT = """#!/usr/bin/python3
