@@ -84,30 +84,65 @@ def aligned(domain: str, from_domain: str) -> bool:
     return from_domain == domain or (from_domain.endswith("." + domain) and "." in domain)
 
 
-def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, str]:
-    """(an aligned signature verifies, what was found) over every DKIM-Signature."""
+@dataclass(frozen=True)
+class Signature:
+    """One DKIM-Signature and what became of it (RFC 8601 result words)."""
+
+    domain: str
+    selector: str
+    result: str  # pass | fail | permerror | temperror
+    reason: str = ""
+
+
+def signatures(raw: bytes, dnsfunc: DNSFunc) -> list[Signature]:
+    """Every DKIM-Signature of a message, verified; [] when it has none.  A message
+    dkimpy cannot read at all gives one permerror."""
     try:
         checker = dkim.DKIM(raw, timeout=5)
         count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
-    except Exception as exc:  # a message dkimpy cannot even read
-        return False, f"DKIM: the message cannot be checked ({exc})"
-    if not count:
-        return False, "DKIM: the mail is not signed"
-    seen = []
+    except Exception as exc:
+        return [Signature("", "", "permerror", f"the message cannot be checked ({exc})")]
+    found = []
     for idx in range(count):
         try:
             ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
-        except dkim.DKIMException as exc:
-            signer = (checker.domain or b"?").decode("ascii", "replace")
-            seen.append(f"d={signer} fails: {exc}")
-            continue
-        signer = (checker.domain or b"").decode("ascii", "replace")
-        if ok and aligned(signer, from_domain):
-            return True, f"DKIM pass, d={signer}"
-        seen.append(
-            f"d={signer} " + ("passes but is not aligned with " + from_domain if ok else "fails")
+            result, reason = ("pass", "") if ok else ("fail", "signature does not verify")
+        except dkim.ValidationError as exc:  # e.g. the body hash does not match
+            result, reason = "fail", str(exc)
+        except dkim.DKIMException as exc:  # no usable key, a malformed signature
+            result, reason = "permerror", str(exc)
+        except Exception as exc:  # DNS trouble: worth trying again later
+            result, reason = "temperror", f"{type(exc).__name__}: {exc}"
+        found.append(
+            Signature(
+                (checker.domain or b"").decode("ascii", "replace"),
+                (checker.selector or b"").decode("ascii", "replace"),
+                result,
+                reason,
+            )
         )
+    return found
+
+
+def dkim_verdict(found: list[Signature], from_domain: str) -> tuple[bool, str]:
+    """(an aligned signature passes, what was found)."""
+    if not found:
+        return False, "DKIM: the mail is not signed"
+    seen = []
+    for sig in found:
+        if sig.result == "pass" and aligned(sig.domain, from_domain):
+            return True, f"DKIM pass, d={sig.domain}"
+        if sig.result == "pass":
+            seen.append(f"d={sig.domain} passes but is not aligned with {from_domain}")
+        else:
+            word = "fails" if sig.result == "fail" else sig.result
+            seen.append(f"d={sig.domain or '?'} {word}: {sig.reason}")
     return False, "DKIM: " + "; ".join(seen)
+
+
+def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, str]:
+    """(an aligned signature verifies, what was found) over every DKIM-Signature."""
+    return dkim_verdict(signatures(raw, dnsfunc), from_domain)
 
 
 def trusted_results(mail: ParsedMail, authserv_id: str, from_domain: str) -> tuple[bool, str]:
@@ -132,14 +167,8 @@ def trusted_results(mail: ParsedMail, authserv_id: str, from_domain: str) -> tup
     return False, f"no Authentication-Results of {authserv_id} with an aligned dkim=pass"
 
 
-def check(
-    conn: Connection,
-    config: AgentsConfig,
-    mail: ParsedMail,
-    token_text: str,
-    now: dt.datetime,
-    dnsfunc: DNSFunc,
-) -> Verdict:
+def check_token(conn: Connection, token_text: str, now: dt.datetime) -> Verdict:
+    """What the reply address alone says: a token of ours, for an enabled agent, valid."""
     claimed = tokens.peek(token_text)
     if claimed is None:
         return Verdict(None, None, ["the reply address carries no valid token"])
@@ -154,15 +183,36 @@ def check(
         verdict.reasons.append(str(exc))
     if not agent.enabled:
         verdict.reasons.append(f"agent {agent.login} is disabled")
+    return verdict
+
+
+def check(
+    conn: Connection,
+    config: AgentsConfig,
+    mail: ParsedMail,
+    token_text: str,
+    now: dt.datetime,
+    dnsfunc: DNSFunc,
+    dkim_checked: tuple[bool, str] | None = None,
+) -> Verdict:
+    """Every check; dkim_checked is a verdict already reached on these bytes (the
+    milter's, before it has written its Authentication-Results)."""
+    verdict = check_token(conn, token_text, now)
+    agent = verdict.agent
+    if agent is None:
+        return verdict
     froms = [a for a in email.utils.getaddresses(raw_headers_of(mail, "From")) if "@" in a[1]]
     if len(froms) != 1 or froms[0][1].strip().lower() != agent.address:
         shown = mail.from_addr or "(none)"
         verdict.reasons.append(f"From is {shown}, not the agent's address {agent.address}")
     if config.dkim == "required":
         from_domain = (mail.from_addr or "").rpartition("@")[2]
-        passed, why = trusted_results(mail, config.authserv_id, from_domain)
-        if not passed:
-            passed, why = dkim_result(mail.raw, from_domain, dnsfunc)
+        if dkim_checked is not None:
+            passed, why = dkim_checked
+        else:
+            passed, why = trusted_results(mail, config.authserv_id, from_domain)
+            if not passed:
+                passed, why = dkim_result(mail.raw, from_domain, dnsfunc)
         if not passed:
             verdict.reasons.append(f"{why} (policy: dkim = required)")
     if not mail.message_id:

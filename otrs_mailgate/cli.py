@@ -106,10 +106,19 @@ def init(ctx: Ctx) -> None:
 @main.command()
 @pass_ctx
 def serve(ctx: Ctx) -> None:
-    """Run the daemon: LMTP server, group commit, outbox sender."""
+    """Run the daemon: LMTP server, group commit, outbox sender, scheduler, milter."""
     from .daemon import serve as run
 
     sys.exit(run(ctx.config_path, ctx.config))
+
+
+@main.command()
+@pass_ctx
+def milter(ctx: Ctx) -> None:
+    """Run only the milter (Postfix's smtpd_milters), e.g. on a separate MX host."""
+    from .daemon import milter_only
+
+    sys.exit(milter_only(ctx.config_path, ctx.config))
 
 
 @main.group()

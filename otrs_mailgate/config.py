@@ -76,6 +76,25 @@ class LMTPConfig(_Section):
     workers: int = Field(0, ge=0, le=64)
 
 
+class MilterConfig(_Section):
+    """The milter Postfix asks while the sender is still connected (smtpd_milters)."""
+
+    enabled: bool = True  # `serve` runs it beside the LMTP server
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=1, le=65535)
+    socket: str = ""  # a UNIX socket path instead of host/port
+    # Each check can be turned off; see the README for the SMTP reply each gives.
+    dkim: bool = True  # verify, write our Authentication-Results, drop forged ones
+    tokens: bool = True  # refuse bad command mail to agents' reply addresses
+    loops: bool = True  # refuse mail carrying our own X-Loop
+    size: bool = True  # refuse mail over its queue's size limit
+    new_tickets: bool = True  # queues with new_tickets = "reject": refuse unknown senders
+    ticket_header: bool = True  # X-OTRS-Mailgate-Ticket on mail that follows up a ticket
+    # Mails to our addresses an hour from one envelope sender / one client IP (0: any).
+    max_per_hour_sender: int = Field(100, ge=0)
+    max_per_hour_client: int = Field(500, ge=0)
+
+
 class SMTPConfig(_Section):
     """Where the outbox sends mail: the local MTA."""
 
@@ -280,6 +299,15 @@ class QueueConfig(_Section):
     # When a pending ticket's time is up: remind its owner (or the queue) and open it
     # again, or close it and tell the customer (OTRS: pending auto close).
     pending: Literal["remind", "close"] = "remind"
+    # Larger mail to this queue is refused (0: lmtp.max_message_size).
+    max_message_size: int = Field(0, ge=0)
+    # What the milter answers (550 5.7.1) a new sender when new_tickets = "reject".
+    reject_text: str = Field(
+        "This address takes no new requests; please use our contact form.",
+        min_length=1,
+        max_length=400,
+        pattern=r"^[^\r\n]*$",
+    )
     # What the customer is told by mail when an agent's command does it (without a
     # reply in the same mail): any of closed, pending, reopened, merged, moved.
     tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [
@@ -304,6 +332,7 @@ class Config(_Section):
     ticket: TicketConfig = TicketConfig()
     database: DatabaseConfig = DatabaseConfig()
     lmtp: LMTPConfig = LMTPConfig()
+    milter: MilterConfig = MilterConfig()
     smtp: SMTPConfig = SMTPConfig()
     dkim: DKIMConfig = DKIMConfig()
     agents: AgentsConfig = AgentsConfig()
@@ -350,6 +379,15 @@ class Config(_Section):
     def sla_for(self, queue: str, priority: int) -> SLAConfig | None:
         """The first SLA naming this queue and priority."""
         return next((s for s in self.sla if queue in s.queues and priority in s.priorities), None)
+
+    def size_limit(self, queue: QueueConfig) -> int:
+        return queue.max_message_size or self.lmtp.max_message_size
+
+    @property
+    def authserv_id(self) -> str:
+        """The authserv-id our milter writes: the one the daemon is told to trust, else
+        our domain (then the daemon trusts none and checks DKIM itself)."""
+        return self.agents.authserv_id or self.system.domain
 
     def queue_by_name(self, name: str) -> QueueConfig | None:
         return next((q for q in self.queue if q.name == name), None)
@@ -410,6 +448,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             config.agents.dkim_keys = str(file.parent / config.agents.dkim_keys)
         if config.lmtp.socket:
             config.lmtp.socket = str(file.parent / config.lmtp.socket)
+        if config.milter.socket:
+            config.milter.socket = str(file.parent / config.milter.socket)
     _check_templates(config, name)
     return config
 

@@ -1,4 +1,4 @@
-"""`otrs-mailgate serve`: the LMTP server, group committer, outbox sender and scheduler on one loop.
+"""`otrs-mailgate serve`: LMTP server, group committer, outbox sender, scheduler, milter: one loop.
 
 SIGTERM/SIGINT: stop accepting, let sessions in flight finish (their commits
 included), then exit 0.  SIGHUP: read the config again (queues, templates,
@@ -20,6 +20,7 @@ from . import db
 from .committer import GroupCommitter
 from .ingest import Pipeline
 from .lmtp import Handler, controller
+from .milter import MilterServer
 from .models import utcnow
 from .outbox import Sender
 from .scheduler import Scheduler
@@ -138,6 +139,12 @@ class Daemon:
             where,
             self.engine.url.render_as_string(hide_password=True),
         )
+        milter = None
+        if self.config.milter.enabled:
+            mc = self.config.milter
+            milter = MilterServer(self.pipeline)
+            await milter.start(mc.host, mc.port, mc.socket)
+            log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
         outbox_task = asyncio.create_task(self.outbox_loop())
         scheduler_task = asyncio.create_task(self.scheduler_loop())
         await self.stopping.wait()
@@ -147,6 +154,8 @@ class Daemon:
         deadline = loop.time() + STOP_TIMEOUT
         while self.handler.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if milter is not None:
+            await milter.stop()
         await self.committer.stop()
         outbox_task.cancel()
         scheduler_task.cancel()
@@ -163,5 +172,28 @@ def serve(config_path: str | None, config: config_mod.Config) -> int:
         nonlocal daemon
         daemon = Daemon(config_path, config)
         return await daemon.run()
+
+    return asyncio.run(main())
+
+
+def milter_only(config_path: str | None, config: config_mod.Config) -> int:
+    """`otrs-mailgate milter`: the milter without the rest (e.g. on the MX host)."""
+    setup_logging()
+
+    async def main() -> int:
+        pipeline = Pipeline(config)
+        server = MilterServer(pipeline)
+        mc = config.milter
+        await server.start(mc.host, mc.port, mc.socket)
+        log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        await server.stop()
+        pipeline.engine.dispose()
+        log.info("milter stopped")
+        return 0
 
     return asyncio.run(main())

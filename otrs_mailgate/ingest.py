@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -330,10 +331,13 @@ class Pipeline:
             return None
         return filters.decide(self.config, mail)
 
+    def dkim_dns(self) -> auth.DNSFunc:
+        """DKIM key lookups: the pinned keys first, then DNS (or the tests' stand-in)."""
+        return auth.dns_with_pins(self._pinned_keys, self.dns)
+
     def _authenticate(self, conn: Connection, mail: ParsedMail, token: str) -> auth.Verdict:
         """auth.check, plus: the ticket the token names is the one the subject names."""
-        dns = auth.dns_with_pins(self._pinned_keys, self.dns)
-        verdict = auth.check(conn, self.config.agents, mail, token, utcnow(), dns)
+        verdict = auth.check(conn, self.config.agents, mail, token, utcnow(), self.dkim_dns())
         if verdict.token is None:
             return verdict
         number = conn.execute(_SEL_NUMBER, {"id": verdict.token.ticket_id}).scalar()
@@ -376,7 +380,7 @@ class Pipeline:
         new = ticket is None
         if new and kind.kind != HUMAN and not queue.auto_tickets:
             return _keep_raw(conn, mail, queue, recipient_key, f"machine mail ({kind.reason})")
-        if new and queue.new_tickets == "reject" and not self._is_customer(conn, mail):
+        if new and queue.new_tickets == "reject" and not self.is_customer(conn, mail):
             self._reject_new(session, mail, queue, kind, notes)
             result = _keep_raw(conn, mail, queue, recipient_key, "mail from a new sender")
             result.notes[:0] = notes
@@ -478,8 +482,15 @@ class Pipeline:
         )
 
     def _match(self, session: Session, mail: ParsedMail) -> TicketRef | None:
-        """Subject tag (valid check digit, ticket exists), then In-Reply-To/References."""
         conn = session.connection()
+        ticket_id = self.match_id(conn, mail, db.deferred(session, _M))
+        return None if ticket_id is None else self.load_ticket(conn, ticket_id)
+
+    def match_id(
+        self, conn: Connection, mail: ParsedMail, pending: Iterable[dict[str, Any]] = ()
+    ) -> int | None:
+        """The ticket a mail follows up: its subject tag (valid check digit, ticket exists),
+        else In-Reply-To/References, also those of mail written earlier in this batch."""
         ticket_id = None
         numbers = [tag.number for tag in self.tags.find(mail.subject)]
         if numbers:
@@ -490,12 +501,15 @@ class Pipeline:
             refs = [r for r in dict.fromkeys(refs) if r][:50]
             if refs:
                 rows = dict(conn.execute(_SEL_REFS, {"ids": refs}).all())
-                wanted = set(refs)  # and references written earlier in this batch
-                for row in db.deferred(session, _M):
+                wanted = set(refs)
+                for row in pending:
                     if row["message_id"] in wanted:
                         rows.setdefault(row["message_id"], row["ticket_id"])
                 ticket_id = next((rows[r] for r in refs if r in rows), None)
-        return None if ticket_id is None else self.load_ticket(conn, ticket_id)
+        return ticket_id
+
+    def number_of(self, conn: Connection, ticket_id: int) -> str | None:
+        return conn.execute(_SEL_NUMBER, {"id": ticket_id}).scalar()
 
     def load_ticket(self, conn: Connection, ticket_id: int) -> TicketRef:
         """A ticket locked FOR UPDATE, following merges to the ticket that lives on."""
@@ -747,7 +761,7 @@ class Pipeline:
             return f"loop limit: {limit} automatic answers to {to} in the last 24 hours"
         return ""
 
-    def _is_customer(self, conn: Connection, mail: ParsedMail) -> bool:
+    def is_customer(self, conn: Connection, mail: ParsedMail) -> bool:
         found = conn.execute(_SEL_CUSTOMER, {"a": (mail.from_addr or "")[:320]}).first()
         return found is not None
 

@@ -41,6 +41,8 @@ language = "de"
 {extra}
 """
     )
+    if "[milter]" not in extra:  # a port of its own: tests run several daemons at once
+        path.write_text(path.read_text() + f"\n[milter]\nport = {free_port()}\n")
     return path
 
 

@@ -26,6 +26,7 @@ def free_port() -> int:
 def running(config: Config) -> Iterator[Daemon]:
     config.lmtp.port = free_port()
     config.smtp.port = free_port()  # nothing listens: the outbox just defers
+    config.milter.port = free_port()
     loop = asyncio.new_event_loop()
     holder: dict[str, Daemon] = {}
 

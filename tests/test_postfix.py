@@ -33,7 +33,13 @@ HOT = "hotline@example.com"
 
 
 def daemon_config(
-    db_url: str, lmtp_port: int, *, system: str = "", smtp: str = "", more: str = ""
+    db_url: str,
+    lmtp_port: int,
+    *,
+    system: str = "",
+    smtp: str = "",
+    more: str = "",
+    milter_port: int = 0,
 ) -> str:
     """The daemon's config for these tests; PORT stands for Postfix's SMTP port, known only
     once the instance runs (until then 25, which the config needs to load)."""
@@ -45,6 +51,8 @@ domain = "mailgate.test"
 url = "{db_url}"
 [lmtp]
 port = {lmtp_port}
+[milter]
+port = {milter_port or free_port()}
 [smtp]
 port = PORT
 {smtp}
@@ -173,6 +181,8 @@ def test_kill_9_twice_under_smtp_source_load(tmp_path: Path, db_url: str) -> Non
 url = "{db_url}"
 [lmtp]
 port = {lmtp_port}
+[milter]
+port = {free_port()}
 [smtp]
 port = {free_port()}
 [[queue]]

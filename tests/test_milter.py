@@ -1,0 +1,215 @@
+"""The milter, driven by miltertest (Debian's libmilter test driver) with the Lua scripts in
+tests/milter/: every check with the reply the SMTP client would see."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from otrs_mailgate import agents, db, smtpchecks, tokens
+from otrs_mailgate.config import load
+from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.milter import MilterServer
+from otrs_mailgate.models import Ticket
+
+from agent_helpers import SigningDomain, agent_mail
+from cli_helpers import cli_process, write_config
+from helpers import mail, need
+from lmtp_helpers import free_port
+
+SCRIPTS = Path(__file__).resolve().parent / "milter"
+AUTHSERV = "mx.mailgate.test"
+REJECT_TEXT = "Sales takes no new requests by mail; please call us."
+QUEUES = f"""
+[agents]
+authserv_id = "{AUTHSERV}"
+dkim_keys = "agent-keys"
+
+[milter]
+port = PORT
+max_per_hour_sender = 3
+
+[[queue]]
+name = "Sales"
+addresses = ["sales@example.com"]
+new_tickets = "reject"
+reject_text = "{REJECT_TEXT}"
+"""
+
+
+class Milter:
+    """The milter of a test: its server in a thread of its own, data to talk about."""
+
+    def __init__(self, tmp_path: Path, db_url: str) -> None:
+        need(shutil.which("miltertest") is not None, "miltertest is not installed")
+        self.tmp = tmp_path
+        self.port = free_port()
+        self.signer = SigningDomain()
+        (tmp_path / "agent-keys").write_text(
+            f"desk._domainkey.agents.test {self.signer.txt.decode()}\n"
+        )
+        self.cfg = write_config(
+            tmp_path / "otrs-mailgate.toml", db_url, QUEUES.replace("PORT", str(self.port))
+        )
+        text = self.cfg.read_text().replace(
+            'addresses = ["hotline@example.com"]',
+            'addresses = ["hotline@example.com"]\nmax_message_size = 4096',
+        )
+        self.cfg.write_text(text)
+        self.pipeline = Pipeline(load(self.cfg))
+        self.pipeline.ensure_queues()
+        with db.transaction(self.pipeline.sessions) as s:
+            alice = agents.add(s, "alice", "alice@agents.test", "Alice", [])
+            agents.grant(s, self.pipeline.queue_id("Hotline"), "alice", "rw")
+        self.number = self.pipeline.deliver_one(
+            mail("Printer", sender="cus@customer.test"), "hotline@example.com"
+        ).ticket_number
+        with self.pipeline.sessions() as s:
+            ticket_id = s.execute(select(Ticket.id).where(Ticket.number == self.number)).scalar()
+        expires = dt.date.today() + dt.timedelta(days=30)
+        token = tokens.make(alice.secret, alice.id, ticket_id, "command", expires)
+        self.token_address = tokens.address("hotline@example.com", token)
+
+    def file(self, name: str, raw: bytes) -> str:
+        path = self.tmp / name
+        path.write_bytes(raw)
+        return str(path)
+
+    def run(self, script: str, **params: str) -> str:
+        args = ["miltertest", "-D", f"port={self.port}", "-D", f"lib={SCRIPTS / 'lib.lua'}"]
+        for name, value in params.items():
+            args += ["-D", f"{name}={value}"]
+        proc = subprocess.run(
+            [*args, "-s", str(SCRIPTS / script)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, f"{script}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+
+@pytest.fixture
+def milter(tmp_path: Path, db_url: str) -> Iterator[Milter]:
+    """The milter server in a thread with its own event loop, as `serve` runs it."""
+    m = Milter(tmp_path, db_url)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = MilterServer(m.pipeline)
+    asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", m.port), loop).result(10)
+    yield m
+    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    m.pipeline.engine.dispose()
+
+
+def signed(m: Milter, sender: str, to: str, subject: str, body: str = "Fixed.\n") -> bytes:
+    return m.signer.sign(agent_mail(sender, to, subject, body))
+
+
+def test_dkim_results_replace_forged_ones(milter: Milter) -> None:
+    forged = {"Authentication-Results": f"{AUTHSERV}; dkim=pass header.d=agents.test"}
+    good = milter.signer.sign(
+        agent_mail("alice@agents.test", "hotline@example.com", "Hello", "Hi.\n", headers=forged)
+    )
+    milter.run(
+        "dkim.lua",
+        authserv=AUTHSERV,
+        signed=milter.file("signed.eml", good),
+        tampered=milter.file("tampered.eml", good.replace(b"Hi.", b"Hi!")),
+        unsigned=milter.file("unsigned.eml", mail("Hello", sender="alice@agents.test")),
+    )
+
+
+def test_command_mail_to_a_reply_address(milter: Milter) -> None:
+    subject = f"Re: [Ticket#{milter.number} note] Printer"
+    milter.run(
+        "token.lua",
+        token_address=milter.token_address,
+        forged=milter.file("forged.eml", agent_mail("bob@agents.test", "x", subject, "Mine.\n")),
+        good=milter.file("good.eml", signed(milter, "alice@agents.test", "x", subject)),
+        reason="From is bob@agents.test, not the agent's address alice@agents.test; "
+        "DKIM: the mail is not signed (policy: dkim = required)",
+    )
+
+
+def test_our_own_x_loop_is_refused(milter: Milter) -> None:
+    milter.run("loop.lua")
+
+
+def test_size_limit_of_the_queue(milter: Milter) -> None:
+    milter.run("size.lua")
+
+
+def test_too_many_mails_from_one_sender_tempfail(milter: Milter) -> None:
+    milter.run(
+        "rate.lua", plain=milter.file("plain.eml", mail("Again", sender="busy@customer.test"))
+    )
+
+
+def test_queue_without_new_tickets_refuses_strangers(milter: Milter) -> None:
+    followup = mail(
+        f"Re: [Ticket#{milter.number}] Printer",
+        sender="stranger@else.test",
+        to="sales@example.com",
+        headers={"X-OTRS-Mailgate-Ticket": "2026010110000019"},
+    )
+    milter.run(
+        "newtickets.lua",
+        reject_text=REJECT_TEXT,
+        number=milter.number,
+        stranger=milter.file("s.eml", mail("Offer", sender="stranger@else.test")),
+        customer=milter.file("c.eml", mail("Offer", sender="cus@customer.test")),
+        followup=milter.file("f.eml", followup),
+    )
+
+
+def test_a_crashing_check_tempfails_only_that_message(milter: Milter, monkeypatch) -> None:
+    real = smtpchecks.Message._end
+    calls = []
+
+    def end(self):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a check")
+        return real(self)
+
+    monkeypatch.setattr(smtpchecks.Message, "_end", end)
+    milter.run("crash.lua", plain=milter.file("plain.eml", mail("Hello")))
+    assert len(calls) == 2
+
+
+def test_many_connections_at_once(milter: Milter) -> None:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        runs = [pool.submit(milter.run, "loop.lua") for _ in range(40)]
+        for run in runs:
+            run.result()  # every one got its own, right answers
+
+
+def test_otrs_mailgate_milter_runs_alone_and_stops_on_sigterm(tmp_path: Path, db_url: str) -> None:
+    m = Milter(tmp_path, db_url)
+    proc = cli_process(m.cfg, "milter")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", m.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        m.run("loop.lua")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert b"milter listening" in proc.stderr.read()  # type: ignore[union-attr]
