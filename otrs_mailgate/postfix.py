@@ -3,7 +3,8 @@
 Queue addresses live in relay_domains with a transport to our LMTP listener, and
 relay_recipient_maps lists them, so Postfix itself refuses unknown recipients at
 SMTP time (no backscatter).  recipient_delimiter = + lets token addresses
-(hotline+<token>@...) match their queue address.
+(hotline+<token>@...) match their queue address.  smtpd_milters points at our
+milter (in `serve`, or `otrs-mailgate milter`); milter_default_action = tempfail.
 """
 
 from __future__ import annotations
@@ -29,23 +30,39 @@ def addresses(config: Config) -> list[str]:
     return sorted(a for q in config.queue for a in q.addresses)
 
 
+def milter(config: Config) -> str:
+    m = config.milter
+    return f"unix:{m.socket}" if m.socket else f"inet:{m.host}:{m.port}"
+
+
 def main_cf(
     config: Config, transport_map: str = TRANSPORT_MAP, recipients_map: str = RECIPIENTS_MAP
 ) -> str:
-    return "\n".join(
-        [
-            "# otrs-mailgate: for /etc/postfix/main.cf (from `otrs-mailgate postfix-config`)",
-            f"relay_domains = {', '.join(domains(config))}",
-            f"relay_recipient_maps = hash:{recipients_map}",
-            f"transport_maps = hash:{transport_map}",
-            "recipient_delimiter = +",
-            "# one LMTP session may carry many recipients; each gets its own reply",
-            "lmtp_destination_recipient_limit = 50",
-            "# the daemon answers 451 while its database is away: retry soon",
-            "minimal_backoff_time = 60s",
-            "",
+    lines = [
+        "# otrs-mailgate: for /etc/postfix/main.cf (from `otrs-mailgate postfix-config`)",
+        f"relay_domains = {', '.join(domains(config))}",
+        f"relay_recipient_maps = hash:{recipients_map}",
+        f"transport_maps = hash:{transport_map}",
+        "recipient_delimiter = +",
+        "# one LMTP session may carry many recipients; each gets its own reply",
+        "lmtp_destination_recipient_limit = 50",
+        "# the daemon answers 451 while its database is away: retry soon",
+        "minimal_backoff_time = 60s",
+    ]
+    if config.milter.enabled:
+        lines += [
+            "# our milter checks mail to the hotline while the sender is connected",
+            f"smtpd_milters = {milter(config)}",
+            "milter_protocol = 6",
+            "# milter down (serve stopped): answer 451 4.7.1, the sender retries; nothing",
+            "# passes unchecked and nothing is lost",
+            "milter_default_action = tempfail",
+            "milter_connect_timeout = 10s",
+            "# DKIM keys come from DNS: give a slow lookup time before tempfailing",
+            "milter_command_timeout = 60s",
+            "milter_content_timeout = 300s",
         ]
-    )
+    return "\n".join([*lines, ""])
 
 
 def transport(config: Config) -> str:
