@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import authres
@@ -64,11 +65,16 @@ class Edits:
 
 
 class RateLimit:
-    """Mails accepted per key in the last hour (a sliding window, in this process)."""
+    """Mails accepted per key in the last hour (a sliding window, in this process); the
+    limit is read from the config each time, so a SIGHUP changes it."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
         self.seen: dict[str, collections.deque[float]] = {}
+
+    @property
+    def limit(self) -> int:
+        return self._limit()
 
     def _window(self, key: str, now: float) -> collections.deque[float]:
         times = self.seen.setdefault(key, collections.deque())
@@ -96,9 +102,8 @@ class Gate:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        milter = pipeline.config.milter
-        self.senders = RateLimit(milter.max_per_hour_sender)
-        self.clients = RateLimit(milter.max_per_hour_client)
+        self.senders = RateLimit(lambda: pipeline.config.milter.max_per_hour_sender)
+        self.clients = RateLimit(lambda: pipeline.config.milter.max_per_hour_client)
 
     def message(self, client_ip: str) -> Message:
         return Message(self, client_ip)
