@@ -146,7 +146,7 @@ class Message:
         if self.gate.senders.over(self.sender):
             return Reply("451", "4.7.1", f"too many mails from {self.sender}, try again later")
         if self.gate.clients.over(self.client_ip):
-            return Reply("451", "4.7.1", f"too many mails from {self.client_ip}, try later")
+            return Reply("451", "4.7.1", f"too many mails from {self.client_ip}, try again later")
         limit = self.config.size_limit(queue)
         if milter.size and self.size_claim > limit:
             return Reply("552", "5.3.4", f"message too big for {queue.name} ({limit} bytes)")

@@ -213,3 +213,29 @@ def test_otrs_mailgate_milter_runs_alone_and_stops_on_sigterm(tmp_path: Path, db
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     assert b"milter listening" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_client_limit_and_a_switched_off_check(tmp_path: Path, db_url: str) -> None:
+    """The per-client limit counts across senders; `loops = false` lets X-Loop through."""
+    m = Milter(tmp_path, db_url)
+    m.pipeline.config.milter.max_per_hour_client = 2
+    m.pipeline.config.milter.loops = False
+    gate = smtpchecks.Gate(m.pipeline)
+
+    async def one(sender: str) -> smtpchecks.Reply | smtpchecks.Edits:
+        message = gate.message("192.0.2.9")
+        message.mail_from(f"<{sender}>", [])
+        refused = await message.rcpt("<hotline@example.com>")
+        if refused:
+            return refused
+        message.header("From", f" {sender}".encode())
+        message.header("X-Loop", b" hotline@example.com")
+        return await message.end()
+
+    async def three() -> list[smtpchecks.Reply | smtpchecks.Edits]:
+        return [await one(f"s{i}@customer.test") for i in range(3)]
+
+    first, second, third = asyncio.run(three())
+    assert isinstance(first, smtpchecks.Edits) and isinstance(second, smtpchecks.Edits)
+    assert str(third) == "451 4.7.1 too many mails from 192.0.2.9, try again later"
+    m.pipeline.engine.dispose()
