@@ -63,3 +63,11 @@ function message(conn, path)
   end
   assert(mt.eom(conn) == nil)
 end
+
+function accepted(conn, from, to, ...)
+  -- MAIL, RCPT and DATA, each answered with continue
+  envelope(conn, from, to, ...)
+  expect(conn, SMFIR_CONTINUE, "RCPT " .. to)
+  assert(mt.data(conn) == nil)
+  expect(conn, SMFIR_CONTINUE, "DATA")
+end

@@ -1,10 +1,7 @@
 -- Mail carrying our own X-Loop is refused.
 dofile(lib)
 local conn = connect()
-envelope(conn, "<robot@loop.test>", "<hotline@example.com>")
-expect(conn, SMFIR_CONTINUE, "RCPT")
-assert(mt.data(conn) == nil)
-expect(conn, SMFIR_CONTINUE, "DATA")
+accepted(conn, "<robot@loop.test>", "<hotline@example.com>")
 assert(mt.header(conn, "From", " robot@loop.test") == nil)
 expect(conn, SMFIR_CONTINUE, "header")
 assert(mt.header(conn, "X-Loop", " Hotline@Example.com") == nil)
