@@ -239,3 +239,20 @@ def test_client_limit_and_a_switched_off_check(tmp_path: Path, db_url: str) -> N
     assert isinstance(first, smtpchecks.Edits) and isinstance(second, smtpchecks.Edits)
     assert str(third) == "451 4.7.1 too many mails from 192.0.2.9, try again later"
     m.pipeline.engine.dispose()
+
+
+def test_the_daemon_believes_the_results_the_milter_writes() -> None:
+    from otrs_mailgate import auth
+    from otrs_mailgate.parse import parse
+
+    found = [auth.Signature("agents.test", "desk", "pass")]
+    value = smtpchecks._results(AUTHSERV, found)
+    assert value == f"{AUTHSERV}; dkim=pass header.d=agents.test header.s=desk"
+    raw = agent_mail("alice@agents.test", "x@example.com", "s", "b", headers={smtpchecks.AR: value})
+    assert auth.trusted_results(parse(raw), AUTHSERV, "agents.test")[0]
+    assert not auth.trusted_results(parse(raw), "other.example", "agents.test")[0]
+    failed = smtpchecks._results(AUTHSERV, [auth.Signature("agents.test", "desk", "fail", "bad")])
+    raw = agent_mail(
+        "alice@agents.test", "x@example.com", "s", "b", headers={smtpchecks.AR: failed}
+    )
+    assert not auth.trusted_results(parse(raw), AUTHSERV, "agents.test")[0]
