@@ -27,7 +27,10 @@ from .smtpchecks import Edits, Gate, Message, Reply
 log = logging.getLogger("otrs_mailgate.milter")
 
 VERSION = 6
-BUFFER = 4 * 1024 * 1024  # larger than any milter packet Postfix sends (1 MB at most)
+# Per connection.  Postfix sends body chunks of 64 KB and headers up to header_size_limit
+# (100 KB); we ask for no larger packets (no MDS_* flag), and answer with small ones.
+IN_BUFFER = 512 * 1024
+OUT_BUFFER = 64 * 1024
 ACTIONS = m.ActionFlags.ADD_HEADERS | m.ActionFlags.CHANGE_HEADERS
 # Events we do not need are not sent at all; header values keep their leading space,
 # so the message we rebuild for DKIM is the one that was sent.
@@ -81,8 +84,8 @@ class Connection:
         self.gate = gate
         self.reader, self.writer = reader, writer
         self.protocol = FilterProtocol()
-        self.inbuf = SimpleBuffer(BUFFER)
-        self.outbuf = SimpleBuffer(BUFFER)
+        self.inbuf = SimpleBuffer(IN_BUFFER)
+        self.outbuf = SimpleBuffer(OUT_BUFFER)
         self.client_ip = ""
         self.message: Message | None = None
         self.failed = False  # a check crashed: tempfail the rest of this message
@@ -90,6 +93,9 @@ class Connection:
 
     async def run(self) -> None:
         while True:
+            if not self.inbuf.available:  # one packet larger than we ever asked for
+                log.warning("milter packet over %d bytes; closing (Postfix tempfails)", IN_BUFFER)
+                return
             data = await self.reader.read(min(65536, self.inbuf.available))
             if not data:
                 return
