@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import authres
 
 from . import auth, tokens
-from .config import QueueConfig
+from .config import Config, QueueConfig
 from .db import read_only
 from .ingest import Pipeline
 from .models import utcnow
@@ -123,7 +123,7 @@ class Message:
         self.body = bytearray()
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> Config:
         return self.gate.pipeline.config
 
     @property
@@ -229,13 +229,10 @@ class Message:
     def _values(self, name: str) -> list[bytes]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
 
-    def _ours(self, name: str, wanted: object) -> list[tuple[str, int]]:
+    def _ours(self, name: str, wanted: Callable[[str], bool]) -> list[tuple[str, int]]:
         """(name, occurrence) of the headers called name whose value `wanted` picks."""
-        out = []
-        for index, value in enumerate(self._values(name), 1):
-            if wanted(_text(value)):  # type: ignore[operator]
-                out.append((name, index))
-        return out
+        values = enumerate(self._values(name), 1)
+        return [(name, index) for index, value in values if wanted(_text(value))]
 
 
 def _text(value: bytes) -> str:
