@@ -305,3 +305,9 @@ CREATE TABLE delivery (
 	CONSTRAINT uq_delivery_dedup_key_recipient UNIQUE (dedup_key, recipient),
 	CONSTRAINT fk_delivery_article_id_article FOREIGN KEY(article_id) REFERENCES article (id)
 );
+
+-- The search index (search.py; SQLite has an FTS5 table instead).
+
+CREATE TABLE article_search (article_id INTEGER NOT NULL, doc TSVECTOR NOT NULL, CONSTRAINT pk_article_search PRIMARY KEY (article_id), CONSTRAINT fk_article_search_article_id_article FOREIGN KEY(article_id) REFERENCES article (id));
+
+CREATE INDEX ix_article_search_doc ON article_search USING gin (doc);

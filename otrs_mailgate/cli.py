@@ -683,6 +683,37 @@ def sla_report(
         click.echo(slareport.text(rows))
 
 
+@main.command("search")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="JSON: tickets with the matching article.")
+@pass_ctx
+@_database_errors
+def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Find tickets: words, "phrases", prefix*, AND/OR/NOT, (), and filters queue:,
+    state:, owner:, customer:, created:FROM..TO, closed:FROM..TO, priority:."""
+    from . import search
+    from .searchquery import QueryError
+
+    source = " ".join(words)
+    with ctx.session() as session:
+        try:
+            rows, more = search.results(session, ctx.config, source, limit)
+        except QueryError as exc:
+            click.echo(f"otrs-mailgate: bad query: {exc}", err=True)
+            click.echo(f"  {source}\n  {' ' * (exc.position - 1)}^", err=True)
+            sys.exit(2)
+    if as_json:
+        _dump({"tickets": rows, "more": more})
+        return
+    for r in rows:
+        click.echo(f"{r['number']}  {r['state']:<8} {r['queue']:<12} {r['title']}")
+        if "article" in r:
+            click.echo(f"    {r['article']['snippet']}")
+    shown = f"{len(rows)} ticket{'s' if len(rows) != 1 else ''}"
+    click.echo(f"{shown}{', more: raise --limit' if more else ''}", err=True)
+
+
 @main.group()
 def audit() -> None:
     """Check the tamper-evident history."""

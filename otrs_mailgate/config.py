@@ -42,6 +42,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
 class SystemConfig(_Section):
     id: str = Field("10", pattern=r"^\d{1,4}$", description="system id inside ticket numbers")
     domain: str = Field("localhost", min_length=1, description="our own mail domain")
@@ -54,6 +62,10 @@ class SystemConfig(_Section):
     # The host name our MTA writes into Received for mail from a relay whose X-OTRS-Queue,
     # X-OTRS-Priority and X-OTRS-Ignore headers we may believe; empty: believe none.
     trusted_relay: str = ""
+    # The days of search filters (created:2026-01-05) and of reports are days here.
+    timezone: str = "UTC"
+
+    _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
 
 
 class TicketConfig(_Section):
@@ -188,14 +200,7 @@ class CalendarConfig(_Section):
     holidays: str = ""  # country[-subdivision] of the holidays package, e.g. "DE-BY"
     closed: list[str] = []  # extra closed days, YYYY-MM-DD
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
 
     @field_validator("holidays")
     @classmethod

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.elements import TextClause
 
 from .models import Base, Counter
 
@@ -207,9 +208,10 @@ _IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 # -- deferred inserts ---------------------------------------------------------------------
 
 
-def defer_insert(session: Session, table: Table, row: dict[str, Any]) -> None:
-    """Queue a row whose id nobody needs; all queued rows of a table are written with
-    one executemany when the transaction (or a savepoint) commits.
+def defer_insert(session: Session, table: Table | TextClause, row: dict[str, Any]) -> None:
+    """Queue a row whose id nobody needs; all queued rows of a table (or of an INSERT
+    statement, for tables that are no model) are written with one executemany when
+    the transaction (or a savepoint) commits.
 
     One statement per mail and table costs more than the rest of a delivery; a
     batch of a hundred mails writes its history, references and deliveries in a
@@ -230,8 +232,8 @@ def _write_deferred(session: Session) -> None:
     pending = session.info.pop("deferred", None)
     if pending:
         conn = session.connection()
-        for table, rows in pending.items():
-            conn.execute(table.insert(), rows)
+        for target, rows in pending.items():
+            conn.execute(target if isinstance(target, TextClause) else target.insert(), rows)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -275,6 +277,10 @@ def schema_sql() -> str:
         out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda i: i.name or ""):
             out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    from .search import DDL
+
+    out.append("-- The search index (search.py; SQLite has an FTS5 table instead).\n")
+    out += [statement + ";\n" for statement in DDL["postgresql"]]
     return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, bounces, db, filters, history, outbox, sla, tokens
+from . import agentmail, auth, bounces, db, filters, history, outbox, search, sla, tokens
 from .agentmail import CommandMail
 from .classify import AUTO, HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
@@ -657,6 +657,8 @@ class Pipeline:
         """The article of a received mail (an agent's mail: what of it the customer sees)."""
         conn = session.connection()
         raw_id = _blob_id(conn, RawMessage.__table__, mail.raw)
+        subject = mail.subject or ("(unparsed message)" if mail.unparsed else "")
+        text = mail.body_text if body_text is None else body_text
         article_id = conn.execute(
             _INS_ARTICLE,
             {
@@ -671,8 +673,8 @@ class Pipeline:
                 "from_name": mail.from_name[:200],
                 "to_addrs": ", ".join(mail.to),
                 "cc_addrs": ", ".join(mail.cc),
-                "subject": mail.subject or ("(unparsed message)" if mail.unparsed else ""),
-                "body_text": mail.body_text if body_text is None else body_text,
+                "subject": subject,
+                "body_text": text,
                 "body_html": mail.body_html if body_text is None else "",
                 "content_language": mail.content_language,
                 "envelope_sender": (envelope.sender or "")[:320],
@@ -699,6 +701,9 @@ class Pipeline:
                     for part in mail.attachments
                 ],
             )
+        addresses = (mail.from_addr, mail.from_name, *mail.to, *mail.cc)
+        names = (part.filename for part in mail.attachments)
+        search.index(session, article_id, search.document(subject, text, names, addresses))
         if mail.message_id:
             db.defer_insert(
                 session,
