@@ -659,7 +659,6 @@ def sla_report(
     ctx: Ctx, start: str | None, end: str | None, queue: str | None, as_json: bool, as_csv: bool
 ) -> None:
     """Per queue: tickets within each SLA time, median and 90th percentile times."""
-    import csv
     import datetime as dt
 
     from . import slareport
@@ -675,10 +674,7 @@ def sla_report(
     if as_json:
         _dump(rows)
     elif as_csv:
-        fields = list(rows[0]) if rows else ["queue", "tickets"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        _csv(rows, list(rows[0]) if rows else ["queue", "tickets"])
     else:
         click.echo(slareport.text(rows))
 
@@ -712,6 +708,69 @@ def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> N
             click.echo(f"    {r['article']['snippet']}")
     shown = f"{len(rows)} ticket{'s' if len(rows) != 1 else ''}"
     click.echo(f"{shown}{', more: raise --limit' if more else ''}", err=True)
+
+
+def _day(text: str | None, hint: str) -> Any:
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=hint) from None
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> None:
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@main.command("stats")
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First day (default: 29 days ago).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
+@click.option("--queue", help="Only this queue.")
+@click.option("--by", type=click.Choice(["day", "week", "month"]), default="day", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON: periods, total, agents, senders.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV of the periods and the total.")
+@pass_ctx
+@_database_errors
+def stats_cmd(
+    ctx: Ctx,
+    start: str | None,
+    end: str | None,
+    queue: str | None,
+    by: str,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Tickets created, closed and open per period; times to first response and close;
+    replies and accounted time per agent; top senders."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from . import stats
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    if queue is not None and ctx.config.queue_by_name(queue) is None:
+        raise click.BadParameter(f"no queue named {queue!r}", param_hint="--queue")
+    today = dt.datetime.now(ZoneInfo(ctx.config.system.timezone)).date()
+    last = _day(end, "--to") or today
+    first = _day(start, "--from") or last - dt.timedelta(days=29)
+    if first > last:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    with ctx.engine().connect() as conn:
+        report = stats.build(conn, ctx.config, first, last, by, queue)  # type: ignore[arg-type]
+    if as_json:
+        _dump(report)
+    elif as_csv:
+        _csv([*report["periods"], report["total"]], list(stats.PERIOD_COLUMNS))
+    else:
+        click.echo(stats.text(report))
 
 
 @main.group()

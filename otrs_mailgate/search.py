@@ -42,6 +42,7 @@ from .models import Agent, Article, Customer, Queue, Ticket
 from .searchquery import And, Filters, Node, Not, Or, Query, QueryError, Term, fold, words
 
 MAX_BODY = 100_000  # characters of an article's text that are indexed
+MAX_SNIPPET_SOURCE = 20_000  # a snippet comes from the start of a text
 INDEX_TABLES = ("article_fts", "article_search")
 
 DDL = {
@@ -259,37 +260,54 @@ def _escape_like(value: str) -> str:
 
 def hits(conn: Connection, config: Config, query: Query, limit: int = 50) -> list[Hit]:
     """The tickets matching, newest match first, at most limit + 1 (so callers can say
-    there are more); each with its newest matching article."""
-    t, a = Ticket.__table__, Article.__table__
+    there are more); each with its newest matching article.
+
+    Matching articles are read newest first in pages (keyset on the article id) until
+    enough tickets are found: both engines stop early however common the words are,
+    instead of grouping every match.
+    """
+    t = Ticket.__table__
     zone = ZoneInfo(config.system.timezone)
     if query.text is None:
         stmt = select(t.c.id, literal(None).label("hit")).order_by(t.c.id.desc())
-    else:
-        hit = func.max(a.c.id).label("hit")
-        stmt = (
-            select(a.c.ticket_id, hit)
-            .join(t, t.c.id == a.c.ticket_id)
-            .where(a.c.id.in_(_matching(conn.dialect.name, query.text)))
-            .group_by(a.c.ticket_id)
-            .order_by(hit.desc())
-        )
-    stmt = _filters(stmt, query.filters, zone).limit(limit + 1)
-    return [Hit(row[0], row[1]) for row in conn.execute(stmt)]
+        stmt = _filters(stmt, query.filters, zone).limit(limit + 1)
+        return [Hit(row[0], row[1]) for row in conn.execute(stmt)]
+    key, stmt = _matching(conn.dialect.name, query.text)
+    stmt = _filters(stmt, query.filters, zone)
+    page = 4 * (limit + 1)
+    found: dict[int, Hit] = {}
+    before: int | None = None
+    while len(found) <= limit:
+        bounded = stmt if before is None else stmt.where(key < before)
+        rows = conn.execute(bounded.limit(page)).all()
+        for ticket_id, article_id in rows:
+            found.setdefault(ticket_id, Hit(ticket_id, article_id))
+        if len(rows) < page:
+            break
+        before = rows[-1][1]
+        page = min(page * 4, 100_000)
+    return list(found.values())[: limit + 1]
 
 
-def _matching(dialect: str, node: Node) -> Any:
-    """The ids of the articles whose index document matches."""
+def _matching(dialect: str, node: Node) -> tuple[Any, Any]:
+    """(ticket id, article id) of the articles whose index document matches, newest
+    first, joined to their ticket for the filters; and the column to page on."""
+    t, a = Ticket.__table__, Article.__table__
     if dialect == "sqlite":
-        return (
-            text("SELECT rowid FROM article_fts WHERE article_fts MATCH :match")
-            .bindparams(match=_fts5(node))
-            .columns(column("rowid", Integer))
-        )
-    return (
-        select(column("article_id", Integer))
-        .select_from(table("article_search", column("doc")))
-        .where(column("doc").op("@@")(_tsquery(node)))
+        index = table("article_fts", column("rowid", Integer))
+        key = index.c.rowid
+        condition = text("article_fts MATCH :match").bindparams(match=_fts5(node))
+    else:
+        index = table("article_search", column("article_id", Integer), column("doc"))
+        key = index.c.article_id
+        condition = index.c.doc.op("@@")(_tsquery(node))
+    stmt = (
+        select(a.c.ticket_id, key)
+        .select_from(index.join(a, a.c.id == key).join(t, t.c.id == a.c.ticket_id))
+        .where(condition)
+        .order_by(key.desc())
     )
+    return key, stmt
 
 
 def check_queues(query: Query, config: Config, source: str) -> None:
@@ -304,12 +322,15 @@ def check_queues(query: Query, config: Config, source: str) -> None:
 
 def snippet(body: str, node: Node | None, width: int = 160) -> str:
     """A line of the text around the first word of the query found in it."""
-    flat = " ".join(body.split())
-    folded, origin = "", []
-    for i, char in enumerate(flat):
-        piece = fold(char)
-        folded += piece
-        origin += [i] * len(piece)
+    flat = " ".join(body[:MAX_SNIPPET_SOURCE].split())
+    folded = fold(flat)
+    origin = list(range(len(flat)))
+    if len(folded) != len(flat):  # ß, ligatures: map each folded character back
+        folded, origin = "", []
+        for i, char in enumerate(flat):
+            piece = fold(char)
+            folded += piece
+            origin += [i] * len(piece)
     at = -1
     for term in _terms(node) if node is not None else ():
         for spelling in term.spellings:

@@ -18,7 +18,6 @@ and to the close, over the tickets that have them.
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from . import sla
 from .calendars import Calendar
 from .config import Config
 from .models import Escalation, Queue, Ticket
+from .stats import median_p90
 
 CLOCK_COLUMNS = ("met", "missed", "running", "share")
 
@@ -140,20 +140,9 @@ def _row(name: str, q: _Queue) -> dict[str, Any]:
         for column in CLOCK_COLUMNS:
             row[f"{clock}_{column}"] = getattr(counts, column)
     for what in ("first_response", "solution"):
-        values = q.minutes[what]
-        row[f"{what}_median_minutes"] = _round(statistics.median(values)) if values else None
-        row[f"{what}_p90_minutes"] = _round(_p90(values)) if values else None
+        median, p90 = median_p90(q.minutes[what])
+        row[f"{what}_median_minutes"], row[f"{what}_p90_minutes"] = median, p90
     return row
-
-
-def _p90(values: list[float]) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=10, method="inclusive")[8]
-
-
-def _round(value: float) -> float:
-    return round(value, 1)
 
 
 def text(rows: list[dict[str, Any]]) -> str:
