@@ -62,6 +62,12 @@ CREATE TABLE raw_message (
 	CONSTRAINT uq_raw_message_sha256 UNIQUE (sha256)
 );
 
+CREATE TABLE site_secret (
+	name VARCHAR(32) NOT NULL,
+	value VARCHAR(128) NOT NULL,
+	CONSTRAINT pk_site_secret PRIMARY KEY (name)
+);
+
 CREATE TABLE group_member (
 	group_id INTEGER NOT NULL,
 	agent_id INTEGER NOT NULL,

@@ -473,6 +473,23 @@ def agent_rotate(ctx: Ctx, who: str) -> None:
     click.echo("secret rotated: reply addresses in earlier notifications no longer work")
 
 
+@agent.command("link")
+@click.argument("who")
+@pass_ctx
+@_agent_errors
+def agent_link(ctx: Ctx, who: str) -> None:
+    """Mail an agent (login or address) a signed login link to the status page."""
+    from . import db, links
+
+    if not ctx.config.web.enabled:
+        click.echo("otrs-mailgate: the status page is switched off ([web] enabled)", err=True)
+        sys.exit(1)
+    with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
+        agent, _url = links.mail_login_link(session, ctx.config, who)
+    until = links.link_expiry(ctx.config).isoformat()
+    click.echo(f"login link for {agent.login} queued to {agent.address} (works until {until} UTC)")
+
+
 @agent.command("join")
 @click.argument("who")
 @click.argument("group")
@@ -764,7 +781,8 @@ def stats_cmd(
     if first > last:
         raise click.BadParameter("--from is after --to", param_hint="--from")
     with ctx.engine().connect() as conn:
-        report = stats.build(conn, ctx.config, first, last, by, queue)  # type: ignore[arg-type]
+        queues = [queue] if queue is not None else None
+        report = stats.build(conn, ctx.config, first, last, by, queues)  # type: ignore[arg-type]
     if as_json:
         _dump(report)
     elif as_csv:

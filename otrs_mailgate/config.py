@@ -107,6 +107,37 @@ class MilterConfig(_Section):
     max_per_hour_client: int = Field(500, ge=0)
 
 
+class WebConfig(_Section):
+    """The read-only status page (and /metrics) inside `serve`."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # How mail links to the page: the address customers and agents reach it under
+    # (a reverse proxy's https://...); empty: http://host:port.
+    public_url: str = Field("", pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$")
+    customer_link_days: int = Field(30, ge=1, le=3650)  # the link in the acknowledgement
+    agent_link_days: int = Field(1, ge=1, le=30)  # `agent link`: until the end of this day
+    session_hours: int = Field(12, ge=1, le=24 * 30)  # the agent's cookie after login
+    # Who may read /metrics: client networks (the page itself may face the world).
+    metrics_from: list[str] = ["127.0.0.0/8", "::1/128"]
+
+    @field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
+        return value
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
 class SMTPConfig(_Section):
     """Where the outbox sends mail: the local MTA."""
 
@@ -339,6 +370,7 @@ class Config(_Section):
     lmtp: LMTPConfig = LMTPConfig()
     milter: MilterConfig = MilterConfig()
     smtp: SMTPConfig = SMTPConfig()
+    web: WebConfig = WebConfig()
     dkim: DKIMConfig = DKIMConfig()
     agents: AgentsConfig = AgentsConfig()
     queue: list[QueueConfig] = Field(

@@ -1,4 +1,5 @@
-"""`otrs-mailgate serve`: LMTP server, group committer, outbox sender, scheduler, milter: one loop.
+"""`otrs-mailgate serve`: LMTP server, group committer, outbox sender, scheduler, milter and
+status page: one loop.
 
 SIGTERM/SIGINT: stop accepting, let sessions in flight finish (their commits
 included), then exit 0.  SIGHUP: read the config again (queues, templates,
@@ -20,10 +21,12 @@ from . import db
 from .committer import GroupCommitter
 from .ingest import Pipeline
 from .lmtp import Handler, controller
+from .metrics import Metrics
 from .milter import MilterServer
 from .models import utcnow
 from .outbox import Sender
 from .scheduler import Scheduler
+from .statuspage import StatusPage
 
 log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0
@@ -50,7 +53,8 @@ class Daemon:
         self.pipeline = Pipeline(config, self.engine)
         workers = config.lmtp.workers or (1 if self.engine.dialect.name == "sqlite" else 4)
         self.committer = GroupCommitter(self.pipeline, workers=workers)
-        self.handler = Handler(self.committer)
+        self.metrics = Metrics(self.engine)
+        self.handler = Handler(self.committer, self.metrics)
         self.sender = Sender(config, self.pipeline.sessions)
         self.scheduler = Scheduler(self.pipeline)
         self.stopping = asyncio.Event()
@@ -82,6 +86,8 @@ class Daemon:
             try:
                 result = await loop.run_in_executor(None, self.sender.run_pass)
                 busy = result.sent + result.retried + result.failed > 0
+                for name in ("sent", "retried", "failed"):
+                    self.metrics.outbox.labels(name).inc(getattr(result, name))
             except Exception:  # the database may be down: try again later
                 log.exception("outbox pass failed")
                 busy = False
@@ -103,6 +109,7 @@ class Daemon:
             delay = SCHEDULER_MAX_SLEEP
             try:
                 result = await loop.run_in_executor(None, self.scheduler.run_pass)
+                self.metrics.escalations.inc(result.escalated)
                 if result.busy:
                     log.info("scheduler: %s", result.summary())
                 if result.next_at is not None:
@@ -128,7 +135,6 @@ class Daemon:
         ctl.server_coro = ctl._create_server()
         ctl.server = await ctl.server_coro
         self.committer.start()
-        self.started.set()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stopping.set)
@@ -145,6 +151,13 @@ class Daemon:
             milter = MilterServer(self.pipeline)
             await milter.start(mc.host, mc.port, mc.socket)
             log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
+        page = None
+        if self.config.web.enabled:
+            wc = self.config.web
+            page = StatusPage(lambda: self.config, self.engine, self.metrics)
+            await page.start(wc.host, wc.port)
+            log.info("status page on http://%s:%s/ (links: %s)", wc.host, wc.port, wc.base_url())
+        self.started.set()
         outbox_task = asyncio.create_task(self.outbox_loop())
         scheduler_task = asyncio.create_task(self.scheduler_loop())
         await self.stopping.wait()
@@ -156,6 +169,8 @@ class Daemon:
             await asyncio.sleep(0.05)
         if milter is not None:
             await milter.stop()
+        if page is not None:
+            await page.stop()
         await self.committer.stop()
         outbox_task.cancel()
         scheduler_task.cancel()

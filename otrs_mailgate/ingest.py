@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, bounces, db, filters, history, outbox, search, sla, tokens
+from . import agentmail, auth, bounces, db, filters, history, links, outbox, search, sla, tokens
 from .agentmail import CommandMail
 from .classify import AUTO, HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
@@ -116,6 +116,7 @@ class Pipeline:
         self.sessions = db.sessionmaker_for(self.engine)
         self.acknowledge = acknowledge
         self._queue_ids: dict[str, int] = {}
+        self._site_secret = ""
         # DNS for DKIM keys not pinned in agents.dkim_keys; None: the resolver (tests
         # answer through this hook instead of the network).
         self.dns: auth.DNSFunc | None = None
@@ -746,11 +747,21 @@ class Pipeline:
                 "tag": self.tags.tag(ticket.number),
                 "customer_name": mail.from_name,
                 "queue_name": queue.display_name or queue.name,
+                "status_url": self.status_url(session.connection(), ticket.id),
+                "link_days": self.config.web.customer_link_days,
             },
             in_reply_to=mail.message_id,
             references=tuple(mail.references),
         )
         self.send(session, ticket.id, template, response, "AutoResponseQueued")
+
+    def status_url(self, conn: Connection, ticket_id: int) -> str:
+        """The customer's signed link to the ticket's status page, or "" without a page."""
+        if not self.config.web.enabled:
+            return ""
+        if not self._site_secret:
+            self._site_secret = links.site_secret(conn)
+        return links.customer_url(self.config, self._site_secret, ticket_id)
 
     def _why_no_response(self, session: Session, kind: Classification, to: str) -> str:
         """Why an automatic answer to this sender must not go out, or ""."""

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
 
 from .committer import GroupCommitter, Outcome
+from .metrics import Metrics
 
 log = logging.getLogger("otrs_mailgate.lmtp")
 _QUEUE_ID = re.compile(rb"^Received:[^\n]*(?:\n[ \t][^\n]*)*?\bid ([0-9A-Za-z]+)", re.MULTILINE)
@@ -52,8 +53,9 @@ class LMTPServer(LMTP):
 class Handler:
     """aiosmtpd handler hooks: routing at RCPT, the pipeline at DATA."""
 
-    def __init__(self, committer: GroupCommitter) -> None:
+    def __init__(self, committer: GroupCommitter, metrics: Metrics | None = None) -> None:
         self.committer = committer
+        self.metrics = metrics or Metrics()
         self.in_flight = 0
 
     async def handle_RCPT(
@@ -66,6 +68,7 @@ class Handler:
     ) -> str:
         if self.committer.pipeline.queue_for(address) is None:
             log.info("rejected rcpt=%s status=550 reason=unknown-recipient", address)
+            self.metrics.reply(550)
             return f"550 5.1.1 <{address}>: Recipient address rejected: unknown queue address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -83,10 +86,13 @@ class Handler:
             outcomes = [Outcome.tempfail(r, "internal error") for r in recipients]
         finally:
             self.in_flight -= 1
-        elapsed_ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        elapsed_ms = elapsed * 1000
+        self.metrics.latency.observe(elapsed)
         qid = _QUEUE_ID.search(raw[:8192])
         mid = _MESSAGE_ID.search(raw[:65536])
         for outcome in outcomes:
+            self.metrics.reply(outcome.code)
             log.info(
                 "delivery queue_id=%s message_id=<%s> rcpt=%s ticket=%s status=%s "
                 "detail=%s duration_ms=%.1f",

@@ -349,3 +349,12 @@ class Counter(Base):
     __tablename__ = "counter"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class SiteSecret(Base):
+    """Keys of this installation that are no agent's: `links` signs the customer's status
+    page links.  Made by migration 0008 (or on first use), shared by every daemon."""
+
+    __tablename__ = "site_secret"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -258,9 +258,16 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def hits(conn: Connection, config: Config, query: Query, limit: int = 50) -> list[Hit]:
+def hits(
+    conn: Connection,
+    config: Config,
+    query: Query,
+    limit: int = 50,
+    queue_ids: Collection[int] | None = None,
+) -> list[Hit]:
     """The tickets matching, newest match first, at most limit + 1 (so callers can say
-    there are more); each with its newest matching article.
+    there are more); each with its newest matching article.  queue_ids: only tickets
+    of these queues (what an agent may see).
 
     Matching articles are read newest first in pages (keyset on the article id) until
     enough tickets are found: both engines stop early however common the words are,
@@ -268,12 +275,13 @@ def hits(conn: Connection, config: Config, query: Query, limit: int = 50) -> lis
     """
     t = Ticket.__table__
     zone = ZoneInfo(config.system.timezone)
+    only = [] if queue_ids is None else [t.c.queue_id.in_(list(queue_ids))]
     if query.text is None:
-        stmt = select(t.c.id, literal(None).label("hit")).order_by(t.c.id.desc())
+        stmt = select(t.c.id, literal(None).label("hit")).where(*only).order_by(t.c.id.desc())
         stmt = _filters(stmt, query.filters, zone).limit(limit + 1)
         return [Hit(row[0], row[1]) for row in conn.execute(stmt)]
     key, stmt = _matching(conn.dialect.name, query.text)
-    stmt = _filters(stmt, query.filters, zone)
+    stmt = _filters(stmt.where(*only), query.filters, zone)
     page = 4 * (limit + 1)
     found: dict[int, Hit] = {}
     before: int | None = None
@@ -355,7 +363,11 @@ __all__ = ["DDL", "Hit", "QueryError", "create", "document", "hits", "index", "i
 
 
 def results(
-    session: Session, config: Config, source: str, limit: int = 50
+    session: Session,
+    config: Config,
+    source: str,
+    limit: int = 50,
+    queue_ids: Collection[int] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Search as the CLI and the status page do: the tickets (newest match first) with
     the matching article's subject and a snippet, and whether there are more."""
@@ -364,7 +376,7 @@ def results(
 
     query = parse(source)
     check_queues(query, config, source)
-    found = hits(session.connection(), config, query, limit)
+    found = hits(session.connection(), config, query, limit, queue_ids)
     more = len(found) > limit
     found = found[:limit]
     tickets = {

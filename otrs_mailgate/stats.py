@@ -18,6 +18,7 @@ import bisect
 import datetime as dt
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -99,9 +100,10 @@ def build(
     first: dt.date,
     last: dt.date,
     by: Period = "day",
-    queue: str | None = None,
+    queues: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The report for the days first..last (inclusive) of system.timezone."""
+    """The report for the days first..last (inclusive) of system.timezone, over the
+    named queues (None: all)."""
     zone = ZoneInfo(config.system.timezone)
     days: list[dt.date] = []
     day = period_start(first, by)
@@ -114,8 +116,8 @@ def build(
 
     t = Ticket.__table__
     in_queue = []
-    if queue is not None:
-        in_queue.append(t.c.queue_id.in_(select(Queue.id).where(Queue.name == queue)))
+    if queues is not None:
+        in_queue.append(t.c.queue_id.in_(select(Queue.id).where(Queue.name.in_(queues))))
     closed_at = t.c.closed_at
 
     def bucket(instant: dt.datetime) -> _Bucket:
@@ -167,13 +169,27 @@ def build(
         "from": first.isoformat(),
         "to": last.isoformat(),
         "by": by,
-        "queue": queue,
+        "queues": list(queues) if queues is not None else None,
         "timezone": config.system.timezone,
         "periods": periods,
         "total": total,
         "agents": _agents(conn, start, end, in_queue),
         "top_senders": _senders(conn, senders),
+        "first_response_distribution": _distribution(whole.first_response),
     }
+
+
+DISTRIBUTION = ((15, "< 15m"), (60, "15m-1h"), (240, "1h-4h"), (1440, "4h-1d"), (4320, "1d-3d"))
+
+
+def _distribution(minutes: list[float]) -> list[dict[str, Any]]:
+    """How many first responses came within each band (for the page's chart)."""
+    edges = [edge for edge, _ in DISTRIBUTION]
+    counts = [0] * (len(edges) + 1)
+    for value in minutes:
+        counts[bisect.bisect_right(edges, value)] += 1
+    names = [name for _, name in DISTRIBUTION] + ["> 3d"]
+    return [{"band": name, "tickets": n} for name, n in zip(names, counts, strict=True)]
 
 
 def _instant(day: dt.date, zone: ZoneInfo) -> dt.datetime:
@@ -243,8 +259,8 @@ def _senders(conn: Connection, senders: Counter[int]) -> list[dict[str, Any]]:
 def text(report: dict[str, Any]) -> str:
     """The report as a person reads it."""
     head = f"{report['from']} .. {report['to']} by {report['by']}"
-    if report["queue"]:
-        head += f", queue {report['queue']}"
+    if report["queues"] is not None:
+        head += f", queues {', '.join(report['queues'])}"
     out = [head + f" ({report['timezone']})", ""]
     out.append(f"{'period':<12} {'created':>7} {'closed':>7} {'open':>6}  first response  close")
     for row in [*report["periods"], report["total"]]:
@@ -256,7 +272,7 @@ def text(report: dict[str, Any]) -> str:
     if report["agents"]:
         out += ["", f"{'agent':<20} {'replies':>7} {'time':>8}"]
         for a in report["agents"]:
-            out.append(f"{a['agent']:<20} {a['replies']:>7} {_duration(a['time_minutes']):>8}")
+            out.append(f"{a['agent']:<20} {a['replies']:>7} {duration(a['time_minutes']):>8}")
     if report["top_senders"]:
         out += ["", "top senders"]
         out += [f"  {s['tickets']:>5}  {s['address']}" for s in report["top_senders"]]
@@ -267,10 +283,10 @@ def _pair(row: dict[str, Any], what: str) -> str:
     median, p90 = row[f"{what}_median_minutes"], row[f"{what}_p90_minutes"]
     if median is None:
         return "-"
-    return f"{_duration(median)} / {_duration(p90)}"
+    return f"{duration(median)} / {duration(p90)}"
 
 
-def _duration(minutes: float) -> str:
+def duration(minutes: float) -> str:
     """Minutes as 45m, 3h20m or 2d4h."""
     m = round(minutes)
     if m < 60:

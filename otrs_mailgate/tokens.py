@@ -18,7 +18,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-PURPOSES = {"command": 1, "login": 2}
+PURPOSES = {"command": 1, "login": 2, "customer": 3, "session": 4}
 _LAYOUT = struct.Struct(">IIHB")  # agent id, ticket id, expiry (days since 1970), purpose
 _MAC_BYTES = 16
 _EPOCH = dt.date(1970, 1, 1)
@@ -58,6 +58,8 @@ def _decode(text: str) -> tuple[Token, bytes, bytes] | None:
         raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError):
         return None
+    if base64.b32encode(raw).decode().rstrip("=").lower() != text.lower():
+        return None  # the last character's spare bits differ: not a token we made
     payload, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
     agent_id, ticket_id, days, code = _LAYOUT.unpack(payload)
     purpose = next((name for name, c in PURPOSES.items() if c == code), "")

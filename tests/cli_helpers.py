@@ -43,6 +43,8 @@ language = "de"
     )
     if "[milter]" not in extra:  # a port of its own: tests run several daemons at once
         path.write_text(path.read_text() + f"\n[milter]\nport = {free_port()}\n")
+    if "[web]" not in extra:
+        path.write_text(path.read_text() + f"\n[web]\nport = {free_port()}\n")
     return path
 
 

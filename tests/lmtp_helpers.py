@@ -27,6 +27,7 @@ def running(config: Config) -> Iterator[Daemon]:
     config.lmtp.port = free_port()
     config.smtp.port = free_port()  # nothing listens: the outbox just defers
     config.milter.port = free_port()
+    config.web.port = free_port()
     loop = asyncio.new_event_loop()
     holder: dict[str, Daemon] = {}
 

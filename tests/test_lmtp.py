@@ -75,7 +75,10 @@ def test_database_down_is_451(tmp_path) -> None:
         c.cmd("LHLO client.test")
         _, data = c.send("a@b.test", [HOT], mail("down"))
         c.close()
+        metrics = d.metrics.render().decode()  # the page answers, saying the database is down
     assert data[0].startswith("451 4.3.0")
+    assert 'otrs_mailgate_mails_total{outcome="tempfailed"} 1.0' in metrics
+    assert "otrs_mailgate_database_up 0.0" in metrics
 
 
 def test_not_a_mail_is_refused_per_recipient(db_url: str) -> None:

@@ -53,6 +53,8 @@ url = "{db_url}"
 port = {lmtp_port}
 [milter]
 port = {milter_port or free_port()}
+[web]
+port = {free_port()}
 [smtp]
 port = PORT
 {smtp}
@@ -185,6 +187,8 @@ port = {lmtp_port}
 [milter]
 # This test is about LMTP: a milter dying with each kill -9 would tempfail smtp-source.
 enabled = false
+[web]
+port = {free_port()}
 [smtp]
 port = {free_port()}
 [[queue]]

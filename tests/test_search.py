@@ -206,7 +206,7 @@ def test_upgrade_indexes_articles_stored_before(tmp_path: Path) -> None:
     db.upgrade(engine, "0006")
     from helpers import make_config
 
-    p = Pipeline(make_config(url))
+    p = Pipeline(make_config(url, web={"enabled": False}))  # no site_secret before 0008
     p.ensure_queues()
     # store as the code of revision 0006 would: without the index table
     monkey = search.index

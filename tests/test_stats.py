@@ -87,6 +87,7 @@ def test_weekly_report_by_hand(tmp_path: Path, db_url: str) -> None:
         {"agent": "bob", "replies": 2, "time_minutes": 45},
         {"agent": "alice", "replies": 0, "time_minutes": 30},
     ]
+    assert [b["tickets"] for b in report["first_response_distribution"]] == [0, 1, 1, 0, 0, 0]
     assert report["top_senders"] == [  # ties: the older customer first
         {"address": "carol@small.test", "tickets": 2},
         {"address": "dave@small.test", "tickets": 1},
