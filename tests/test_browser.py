@@ -1,0 +1,115 @@
+"""The status page in a real browser: headless Chromium (Debian's chromium and
+chromium-driver) driven by selenium, with the system's chromedriver (selenium
+downloads nothing).  Skips without them off CI; fails under CI=true."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from web_helpers import EVIL, story
+
+from otrs_mailgate import db, links
+from otrs_mailgate.ingest import Pipeline
+
+from agent_helpers import Desk, SigningDomain
+from helpers import need
+from lmtp_helpers import free_port, running
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    need(Path(CHROMEDRIVER).exists(), "no chromedriver (Debian package chromium-driver)")
+    need(Path(CHROMIUM).exists(), "no chromium (Debian package chromium)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        need(False, "selenium is not installed (pip install -e '.[test]')")
+        raise
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1200,1600",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)  # fmt: skip
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def desk(pipeline: Pipeline) -> Desk:
+    pipeline.config.web.port = free_port()
+    return Desk(pipeline, SigningDomain())
+
+
+def no_alert(driver: object) -> bool:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        _ = driver.switch_to.alert  # type: ignore[attr-defined]
+    except NoAlertPresentException:
+        return True
+    return False
+
+
+def test_customer_opens_the_link_of_the_acknowledgement(
+    desk: Desk, browser: object, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    number, url = story(desk)
+    with running(desk.p.config):
+        browser.get(url)  # type: ignore[attr-defined]
+        shot = tmp_path / "customer.png"
+        assert browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
+        text = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        title = browser.title  # type: ignore[attr-defined]
+        assert no_alert(browser)
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    assert title == f"Ticket {number}"
+    assert f"Ticket {number}" in text and "Replies go by mail" in text
+    assert "We replaced the toner; please try again." in text
+    assert f"{EVIL} Drucker kaputt" in text  # shown as text, never run
+    assert "third toner" not in text and "alice@" not in text
+
+
+def test_agent_overview_and_reports(desk: Desk, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    number, _ = story(desk)
+    with db.transaction(desk.p.sessions) as s:
+        _agent, url = links.mail_login_link(s, desk.p.config, "alice")
+    with running(desk.p.config):
+        browser.get(url)  # type: ignore[attr-defined]
+        assert browser.current_url.endswith("/agent")  # type: ignore[attr-defined]
+        shot = tmp_path / "overview.png"
+        assert browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
+        rows = [
+            r.text
+            for r in browser.find_elements(By.CSS_SELECTOR, "table tbody tr")  # type: ignore[attr-defined]
+        ]
+        browser.get(url.split("/agent/")[0] + "/agent/reports")  # type: ignore[attr-defined]
+        charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")  # type: ignore[attr-defined]
+        sizes = [(c.size["width"], c.size["height"]) for c in charts]
+        browser.get(url.split("/agent/")[0] + f"/agent/ticket/{number}")  # type: ignore[attr-defined]
+        ticket = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert no_alert(browser)
+    assert shot.stat().st_size > 10_000
+    assert any(r.startswith("Hotline") for r in rows), rows
+    assert len(sizes) == 2 and all(w > 300 and h > 100 for w, h in sizes), sizes
+    assert "Internal: third toner this month." in ticket and EVIL in ticket
