@@ -45,6 +45,17 @@ CREATE TABLE customer (
 	CONSTRAINT uq_customer_address UNIQUE (address)
 );
 
+CREATE TABLE faq (
+	id SERIAL NOT NULL,
+	title TEXT NOT NULL,
+	text TEXT NOT NULL,
+	language VARCHAR(8) NOT NULL,
+	queue VARCHAR(200) NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_faq PRIMARY KEY (id)
+);
+
 CREATE TABLE queue (
 	id SERIAL NOT NULL,
 	name VARCHAR(200) NOT NULL,
@@ -312,8 +323,12 @@ CREATE TABLE delivery (
 	CONSTRAINT fk_delivery_article_id_article FOREIGN KEY(article_id) REFERENCES article (id)
 );
 
--- The search index (search.py; SQLite has an FTS5 table instead).
+-- The full-text indexes (search.py, faq.py; SQLite has FTS5 tables instead).
 
 CREATE TABLE article_search (article_id INTEGER NOT NULL, doc TSVECTOR NOT NULL, CONSTRAINT pk_article_search PRIMARY KEY (article_id), CONSTRAINT fk_article_search_article_id_article FOREIGN KEY(article_id) REFERENCES article (id));
 
 CREATE INDEX ix_article_search_doc ON article_search USING gin (doc);
+
+CREATE TABLE faq_search (faq_id INTEGER NOT NULL, doc TSVECTOR NOT NULL, CONSTRAINT pk_faq_search PRIMARY KEY (faq_id), CONSTRAINT fk_faq_search_faq_id_faq FOREIGN KEY(faq_id) REFERENCES faq (id));
+
+CREATE INDEX ix_faq_search_doc ON faq_search USING gin (doc);

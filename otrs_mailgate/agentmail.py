@@ -20,7 +20,7 @@ from email_reply_parser import EmailReplyParser
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from . import agents, auth, commands, customers, db, history, notify, sla
+from . import agents, auth, commands, customers, db, faq, history, notify, sla
 from .agents import AgentRef
 from .commands import Command
 from .models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
@@ -191,6 +191,13 @@ class CommandMail:
         elif name == "time":
             minutes = commands.duration_minutes(value)
             plan.ok(c.text, f"{minutes} minutes accounted", lambda: self._account(minutes))
+        elif name == "faq":
+            entry = faq.get(self.conn, int(value))
+            if entry is None:
+                plan.error(c.text, f"no FAQ entry {value} (`otrs-mailgate faq list` shows them)")
+            else:
+                self.inserts.append(entry.text)
+                plan.ok(c.text, f"FAQ entry {entry.id} ({entry.title}) added to your text")
         elif name in ("merge", "parent"):
             self._check_relative(plan, c)
         elif name in ("cc+", "cc-"):
@@ -337,8 +344,9 @@ class CommandMail:
         parsed = commands.parse(tag.commands if tag else "", text)
         self.closed_children: list[TicketRef] = []
         self.events: list[tuple[str, dict[str, str]]] = []  # what the customer may be told
+        self.inserts: list[str] = []  # texts of faq=<id> commands, in their order
         plan = self.plan(parsed)
-        text = parsed.body.strip()
+        text = "\n\n".join(t for t in [parsed.body.strip(), *self.inserts] if t)
         if plan.errors:
             article_id = self._store(envelope, recipient_key, text, internal=True)
             self._history(

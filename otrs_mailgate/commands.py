@@ -31,6 +31,7 @@ VOCABULARY: dict[str, tuple[bool, str]] = {
     "cc+": (True, "cc+=<address>: copy replies to that address"),
     "cc-": (True, "cc-=<address>: stop copying replies to that address"),
     "quiet": (False, "send no mail to the customer"),
+    "faq": (True, "faq=<id>: put that knowledge base entry into your reply"),
 }
 PRIORITIES = {"very-low": 1, "low": 2, "normal": 3, "high": 4, "very-high": 5}
 _DURATION = re.compile(r"(\d+)\s*([wdhm])")
@@ -105,6 +106,8 @@ def _check_value(name: str, value: str) -> str:
             duration_minutes(value)
         elif name == "priority":
             priority(value)
+        elif name == "faq" and not value.isdigit():
+            return f"{value!r} is not a FAQ entry number (`otrs-mailgate faq list`)"
         elif name in ("cc+", "cc-") and not _ADDRESS.match(value):
             return f"{value!r} is not a mail address"
     except ValueError as exc:

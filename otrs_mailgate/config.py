@@ -344,6 +344,9 @@ class QueueConfig(_Section):
         max_length=400,
         pattern=r"^[^\r\n]*$",
     )
+    # Offer the three knowledge base entries that best match the customer's mail at the
+    # end of the acknowledgement (faq.py; entries of this queue or of every queue).
+    suggest_faq: bool = False
     # What the customer is told by mail when an agent's command does it (without a
     # reply in the same mail): any of closed, pending, reopened, merged, moved.
     tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [

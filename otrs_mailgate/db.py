@@ -277,10 +277,10 @@ def schema_sql() -> str:
         out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda i: i.name or ""):
             out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
-    from .search import DDL
+    from . import faq, search
 
-    out.append("-- The search index (search.py; SQLite has an FTS5 table instead).\n")
-    out += [statement + ";\n" for statement in DDL["postgresql"]]
+    out.append("-- The full-text indexes (search.py, faq.py; SQLite has FTS5 tables instead).\n")
+    out += [statement + ";\n" for statement in search.DDL["postgresql"] + faq.DDL["postgresql"]]
     return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
 
 

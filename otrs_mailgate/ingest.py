@@ -21,7 +21,20 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import agentmail, auth, bounces, db, filters, history, links, outbox, search, sla, tokens
+from . import (
+    agentmail,
+    auth,
+    bounces,
+    db,
+    faq,
+    filters,
+    history,
+    links,
+    outbox,
+    search,
+    sla,
+    tokens,
+)
 from .agentmail import CommandMail
 from .classify import AUTO, HUMAN, REPORT, Classification, classify
 from .config import Config, QueueConfig
@@ -733,9 +746,16 @@ class Pipeline:
             history.append(session, ticket.id, "AutoResponseSuppressed", "system", reason=reason)
             notes.append(f"no auto response: {reason}")
             return
+        language = ticket.language or "en"
+        suggestions = []
+        if template == "acknowledgement" and queue.suggest_faq:
+            found = faq.suggest(
+                session.connection(), queue.name, language, mail.subject, mail.body_text
+            )
+            suggestions = [{"id": e.id, "title": e.title, "text": e.text} for e in found]
         response = Response(
             template=template,
-            language=ticket.language or "en",
+            language=language,
             from_addr=queue.addresses[0],
             from_name=queue.display_name or queue.name,
             to=to,
@@ -749,6 +769,7 @@ class Pipeline:
                 "queue_name": queue.display_name or queue.name,
                 "status_url": self.status_url(session.connection(), ticket.id),
                 "link_days": self.config.web.customer_link_days,
+                "faq": suggestions,
             },
             in_reply_to=mail.message_id,
             references=tuple(mail.references),

@@ -358,3 +358,17 @@ class SiteSecret(Base):
     __tablename__ = "site_secret"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+class FaqEntry(Base):
+    """A knowledge base entry: agents insert it into replies (faq=<id>); queues that opt
+    in suggest the best matches in the acknowledgement (faq.py keeps its index)."""
+
+    __tablename__ = "faq"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    queue: Mapped[str] = mapped_column(String(200), default="")  # "": every queue
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

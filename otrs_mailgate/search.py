@@ -43,7 +43,7 @@ from .searchquery import And, Filters, Node, Not, Or, Query, QueryError, Term, f
 
 MAX_BODY = 100_000  # characters of an article's text that are indexed
 MAX_SNIPPET_SOURCE = 20_000  # a snippet comes from the start of a text
-INDEX_TABLES = ("article_fts", "article_search")
+INDEX_TABLES = ("article_fts", "article_search", "faq_fts", "faq_search")
 
 DDL = {
     "sqlite": [
