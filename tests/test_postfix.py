@@ -9,6 +9,7 @@ import email
 import re
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import policy
@@ -137,6 +138,11 @@ def test_mail_through_postfix_end_to_end(tmp_path: Path, db_url: str) -> None:
             assert ack["Auto-Submitted"] == "auto-replied"
             txt = record.split('"')[1].encode()
             assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: txt), "DKIM does not verify"
+            # the status page link in the acknowledgement opens the ticket in the daemon
+            [link] = re.findall(r"http://127\.0\.0\.1:\d+/t/[a-z2-7]+", ack.get_content())
+            with urllib.request.urlopen(link, timeout=30) as page:
+                html = page.read().decode()
+            assert f"Ticket {number}" in html and "It burns." in html
 
             reply = pf.swaks(
                 "--from",
