@@ -378,20 +378,29 @@ def agent() -> None:
     """Agents: who works tickets by mail."""
 
 
-def _agent_errors(fn: Any) -> Any:
+def _refusals(module: str, name: str) -> Any:
+    """A decorator: the module's exception for a request that cannot be done becomes one
+    line on stderr and exit 1 (imported only when the command runs)."""
     import functools
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .agents import AgentError
+    def decorate(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            import importlib
 
-        try:
-            return fn(*args, **kwargs)
-        except AgentError as exc:
-            click.echo(f"otrs-mailgate: {exc}", err=True)
-            sys.exit(1)
+            error = getattr(importlib.import_module(module, __package__), name)
+            try:
+                return fn(*args, **kwargs)
+            except error as exc:
+                click.echo(f"otrs-mailgate: {exc}", err=True)
+                sys.exit(1)
 
-    return _database_errors(wrapper)
+        return _database_errors(wrapper)
+
+    return decorate
+
+
+_agent_errors = _refusals(".agents", "AgentError")
 
 
 def _agent_line(a: Any) -> str:
@@ -796,20 +805,7 @@ def faq() -> None:
     """The knowledge base: entries agents insert with faq=<id>, queues may suggest."""
 
 
-def _faq_errors(fn: Any) -> Any:
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .faq import FaqError
-
-        try:
-            return fn(*args, **kwargs)
-        except FaqError as exc:
-            click.echo(f"otrs-mailgate: {exc}", err=True)
-            sys.exit(1)
-
-    return _database_errors(wrapper)
+_faq_errors = _refusals(".faq", "FaqError")
 
 
 def _faq_text(text: str | None) -> str | None:
