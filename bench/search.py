@@ -88,10 +88,10 @@ def load(pipeline: Pipeline, articles: int, words: list[str], rng: random.Random
                     "title": "bench",
                     "queue_id": queue_ids[i % len(queue_ids)],
                     # one in ten open, with a first response due (some overdue)
-                    "state": "open" if i % 10 == 0 else "closed",
-                    "closed_at": None if i % 10 == 0 else now,
+                    "state": "open" if i // 5 % 10 == 0 else "closed",
+                    "closed_at": None if i // 5 % 10 == 0 else now,
                     "first_response_due": (
-                        now + dt.timedelta(minutes=i % 1000 - 100) if i % 10 == 0 else None
+                        now + dt.timedelta(minutes=i % 1000 - 100) if i // 5 % 10 == 0 else None
                     ),
                     "priority": 3,
                     "language": "en",

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from .agents import AgentRef
 from .config import Config
@@ -102,38 +102,35 @@ def overview(
     """Open tickets per queue and state, how many are past a due instant, the tickets
     due soonest, and the agent's locked tickets.
 
-    Only indexed reads: counts of the open states (ix_ticket_state), and per clock
-    the partial index of its due column, so the page costs the same with a million
-    closed tickets behind it.
+    Every read follows one index and the queues are picked in Python: the open states
+    through ix_ticket_state, the due instants through each clock's partial index (a
+    clock's column is set only while it runs), so the page costs the same with a
+    million closed tickets behind it and no planner is tempted by ix_ticket_queue_id.
     """
-    ids = list(queues)
-    counts = {qid: {"new": 0, "open": 0, "pending": 0, "overdue": 0} for qid in ids}
+    counts = {qid: {"new": 0, "open": 0, "pending": 0, "overdue": 0} for qid in queues}
     rows = conn.execute(
         select(_T.c.queue_id, _T.c.state, func.count())
-        .where(_T.c.state.in_(OPEN), _T.c.queue_id.in_(ids))
+        .where(_T.c.state.in_(OPEN))
         .group_by(_T.c.queue_id, _T.c.state)
     )
     for qid, state, n in rows:
-        counts[qid][state] = n
-    overdue: set[tuple[int, int]] = set()
+        if qid in counts:
+            counts[qid][state] = n
+    overdue: dict[int, int] = {}  # ticket id -> queue id (a ticket late on two clocks once)
     candidates: dict[str, dict[str, Any]] = {}
     for clock in CLOCKS:
         column = getattr(_T.c, f"{clock}_due")
-        open_here = (_T.c.queue_id.in_(ids), _T.c.state.in_(OPEN), column.is_not(None))
+        late = select(_T.c.id, _T.c.queue_id, _T.c.state).where(column < now)
         overdue.update(
-            conn.execute(select(_T.c.id, _T.c.queue_id).where(*open_here, column < now)).all()
+            (r.id, r.queue_id)
+            for r in conn.execute(late)
+            if r.queue_id in queues and r.state in OPEN
         )
-        for r in conn.execute(
-            _listing()
-            .add_columns(column.label("due"))
-            .where(*open_here)
-            .order_by(column)
-            .limit(soonest)
-        ):
+        for r in _soonest(conn, column, queues, soonest):
             seen = candidates.get(r.number)
             if seen is None or r.due < seen["due"]:
                 candidates[r.number] = _listed(r) | {"due": r.due, "clock": clock}
-    for _, qid in overdue:
+    for qid in overdue.values():
         counts[qid]["overdue"] += 1
     escalating = sorted(candidates.values(), key=lambda c: c["due"])[:soonest]
     for item in escalating:
@@ -148,10 +145,36 @@ def overview(
         )
     ]
     return {
-        "queues": [{"id": qid, "name": queues[qid], **counts[qid]} for qid in ids],
+        "queues": [{"id": qid, "name": name, **counts[qid]} for qid, name in queues.items()],
         "escalating": escalating,
         "locked": locked,
     }
+
+
+def _soonest(conn: Connection, column: Any, queues: dict[int, str], wanted: int) -> list[Any]:
+    """The open tickets of the queues whose column comes soonest, read in the order of
+    the column's partial index a page at a time (keyset on the column and the id)."""
+    out: list[Any] = []
+    last: tuple[Any, int] | None = None
+    page = 4 * wanted
+    while len(out) < wanted:
+        stmt = (
+            _listing()
+            .add_columns(column.label("due"), _T.c.queue_id, _T.c.id)
+            .where(column.is_not(None))
+            .order_by(column, _T.c.id)
+            .limit(page)
+        )
+        if last is not None:
+            due, ticket_id = last
+            stmt = stmt.where(or_(column > due, and_(column == due, _T.c.id > ticket_id)))
+        rows = conn.execute(stmt).all()
+        out += [r for r in rows if r.queue_id in queues and r.state in OPEN]
+        if len(rows) < page:
+            break
+        last = (rows[-1].due, rows[-1].id)
+        page = min(page * 4, 10_000)
+    return out[:wanted]
 
 
 def _listing() -> Any:

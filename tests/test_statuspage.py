@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from web_helpers import EVIL, HOT, Browser, link_in, story
 
-from otrs_mailgate import agents, db, links, tokens
+from otrs_mailgate import agents, db, links, tokens, views
 from otrs_mailgate.ingest import Pipeline
 from otrs_mailgate.models import Article, Ticket
 
@@ -187,4 +187,39 @@ def test_agent_link_cli_and_its_errors(tmp_path: Path, db_url: str) -> None:
     disabled = cli(cfg, "agent", "link", "alice")
     assert disabled.returncode == 1 and b"agent alice is disabled" in disabled.stderr
     assert len(outbox_mails(p)) == 1  # the refused requests queued nothing
+    p.engine.dispose()
+
+
+def test_overview_counts_overdue_and_lists_what_is_due_soonest(db_url: str) -> None:
+    always = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    config = make_config(
+        db_url,
+        calendar=[{"name": "always", "hours": always}],
+        sla=[{"name": "std", "queues": ["Hotline", "Support-DE"], "calendar": "always",
+              "first_response": 60}],
+    )  # fmt: skip
+    p = Pipeline(config)
+    p.ensure_queues()
+    made = [p.deliver_one(mail(f"Case {i}"), HOT).ticket_number for i in range(3)]
+    other = p.deliver_one(mail("Elsewhere"), "support@example.de").ticket_number
+    now = dt.datetime.now(dt.UTC)
+    with db.transaction(p.sessions) as s:
+        for number, minutes in zip([*made, other], (-30, 45, 10, -90), strict=True):
+            s.execute(
+                update(Ticket)
+                .where(Ticket.number == number)
+                .values(first_response_due=now + dt.timedelta(minutes=minutes))
+            )
+        s.execute(update(Ticket).where(Ticket.number == made[1]).values(state="closed",
+                  first_response_due=None))  # fmt: skip
+        alice = agents.add(s, "alice", "alice@agents.test", "Alice", [])
+        agents.grant(s, p.queue_id("Hotline"), "alice", "ro")
+    with p.engine.connect() as conn:
+        queues = views.visible_queues(conn, alice)
+        o = views.overview(conn, alice, queues, now)
+    assert [(q["name"], q["new"], q["overdue"]) for q in o["queues"]] == [("Hotline", 2, 1)]
+    assert [(t["number"], t["overdue"]) for t in o["escalating"]] == [
+        (made[0], True),
+        (made[2], False),
+    ]  # the closed one and the other queue's are not listed
     p.engine.dispose()
