@@ -38,6 +38,8 @@ class QueryError(ValueError):
 
 def fold(text: str) -> str:
     """Lower case without accents; ß as ss: what the index holds and queries look for."""
+    if text.isascii():
+        return text.lower()  # most mail text: nothing to decompose
     text = text.casefold()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
