@@ -920,6 +920,36 @@ def faq_show(ctx: Ctx, entry_id: int, as_json: bool) -> None:
     click.echo(f"{_faq_line(entry)}\n\n{entry.text}")
 
 
+@main.command("migrate-db")
+@click.option("--to", "target_url", required=True, metavar="URL", help="The new database.")
+@pass_ctx
+def migrate_db(ctx: Ctx, target_url: str) -> None:
+    """Copy everything into another (empty) database, e.g. from SQLite to PostgreSQL;
+    then point database.url at it.  Stop `serve` first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .db import make_engine
+    from .migratedb import MigrateError, migrate
+
+    source = ctx.engine()
+    try:
+        target = make_engine(target_url)
+        copied = migrate(source, target)
+    except MigrateError as exc:
+        click.echo(f"otrs-mailgate: migrate-db: {exc}", err=True)
+        sys.exit(1)
+    except (SQLAlchemyError, ValueError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else repr(reason)
+        click.echo(f"otrs-mailgate: migrate-db: {first} (nothing was written)", err=True)
+        sys.exit(1)
+    for name, n in copied.tables.items():
+        if n:
+            click.echo(f"{name:<16} {n:>9}")
+    where = target.url.render_as_string(hide_password=True)
+    click.echo(f"copied {copied.rows} rows to {where}; now set database.url to it")
+
+
 @main.group()
 def audit() -> None:
     """Check the tamper-evident history."""

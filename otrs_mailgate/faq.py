@@ -73,7 +73,8 @@ def create(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
-def _index(conn: Connection, entry: Entry) -> None:
+def index_entry(conn: Connection, entry: Entry) -> None:
+    """(Re)write an entry's index row."""
     dialect = conn.dialect.name
     conn.execute(text(_DELETE[dialect]), {"id": entry.id})
     folded = {"title": " ".join(words(entry.title)), "text": " ".join(words(entry.text))}
@@ -100,7 +101,7 @@ def add(session: Session, title: str, body: str, language: str, queue: str) -> E
         .returning(_F.c.id)
     ).scalar_one()
     entry = Entry(entry_id, title.strip(), body.strip(), language, queue)
-    _index(conn, entry)
+    index_entry(conn, entry)
     return entry
 
 
@@ -119,7 +120,7 @@ def edit(session: Session, entry_id: int, **changes: str | None) -> Entry:
         .values(title=entry.title, text=entry.text, language=entry.language, queue=entry.queue)
         .values(updated_at=utcnow())
     )
-    _index(conn, entry)
+    index_entry(conn, entry)
     return entry
 
 

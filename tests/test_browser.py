@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web_helpers import EVIL, story
 
 from otrs_mailgate import db, links
 from otrs_mailgate.ingest import Pipeline
@@ -17,6 +16,7 @@ from otrs_mailgate.ingest import Pipeline
 from agent_helpers import Desk, SigningDomain
 from helpers import need
 from lmtp_helpers import free_port, running
+from web_helpers import EVIL, story
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

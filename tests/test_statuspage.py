@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
-from web_helpers import EVIL, HOT, Browser, link_in, story
 
 from otrs_mailgate import agents, db, links, tokens, views
 from otrs_mailgate.ingest import Pipeline
@@ -19,6 +18,7 @@ from agent_helpers import Desk, SigningDomain
 from cli_helpers import cli, write_config
 from helpers import mail, make_config, outbox_mails
 from lmtp_helpers import RawLMTP, free_port, running
+from web_helpers import EVIL, HOT, Browser, link_in, story
 
 
 @pytest.fixture(scope="module")
