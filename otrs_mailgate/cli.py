@@ -920,6 +920,30 @@ def faq_show(ctx: Ctx, entry_id: int, as_json: bool) -> None:
     click.echo(f"{_faq_line(entry)}\n\n{entry.text}")
 
 
+@main.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def backup(ctx: Ctx, file: Path) -> None:
+    """A consistent copy of the SQLite database while `serve` runs (SQLite's online
+    backup); PostgreSQL: use pg_dump."""
+    from .db import backup_sqlite
+
+    url = ctx.config.database.url
+    if not url.startswith("sqlite"):
+        click.echo("otrs-mailgate: backup copies SQLite; for PostgreSQL use pg_dump", err=True)
+        sys.exit(2)
+    if file.exists():
+        click.echo(f"otrs-mailgate: backup: {file} exists; give a new file", err=True)
+        sys.exit(1)
+    try:
+        pages = backup_sqlite(ctx.engine(), file)
+    except Exception as exc:  # the database file missing, the disk full: one line
+        file.unlink(missing_ok=True)
+        click.echo(f"otrs-mailgate: backup failed, nothing kept: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"backup of {url} written to {file} ({pages} pages)")
+
+
 @main.command("migrate-db")
 @click.option("--to", "target_url", required=True, metavar="URL", help="The new database.")
 @pass_ctx

@@ -126,6 +126,26 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         conn.rollback()
 
 
+def backup_sqlite(engine: Engine, target: Path) -> int:
+    """Copy a live SQLite database page by page (writers go on meanwhile; what the copy
+    holds is one committed state); how many pages."""
+    raw = engine.raw_connection()
+    try:
+        source = raw.driver_connection
+        copy = type(source)(str(target))  # the same driver: sqlite3 or pysqlite3
+        try:
+            source.backup(copy, pages=1024)
+            pages = copy.execute("PRAGMA page_count").fetchone()[0]
+            ok = copy.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            copy.close()
+    finally:
+        raw.close()
+    if ok != "ok":
+        raise RuntimeError(f"the copy fails its integrity check: {ok}")
+    return int(pages)
+
+
 def is_temporary(exc: BaseException) -> bool:
     """Database unavailable, locked, full or read-only: worth retrying later."""
     return isinstance(exc, OperationalError) or (

@@ -97,3 +97,18 @@ def test_refuses_a_target_with_tickets_and_writes_nothing(
     assert b"Traceback" not in refused.stderr + same.stderr + unreachable.stderr
     assert counts(db_url) == before_target
     assert counts(f"sqlite:///{tmp_path}/old.sqlite") == before_source
+
+
+def test_backup_of_a_live_sqlite_database(tmp_path: Path, corpus: Path) -> None:
+    cfg, p = filled(tmp_path, corpus)
+    copy = tmp_path / "backup.sqlite"
+    made = cli(cfg, "backup", str(copy))
+    assert made.returncode == 0, made.stderr
+    assert counts(f"sqlite:///{copy}") == counts(p.config.database.url)
+    again = cli(cfg, "backup", str(copy))  # never over an existing file
+    assert again.returncode == 1 and b"exists; give a new file" in again.stderr
+    restored = write_config(tmp_path / "restored.toml", f"sqlite:///{copy}")
+    assert cli(restored, "audit", "verify").returncode == 0
+    found = json.loads(cli(restored, "search", "--json", "toner").stdout)
+    assert [t["title"] for t in found["tickets"]] == ["Kaputter Drucker"]  # FTS5 came along
+    p.engine.dispose()
