@@ -53,6 +53,10 @@ POLICY = policy.default.clone(header_factory=_CachedRegistry())
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+MAX_HEADER_BLOCK = 1 << 20  # bytes before the first empty line
+_BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
+MAX_MULTIPARTS = 200
 
 
 class NotAMail(ValueError):
@@ -147,7 +151,7 @@ def significant_bytes(raw: bytes) -> bytes:
 
 def looks_like_mail(raw: bytes) -> bool:
     """At least one header line before the first empty line (an mbox From_ line is allowed)."""
-    lines = raw.lstrip(b"\r\n").splitlines()
+    lines = raw.lstrip(b"\r\n")[:4096].splitlines()  # the start says it; never split 50 MB
     if lines and lines[0].startswith(b"From "):
         lines = lines[1:]
     return bool(lines) and bool(_HEADER_LINE.match(lines[0]))
@@ -305,6 +309,19 @@ def parse(raw: bytes) -> ParsedMail:
     if not looks_like_mail(raw):
         raise NotAMail("no mail header found")
     out = ParsedMail(raw=raw)
+    if len(raw) > MAX_HEADER_BLOCK and not _BLANK_LINE.search(raw, 0, MAX_HEADER_BLOCK + 4):
+        # The stdlib parser needs ten times a header's size in memory; no mail has such
+        # a header but a hostile one.  Kept raw and flagged, as unparsable mail is.
+        out.unparsed = True
+        out.problem = f"header block over {MAX_HEADER_BLOCK} bytes: stored raw, not parsed"
+        return out
+    containers = len(_BOUNDARY.findall(raw, 0, 64 * 1024 * 1024))
+    if containers > MAX_MULTIPARTS:
+        # The stdlib parser recurses per nested part; thousands of them end in a
+        # RecursionError after a long while.  No real mail nests this much.
+        out.unparsed = True
+        out.problem = f"{containers} multipart containers (at most {MAX_MULTIPARTS}): stored raw"
+        return out
     try:
         msg = BytesParser(policy=POLICY).parsebytes(raw)
     except Exception as exc:
@@ -336,4 +353,25 @@ def parse(raw: bytes) -> ParsedMail:
     out.body_text = "\n".join(p.rstrip("\n") for p in plain if p.strip()).strip("\n")
     if not out.body_text and out.body_html:
         out.body_text = html_to_text(out.body_html)
+    _drop_nul(out)
     return out
+
+
+_TEXT_FIELDS = ("subject", "from_name", "from_addr", "message_id", "date", "body_text", "body_html")
+_LIST_FIELDS = ("to", "cc", "reply_to", "in_reply_to", "references")
+
+
+def _drop_nul(out: ParsedMail) -> None:
+    """NUL characters out of every text: PostgreSQL's text columns refuse them, and a mail
+    refused by the database forever would be a 451 until Postfix gives up on it.  The
+    raw bytes keep them."""
+    for name in _TEXT_FIELDS:
+        value = getattr(out, name)
+        if "\x00" in value:
+            setattr(out, name, value.replace("\x00", ""))
+    for name in _LIST_FIELDS:
+        setattr(out, name, [v.replace("\x00", "") for v in getattr(out, name)])
+    for part in out.attachments:
+        part.filename = part.filename.replace("\x00", "")
+        part.content_type = part.content_type.replace("\x00", "")
+        part.content_id = part.content_id.replace("\x00", "")
