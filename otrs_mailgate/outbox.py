@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import logging
 import os
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,7 @@ class Sender:
         self.config = config
         self.sessions = sessions
         self.responder = Responder(config)
+        self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
         self._dkim_key: bytes | None = None
         if config.dkim.key_file and config.dkim.selector:
             self._dkim_key = Path(config.dkim.key_file).read_bytes()
@@ -181,17 +184,29 @@ class Sender:
         return signature + data
 
     def run_pass(self, now: dt.datetime | None = None, limit: int = 100) -> PassResult:
-        """Claim what is due and send it; one SMTP connection for the pass."""
+        """Claim what is due and send it; one SMTP connection for the pass.
+
+        When the database goes away between a send and its record, the outcome is
+        kept here and written first thing once the database answers again (and the
+        rows claimed but not yet sent are given back), so a mail the MTA took is not
+        sent a second time when the lease runs out.
+        """
         now = now or utcnow()
+        result = PassResult()
+        if not self._flush(result):
+            raise db.TemporaryFailure("outbox outcomes wait for the database")
         with db.transaction(self.sessions) as session:
             rows = _claim(session, now, limit)
-        result = PassResult()
         if not rows:
             return result
         smtp: smtplib.SMTP | None = None
         unreachable = ""
         try:
-            for row in rows:
+            for index, row in enumerate(rows):
+                if self._pending:  # the database went away mid-pass: send no more
+                    ids = [r.id for r in rows[index:]]
+                    self._pending.append(functools.partial(_release, ids=ids, now=now))
+                    break
                 if unreachable:  # do not knock on a closed door once per row
                     self._finish(row, 451, unreachable, result, now)
                     continue
@@ -238,8 +253,27 @@ class Sender:
         data: bytes | None = None,
     ) -> None:
         """Record one row's outcome at once: a crash after this sends it no second time."""
-        with db.transaction(self.sessions) as session:
-            self._record(session, row, code, text, result, now, data)
+        record = functools.partial(
+            self._record, row=row, code=code, text=text, result=result, now=now, data=data
+        )
+        try:
+            with db.transaction(self.sessions) as session:
+                record(session)
+        except db.TemporaryFailure as exc:
+            log.warning("outbox id=%s: %s; its outcome is kept until the database is back",
+                        row.id, exc)  # fmt: skip
+            self._pending.append(record)
+
+    def _flush(self, result: PassResult) -> bool:
+        """Write the outcomes the database could not take; whether all are written."""
+        while self._pending:
+            try:
+                with db.transaction(self.sessions) as session:
+                    self._pending[0](session)
+            except db.TemporaryFailure:
+                return False
+            self._pending.pop(0)
+        return True
 
     def _record(
         self,
@@ -305,6 +339,15 @@ class Sender:
                 to=row.rcpt_to,
                 error=error,
             )
+
+
+def _release(session: Session, ids: list[int], now: dt.datetime) -> None:
+    """Rows claimed by a pass that stopped before sending them are due again at once."""
+    session.connection().execute(
+        update(_O)
+        .where(_O.c.id.in_(ids), _O.c.status == "sending")
+        .values(status="queued", next_attempt_at=now)
+    )
 
 
 SIGNED_HEADERS = (

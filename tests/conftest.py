@@ -32,7 +32,9 @@ PG_ADMIN_URL = os.environ.get(
 def pg_base_url() -> Iterator[str | None]:
     """A fresh database for this test run, migrated once; None when there is no server."""
     try:
-        admin = create_engine(db.normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+        admin = create_engine(  # pre-ping: the outage test restarts the server under it
+            db.normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+        )
         with admin.connect() as conn:
             name = f"otrs_mailgate_test_{uuid.uuid4().hex[:8]}"
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -227,3 +227,48 @@ def test_sent_row_keeps_the_bytes_it_sent(db_url: str, sink: Sink) -> None:
     assert row.data is not None and data.replace(b"\r\n", b"\n").endswith(
         row.data.replace(b"\r\n", b"\n")
     )
+
+
+def test_database_gone_after_a_send_keeps_the_outcome_and_sends_nothing_twice(
+    db_url: str, sink: Sink, monkeypatch
+) -> None:
+    """The MTA took the first mail, then the database went away: the outcome waits in
+    the sender, the rest of the pass is given back unsent, and once the database
+    answers every row is sent exactly once (not again after the lease)."""
+    from otrs_mailgate import outbox
+
+    _, pipeline, sender = _setup(db_url, sink.port)
+    for i in range(3):
+        pipeline.deliver_one(mail(f"Case {i}", sender=f"c{i}@customer.test"), HOT)
+    real = db.transaction
+    down = {"on": False}
+
+    def flaky(sessions):  # the database fails from the first record on
+        if down["on"]:
+            raise db.TemporaryFailure("server closed the connection")
+        return real(sessions)
+
+    real_sendmail = outbox.smtplib.SMTP.sendmail
+
+    def sendmail(self, *args, **kwargs):
+        out = real_sendmail(self, *args, **kwargs)
+        down["on"] = True  # gone right after the MTA said 250
+        return out
+
+    monkeypatch.setattr(outbox.db, "transaction", flaky)
+    monkeypatch.setattr(outbox.smtplib.SMTP, "sendmail", sendmail)
+    sender.run_pass()
+    assert len(sink.received) == 1
+    with pytest.raises(db.TemporaryFailure):
+        sender.run_pass()  # still down: nothing claimed, nothing sent
+    assert len(sink.received) == 1
+    monkeypatch.setattr(outbox.smtplib.SMTP, "sendmail", real_sendmail)
+    down["on"] = False
+    result = sender.run_pass()  # the kept outcome first, then the rows given back
+    assert len(sink.received) == 3 and result.sent == 2  # the first counted when it went
+    assert sorted(r.status for r in _rows(pipeline)) == ["sent"] * 3
+    assert sorted(rcpts[0] for _, rcpts, _ in sink.received) == [
+        f"c{i}@customer.test" for i in range(3)
+    ]
+    later = utcnow() + dt.timedelta(hours=1)  # long after any lease
+    assert sender.run_pass(now=later).sent == 0 and len(sink.received) == 3
