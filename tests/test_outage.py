@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
+from otrs_mailgate import db
 from otrs_mailgate.config import load
 from otrs_mailgate.models import Article, Outbox
 
@@ -116,3 +117,77 @@ addresses = ["{HOT}"]
     assert status == {"sent": total}, status  # one acknowledgement each, sent once
     assert acks == total
     assert "status=bounced" not in log
+
+
+def _chattr(flag: str, paths: list[Path]) -> None:
+    subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
+
+
+def test_sqlite_read_only_for_a_while_under_load(tmp_path: Path) -> None:
+    """The database file and its WAL made immutable (root cannot write them either) for
+    20 s while smtp-source sends through Postfix: 451s, then every mail stored once."""
+    require_postfix()
+    need(shutil.which("chattr") is not None, "chattr (e2fsprogs)")
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x")
+    made = subprocess.run(["chattr", "+i", str(probe)], capture_output=True)
+    need(made.returncode == 0, f"this filesystem has no immutable flag: {made.stderr!r}")
+    _chattr("-i", [probe])
+    total = 400
+    lmtp_port = free_port()
+    url = f"sqlite:///{tmp_path}/mailgate.sqlite"
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(f"""
+[database]
+url = "{url}"
+[lmtp]
+port = {lmtp_port}
+[milter]
+enabled = false
+[web]
+port = {free_port()}
+[smtp]
+port = {free_port()}
+[[queue]]
+name = "Hotline"
+addresses = ["{HOT}"]
+acknowledge = false
+""")
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    files = [tmp_path / "mailgate.sqlite", tmp_path / "mailgate.sqlite-wal"]
+    with instance(load(cfg), []) as pf:
+        daemon = start(cfg, lmtp_port)
+        source = subprocess.Popen(
+            ["smtp-source", "-s", "5", "-m", str(total), "-l", "1024", "-f",
+             "load@customer.test", "-t", HOT, f"127.0.0.1:{pf.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        frozen = False
+        try:
+            wait_for(lambda: len(_rows(url)[0]) > 100, 120, "mail stored before")
+            _chattr("+i", files)
+            frozen = True
+            time.sleep(20)
+            _chattr("-i", files)
+            frozen = False
+            assert source.wait(300) == 0, source.stdout.read()  # type: ignore[union-attr]
+            pf.wait_queue_empty(300)
+        finally:
+            if frozen:
+                _chattr("-i", files)
+            source.kill()
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(30) == 0
+        log = pf.log()
+    accepted = set(re.findall(r"cleanup\[\d+\]: \w+: message-id=<([^>]+)>", log))
+    ids, _ = _rows(url)
+    assert "451 4.3.0" in log, "the daemon did not answer 451 while the file was read-only"
+    assert len(accepted) == total
+    assert len(ids) == len(set(ids)), "a message was stored twice"
+    assert set(ids) == accepted, "a message Postfix accepted was not stored"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+    engine.dispose()
