@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,26 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import scratch_databases
+from lab import cli, free_port, peak_rss_mb, serve, wait_listening
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}") from None
-            time.sleep(0.05)
-    raise SystemExit("server did not start")
 
 
 def smtp_source(port: int, mails: int, size: int, sessions: int) -> float:
@@ -70,13 +52,6 @@ def smtp_source(port: int, mails: int, size: int, sessions: int) -> float:
     return mails / (time.perf_counter() - started)
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def start_daemon(tmp: str, url: str, sink_port: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cfg = Path(tmp) / "bench.toml"
@@ -85,13 +60,8 @@ def start_daemon(tmp: str, url: str, sink_port: int) -> tuple[subprocess.Popen[b
         f"[lmtp]\nport = {port}\n[smtp]\nport = {sink_port}\n"
         '[[queue]]\nname = "Hotline"\naddresses = ["hotline@example.com"]\n'
     )
-    env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
-    cli = [sys.executable, "-m", "otrs_mailgate.cli"]
-    subprocess.run([*cli, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
-    log = open(Path(tmp) / "serve.log", "ab")  # noqa: SIM115 - lives as long as the daemon
-    proc = subprocess.Popen([*cli, "serve"], env=env, stderr=log)
-    wait_listening(port, proc)
-    return proc, port
+    cli(cfg, "init")
+    return serve(cfg, port, Path(tmp) / "serve.log"), port
 
 
 def main() -> None:

@@ -186,14 +186,26 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
     default=None,
     help="Write main.cf, transport and recipients files into this folder.",
 )
+@click.option(
+    "--lmtp",
+    "lmtp",
+    multiple=True,
+    metavar="inet:HOST:PORT|unix:/PATH",
+    help="A `serve` process to deliver to; give it once per daemon to spread the mail "
+    "over several (default: this config's [lmtp]).",
+)
 @pass_ctx
-def postfix_config(ctx: Ctx, write_dir: Path | None) -> None:
+def postfix_config(ctx: Ctx, write_dir: Path | None, lmtp: tuple[str, ...]) -> None:
     """Print the Postfix settings and maps for the configured queues."""
     from . import postfix
 
+    try:
+        postfix.destinations(ctx.config, lmtp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lmtp") from None
     parts = {
-        "main.cf": postfix.main_cf(ctx.config),
-        "transport": postfix.transport(ctx.config),
+        "main.cf": postfix.main_cf(ctx.config, lmtp=lmtp),
+        "transport": postfix.transport(ctx.config, lmtp),
         "recipients": postfix.recipients(ctx.config),
     }
     if write_dir is None:

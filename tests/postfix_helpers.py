@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -28,6 +29,7 @@ from helpers import need
 from lmtp_helpers import free_port
 
 MASTER_DIST = Path("/usr/share/postfix/master.cf.dist")
+_FROM = re.compile(rb"^From:[^\n]*<([^>]+)>", re.MULTILINE)
 
 
 def require_postfix() -> None:
@@ -83,6 +85,29 @@ class Instance:
             timeout=60,
         )
 
+    def send_files(self, files: Sequence[Path], rcpt: str, sessions: int = 10) -> None:
+        """Each file as its own mail through our smtpd (`smtp-source -F`), `sessions` at a
+        time; the envelope sender is the file's From address."""
+        running: list[subprocess.Popen[bytes]] = []
+
+        def reap(proc: subprocess.Popen[bytes]) -> None:
+            if proc.wait() != 0:
+                raise RuntimeError(f"smtp-source failed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+
+        for path in files:
+            while len(running) >= sessions:
+                done = [p for p in running if p.poll() is not None]
+                for proc in done:
+                    reap(proc)
+                    running.remove(proc)
+                time.sleep(0.002)
+            sender = _FROM.search(path.read_bytes()).group(1).decode()  # type: ignore[union-attr]
+            where = f"127.0.0.1:{self.port}"
+            cmd = ["smtp-source", "-m", "1", "-f", sender, "-t", rcpt, "-F", str(path), where]
+            running.append(subprocess.Popen(cmd, stderr=subprocess.PIPE))
+        for proc in running:
+            reap(proc)
+
     def wait_queue_empty(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,8 +137,11 @@ def instance(
     extra_main: str = "",
     extra_transport: str = "",
     extra_master: str = "",
+    lmtp: Sequence[str] = (),
 ) -> Iterator[Instance]:
-    """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user)."""
+    """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user,
+    or @domain: one Maildir named for the domain takes all its mail);
+    lmtp: several daemons to spread the deliveries over (postfix-config --lmtp)."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
     root.chmod(0o755)
@@ -124,11 +152,11 @@ def instance(
     os.chown(root / "data", pf.pw_uid, pf.pw_gid)
     os.chown(root / "mail", pf.pw_uid, pf.pw_gid)
     etc = root / "etc"
-    (etc / "transport").write_text(postfix.transport(config) + extra_transport)
+    (etc / "transport").write_text(postfix.transport(config, lmtp) + extra_transport)
     (etc / "recipients").write_text(postfix.recipients(config))
-    (etc / "vmailbox").write_text("".join(f"{m} {m.split('@')[0]}/\n" for m in mailboxes))
+    (etc / "vmailbox").write_text("".join(f"{m} {_box(m)}/\n" for m in mailboxes))
     domains = ", ".join(sorted({m.split("@")[1] for m in mailboxes} | {"customer.test"}))
-    ours = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"))
+    ours = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"), lmtp)
     ours = ours.replace("hash:", "texthash:")  # no postmap needed
     # Test timings replace ours instead of following them: a key given twice makes every
     # Postfix process log a warning, and postlogd, logging its own to itself while
@@ -184,6 +212,12 @@ biff = no
         subprocess.run(["postfix", "-c", str(etc), "stop"], capture_output=True, timeout=60)
         time.sleep(0.5)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _box(mailbox: str) -> str:
+    """user@domain is delivered to the Maildir `user`; @domain (all of it) to `domain`."""
+    user, domain = mailbox.split("@")
+    return user or domain
 
 
 def _listening(port: int) -> bool:

@@ -78,6 +78,24 @@ def test_postfix_files_match_postfix_config(tmp_path: Path) -> None:
     assert b"smtpd_milters = inet:127.0.0.1:8025" in proc.stdout
 
 
+def test_postfix_config_for_several_daemons() -> None:
+    example = ROOT / "otrs-mailgate.toml.example"
+    proc = cli(example, "postfix-config", "--lmtp", "inet:10.0.0.1:8024", "--lmtp",
+               "unix:/run/otrs/lmtp")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        b"transport_maps = pipemap:{hash:/etc/postfix/otrs-mailgate-transport, "
+        b"randmap:{lmtp:inet:10.0.0.1:8024, lmtp:unix:/run/otrs/lmtp}}\n"
+    ) in proc.stdout
+    assert b"hotline@example.com\tlmtp:inet:10.0.0.1:8024" in proc.stdout
+    bad = cli(example, "postfix-config", "--lmtp", "10.0.0.1:8024")
+    assert bad.returncode == 2
+    assert b"Invalid value for --lmtp: '10.0.0.1:8024': use inet:HOST:PORT or unix:/PATH" in (
+        bad.stderr
+    )
+    assert bad.stdout == b""  # nothing half printed
+
+
 def _tickets(db_url: str) -> list[tuple[str, int]]:
     engine = create_engine(db_url)
     with engine.connect() as conn:
@@ -177,6 +195,62 @@ def _stored_ids(db_url: str) -> list[str]:
         ids = list(conn.execute(select(Article.message_id)).scalars())
     engine.dispose()
     return ids
+
+
+def test_two_daemons_on_one_postgresql_share_the_mail_behind_one_postfix(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """postfix-config --lmtp twice: Postfix's randmap spreads 40 customers' mail over two
+    `serve` processes; every mail stored once, one ticket number each, one ack each.  Then
+    one daemon stops and 10 more mails all reach the other."""
+    require_postfix()
+    ports = [free_port(), free_port()]
+    texts = [daemon_config(pg_url, port) for port in ports]
+    cfgs = [tmp_path / f"d{i}.toml" for i in range(2)]
+    for cfg, text in zip(cfgs, texts, strict=True):
+        cfg.write_text(text.replace("PORT", "25"))
+    mails = []
+    for i in range(50):
+        path = tmp_path / f"{i}.eml"
+        path.write_text(
+            f"From: <c{i}@customer.test>\nTo: {HOT}\nSubject: Case {i}\n"
+            f"Message-ID: <case-{i}@customer.test>\n\nHelp {i}.\n"
+        )
+        mails.append(path)
+    lmtp = [f"inet:127.0.0.1:{port}" for port in ports]
+    with instance(load(cfgs[0]), ["@customer.test"], lmtp=lmtp) as pf:
+        for cfg, text in zip(cfgs, texts, strict=True):
+            cfg.write_text(text.replace("PORT", str(pf.port)))
+        daemons = [start(cfg, port) for cfg, port in zip(cfgs, ports, strict=True)]
+        try:
+            pf.send_files(mails[:40], HOT)
+            wait_for(lambda: len(_stored_ids(pg_url)) >= 40, 120, "the mail stored")
+            shares = [cfg.with_suffix(".log").read_text().count(" status=250 ") for cfg in cfgs]
+            # The second daemon stops: what the randmap still gives it waits in Postfix's
+            # queue and goes to the first on a later try.
+            daemons[1].send_signal(signal.SIGTERM)
+            assert daemons[1].wait(30) == 0
+            pf.send_files(mails[40:], HOT)
+            wait_for(lambda: len(_stored_ids(pg_url)) >= 50, 120, "the mail stored")
+            box = pf.maildir("customer.test")
+            wait_for(lambda: len(list(box.glob("*"))) >= 50, 120, "the acknowledgements")
+            pf.wait_queue_empty()
+        finally:
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGTERM)
+            for daemon in daemons:
+                assert daemon.wait(30) == 0
+        acks = pf.inbox("customer.test")
+        log = pf.log()
+    assert sum(shares) == 40 and min(shares) > 0, shares  # both took mail (1 - 2**-39)
+    assert sorted(_stored_ids(pg_url)) == sorted(f"case-{i}@customer.test" for i in range(50))
+    numbers = [number for number, _ in _tickets(pg_url)]
+    assert len(numbers) == len(set(numbers)) == 50
+    assert sorted(str(a["In-Reply-To"]) for a in acks) == sorted(
+        f"<case-{i}@customer.test>" for i in range(50)
+    )
+    assert "status=bounced" not in log
+    print(f"deliveries per daemon {shares}; deferred while one was down: {log.count('deferred')}")
 
 
 def test_kill_9_twice_under_smtp_source_load(tmp_path: Path, db_url: str) -> None:
