@@ -35,6 +35,7 @@ class _CachedRegistry(HeaderRegistry):
     Header objects are immutable, and real mail repeats the same Content-Type,
     Content-Transfer-Encoding and MIME-Version lines endlessly; parsing them is
     most of what the email package spends on a message.  Long values are not kept.
+    The class for a header name is remembered too.
     """
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one module-level instance
@@ -45,6 +46,15 @@ class _CachedRegistry(HeaderRegistry):
         if not isinstance(value, str) or len(value) > 512:
             return super().__call__(name, value)
         return self._cached(name, value)
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        # The stdlib builds a new class on every lookup, and a lookup comes with every
+        # header parsed and every header set (policy.header_max_count).
+        return self._class(name.lower())
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one module-level instance
+    def _class(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
 
 
 POLICY = policy.default.clone(header_factory=_CachedRegistry())
