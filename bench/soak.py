@@ -83,9 +83,15 @@ class Watch:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def stored(self) -> int:
+        return self._count("SELECT count(*) FROM article")
+
+    def unsent(self) -> int:
+        return self._count("SELECT count(*) FROM outbox WHERE status != 'sent'")
+
+    def _count(self, sql: str) -> int:
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         try:
-            return conn.execute("SELECT count(*) FROM article").fetchone()[0]
+            return conn.execute(sql).fetchone()[0]
         finally:
             conn.close()
 
@@ -121,7 +127,7 @@ def main() -> None:
         cfg.write_text(config_text(url, lmtp_port, 25))
         cli(cfg, "init")
         discard = "customer.test\tdiscard:\n"  # the acknowledgements: accepted, then dropped
-        with instance(load(cfg), [], extra_transport=discard) as pf:
+        with instance(load(cfg), ["@customer.test"], extra_transport=discard) as pf:
             cfg.write_text(config_text(url, lmtp_port, pf.port))
             log = tmp / "serve.log"
             daemon = serve(cfg, lmtp_port, log)
@@ -137,6 +143,7 @@ def main() -> None:
                 )  # fmt: skip
                 wait_for(lambda: watch.stored() >= args.mails, 7200, "every mail stored")
                 elapsed = time.perf_counter() - started
+                wait_for(lambda: watch.unsent() == 0, 1800, "every acknowledgement sent")
                 pf.wait_queue_empty(1800)
                 time.sleep(4)  # one more sample at the end
             finally:
