@@ -71,6 +71,7 @@ class Sample:
     rss: float
     peak: float
     fds: int
+    unsent: int  # acknowledgements waiting in the outbox
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Watch:
                     status(self.pid, "VmRSS"),
                     peak_rss_mb(self.pid),
                     open_fds(self.pid),
+                    self.unsent(),
                 )
             )
 
@@ -187,8 +189,13 @@ def report(
     postfix_ms = [float(x) * 1000 for x in postfix_s]
     print("  " + latency_line("LMTP latency, Postfix's delays d", postfix_ms))
     tenth = max(1, len(watch.samples) // 10)
-    print("  memory over the run (stored: RSS MB / fds):")
-    print("   " + ", ".join(f"{s.stored}: {s.rss:.0f}/{s.fds}" for s in watch.samples[::tenth]))
+    backlog = max(s.unsent for s in watch.samples)
+    print(f"  acknowledgements waiting in the outbox: at most {backlog} while mail came in")
+    print("  over the run (stored: RSS MB / fds / acks waiting):")
+    print(
+        "   "
+        + ", ".join(f"{s.stored}: {s.rss:.0f}/{s.fds}/{s.unsent}" for s in watch.samples[::tenth])
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ on busy_timeout instead of failing mid-transaction.  PostgreSQL uses psycopg 3.
 
 from __future__ import annotations
 
+import collections
 import importlib.resources
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +69,7 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
             **kwargs,
         )
         _sqlite_setup(engine, busy_timeout_ms)
+        _GATES[engine] = WriterGate(busy_timeout_ms / 1000)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -94,6 +98,65 @@ def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+class WriterGate:
+    """SQLite's write lock, taken in turn by the threads of one process.
+
+    SQLite lets a waiting writer poll (its busy handler sleeps up to 100 ms between
+    tries), so a thread that commits and begins again at once, as the group committer
+    does under load, wins nearly every time and the outbox sender waits seconds for
+    each turn.  Here the waiting threads queue: each gets the lock after the one
+    before it, once that one's transaction ends.  Other processes still meet SQLite's
+    busy handler.  Reentrant: a transaction inside a transaction does not wait on itself.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._queue: collections.deque[int] = collections.deque()
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if self._owner is None and not self._queue:
+                self._owner, self._depth = me, 1
+                return
+            self._queue.append(me)
+            if not self._cond.wait_for(lambda: self._owner == me, self.timeout):
+                self._queue.remove(me)
+                raise TemporaryFailure("database is locked (by this process's other writers)")
+            self._depth = 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth:
+                return
+            self._owner = self._queue.popleft() if self._queue else None  # handed over in turn
+            self._cond.notify_all()
+
+
+_GATES: weakref.WeakKeyDictionary[Engine, WriterGate] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def _turn(factory: sessionmaker[Session]) -> Iterator[None]:
+    """The writer gate of the factory's engine, for SQLite; nothing for PostgreSQL."""
+    gate = _GATES.get(factory.kw.get("bind"))  # type: ignore[arg-type]
+    if gate is None:
+        yield
+        return
+    gate.acquire()
+    try:
+        yield
+    finally:
+        gate.release()
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any error.
@@ -101,20 +164,21 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     Errors of the database itself (down, locked, full, read-only) come out as
     TemporaryFailure, so entry points can answer 451/75 without knowing drivers.
     """
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except (OperationalError, DBAPIError) as exc:
-        session.rollback()
-        if is_temporary(exc):
-            raise TemporaryFailure(str(exc.orig) if exc.orig else str(exc)) from exc
-        raise
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    with _turn(factory):
+        session = factory()
+        try:
+            yield session
+            session.commit()
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            if is_temporary(exc):
+                raise TemporaryFailure(str(exc.orig) if exc.orig else str(exc)) from exc
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ def render(responder: Responder, row: Any) -> bytes:
 
 MAX_BACKOFF = dt.timedelta(hours=6)
 LEASE = dt.timedelta(minutes=10)
+RECORD_WITHIN = 0.2  # seconds: a sent mail's outcome is written at most this much later
+RECORD_EVERY = 50  # ... or with the 49 sent before it, whichever comes first
 
 
 @dataclass
@@ -164,6 +167,8 @@ class Sender:
         self.sessions = sessions
         self.responder = Responder(config)
         self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
+        self._stalled = False  # the database did not take them: send nothing more
+        self._recorded_at = time.monotonic()
         self._dkim_key: bytes | None = None
         if config.dkim.key_file and config.dkim.selector:
             self._dkim_key = Path(config.dkim.key_file).read_bytes()
@@ -203,7 +208,7 @@ class Sender:
         unreachable = ""
         try:
             for index, row in enumerate(rows):
-                if self._pending:  # the database went away mid-pass: send no more
+                if self._stalled:  # the database went away mid-pass: send no more
                     ids = [r.id for r in rows[index:]]
                     self._pending.append(functools.partial(_release, ids=ids, now=now))
                     break
@@ -239,6 +244,7 @@ class Sender:
                     self._finish(row, 250, note, result, now, data)
         finally:
             _reset(smtp)
+            self._flush(result)
         if unreachable:
             log.warning("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
         return result
@@ -252,27 +258,47 @@ class Sender:
         now: dt.datetime,
         data: bytes | None = None,
     ) -> None:
-        """Record one row's outcome at once: a crash after this sends it no second time."""
-        record = functools.partial(
-            self._record, row=row, code=code, text=text, result=result, now=now, data=data
+        """Record a row's outcome: with those of the rows sent just before it, within
+        RECORD_WITHIN seconds (a crash then sends at most those few a second time).
+
+        One transaction per row would wait its turn at the database once per mail: on
+        SQLite, behind every group commit of incoming mail, which starves the sender.
+        """
+        self._pending.append(
+            functools.partial(
+                self._record, row=row, code=code, text=text, result=result, now=now, data=data
+            )
         )
-        try:
-            with db.transaction(self.sessions) as session:
-                record(session)
-        except db.TemporaryFailure as exc:
-            log.warning("outbox id=%s: %s; its outcome is kept until the database is back",
-                        row.id, exc)  # fmt: skip
-            self._pending.append(record)
+        full = len(self._pending) >= RECORD_EVERY
+        if full or time.monotonic() - self._recorded_at >= RECORD_WITHIN:
+            self._flush(result)
 
     def _flush(self, result: PassResult) -> bool:
-        """Write the outcomes the database could not take; whether all are written."""
-        while self._pending:
-            try:
-                with db.transaction(self.sessions) as session:
-                    self._pending[0](session)
-            except db.TemporaryFailure:
-                return False
-            self._pending.pop(0)
+        """Write the outcomes not yet recorded, in one transaction; whether all are.
+
+        When the database does not answer they are kept, and the pass sends no more.
+        """
+        self._recorded_at = time.monotonic()
+        if not self._pending:
+            self._stalled = False
+            return True
+        try:
+            with db.transaction(self.sessions) as session:
+                for record in self._pending:
+                    record(session)
+        except db.TemporaryFailure as exc:
+            if not self._stalled:
+                log.warning("outbox: %s; %d outcome(s) kept until the database is back",
+                            exc, len(self._pending))  # fmt: skip
+            self._stalled = True
+            return False
+        except Exception:  # a bug, not the database: retrying would fail the same way
+            log.exception("outbox: could not record %d outcome(s); the rows are sent "
+                          "again when their lease runs out", len(self._pending))  # fmt: skip
+            self._pending.clear()
+            raise
+        self._pending.clear()
+        self._stalled = False
         return True
 
     def _record(

@@ -257,6 +257,7 @@ def test_database_gone_after_a_send_keeps_the_outcome_and_sends_nothing_twice(
 
     monkeypatch.setattr(outbox.db, "transaction", flaky)
     monkeypatch.setattr(outbox.smtplib.SMTP, "sendmail", sendmail)
+    monkeypatch.setattr(outbox, "RECORD_EVERY", 1)  # record each row before the next
     sender.run_pass()
     assert len(sink.received) == 1
     with pytest.raises(db.TemporaryFailure):
@@ -272,3 +273,30 @@ def test_database_gone_after_a_send_keeps_the_outcome_and_sends_nothing_twice(
     ]
     later = utcnow() + dt.timedelta(hours=1)  # long after any lease
     assert sender.run_pass(now=later).sent == 0 and len(sink.received) == 3
+
+
+def test_outcomes_are_recorded_together_not_one_transaction_a_mail(
+    db_url: str, sink: Sink, monkeypatch
+) -> None:
+    """30 mails sent in one pass: one transaction claims them, one records them all (a
+    transaction a mail waited behind every group commit on SQLite and starved the
+    sender under load); each sent once."""
+    from otrs_mailgate import outbox
+
+    _, pipeline, sender = _setup(db_url, sink.port)
+    for i in range(30):
+        pipeline.deliver_one(mail(f"Case {i}", sender=f"c{i}@customer.test"), HOT)
+    real = db.transaction
+    opened = []
+
+    def counting(sessions):
+        opened.append(1)
+        return real(sessions)
+
+    monkeypatch.setattr(outbox.db, "transaction", counting)
+    assert sender.run_pass().sent == 30
+    assert len(sink.received) == 30
+    assert len(opened) <= 3  # the claim, the outcomes (and one more if a send took 0.2 s)
+    assert sorted(r.status for r in _rows(pipeline)) == ["sent"] * 30
+    assert sender.run_pass(now=utcnow() + dt.timedelta(hours=1)).sent == 0
+    assert len(sink.received) == 30
