@@ -147,6 +147,10 @@ class SMTPConfig(_Section):
     # Retry a 4xx answer or an unreachable MTA this often, backing off exponentially.
     max_attempts: int = Field(12, ge=1)
     backoff_seconds: float = Field(60.0, gt=0)
+    # Mails sent at once, each over its own connection: an MTA takes a mail in some
+    # milliseconds (it writes it to disk first), so one connection at a time falls
+    # behind the mail coming in.
+    connections: int = Field(4, ge=1, le=50)
 
 
 class DKIMConfig(_Section):

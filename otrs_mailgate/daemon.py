@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import config as config_mod
@@ -55,7 +56,12 @@ class Daemon:
         self.committer = GroupCommitter(self.pipeline, workers=workers)
         self.metrics = Metrics(self.engine)
         self.handler = Handler(self.committer, self.metrics)
-        self.sender = Sender(config, self.pipeline.sessions)
+        # One sender a connection: each claims its own rows (SKIP LOCKED, or SQLite's
+        # write lock) and keeps its own unwritten outcomes.
+        self.senders = [
+            Sender(config, self.pipeline.sessions) for _ in range(config.smtp.connections)
+        ]
+        self.sending = ThreadPoolExecutor(len(self.senders), thread_name_prefix="outbox")
         self.scheduler = Scheduler(self.pipeline)
         self.stopping = asyncio.Event()
         self.started = threading.Event()  # for tests that run the daemon in a thread
@@ -75,16 +81,17 @@ class Daemon:
             config.database.url = self.config.database.url
         self.config = config
         self.pipeline.reconfigure(config)
-        self.sender = Sender(config, self.pipeline.sessions)
+        for sender in self.senders:  # the number of connections changes on restart
+            sender.reconfigure(config)
         self.scheduler_wakeup.set()  # SLAs may have changed
         log.info("config reloaded from %s", config.source)
 
-    async def outbox_loop(self) -> None:
+    async def outbox_loop(self, sender: Sender) -> None:
         """Send what is due; sleep until woken by new mail or the next due row."""
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
-                result = await loop.run_in_executor(None, self.sender.run_pass)
+                result = await loop.run_in_executor(self.sending, sender.run_pass)
                 busy = result.sent + result.retried + result.failed > 0
                 for name in ("sent", "retried", "failed"):
                     self.metrics.outbox.labels(name).inc(getattr(result, name))
@@ -158,7 +165,7 @@ class Daemon:
             await page.start(wc.host, wc.port)
             log.info("status page on http://%s:%s/ (links: %s)", wc.host, wc.port, wc.base_url())
         self.started.set()
-        outbox_task = asyncio.create_task(self.outbox_loop())
+        outbox_tasks = [asyncio.create_task(self.outbox_loop(s)) for s in self.senders]
         scheduler_task = asyncio.create_task(self.scheduler_loop())
         await self.stopping.wait()
         log.info("stopping: no new connections, finishing sessions in flight")
@@ -172,7 +179,9 @@ class Daemon:
         if page is not None:
             await page.stop()
         await self.committer.stop()
-        outbox_task.cancel()
+        for task in outbox_tasks:
+            task.cancel()
+        self.sending.shutdown(wait=True)  # a pass in flight writes its outcomes first
         scheduler_task.cancel()
         self.engine.dispose()
         log.info("stopped")

@@ -163,12 +163,16 @@ class Sender:
     """Delivers claimed outbox rows by SMTP to the local MTA, signing with DKIM if set up."""
 
     def __init__(self, config: Config, sessions: sessionmaker[Session]) -> None:
-        self.config = config
         self.sessions = sessions
-        self.responder = Responder(config)
         self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
         self._stalled = False  # the database did not take them: send nothing more
         self._recorded_at = time.monotonic()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """A new config (SIGHUP) from the next mail on; outcomes not yet written stay."""
+        self.config = config
+        self.responder = Responder(config)
         self._dkim_key: bytes | None = None
         if config.dkim.key_file and config.dkim.selector:
             self._dkim_key = Path(config.dkim.key_file).read_bytes()

@@ -23,9 +23,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(config: Config) -> Iterator[Daemon]:
+def running(config: Config, mta: int = 0) -> Iterator[Daemon]:
+    """The daemon on free ports; its outbox sends to port `mta`, or where nothing listens
+    (the outbox just defers)."""
     config.lmtp.port = free_port()
-    config.smtp.port = free_port()  # nothing listens: the outbox just defers
+    config.smtp.port = mta or free_port()
     config.milter.port = free_port()
     if config.web.port == 8080:  # a test that chose one (links in mail name it) keeps it
         config.web.port = free_port()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import threading
 from pathlib import Path
 
 import dkim
@@ -17,7 +18,7 @@ from otrs_mailgate.models import History, MessageRef, Outbox, Ticket, utcnow
 from otrs_mailgate.outbox import Sender, dkim_keygen
 
 from helpers import mail, make_config
-from lmtp_helpers import free_port
+from lmtp_helpers import RawLMTP, free_port, running
 
 HOT = "hotline@example.com"
 
@@ -300,3 +301,28 @@ def test_outcomes_are_recorded_together_not_one_transaction_a_mail(
     assert sorted(r.status for r in _rows(pipeline)) == ["sent"] * 30
     assert sender.run_pass(now=utcnow() + dt.timedelta(hours=1)).sent == 0
     assert len(sink.received) == 30
+
+
+def test_the_daemon_sends_over_several_connections_each_mail_once(db_url: str, sink: Sink) -> None:
+    """Four senders in one daemon claim their own rows: 60 acknowledgements, each sent once."""
+    config = make_config(db_url, smtp={"connections": 4})
+    with running(config, mta=sink.port) as daemon:
+        assert len(daemon.senders) == 4
+        client = RawLMTP(config.lmtp.port)
+        client.cmd("LHLO test")
+        for i in range(60):
+            _, replies = client.send(
+                f"c{i}@customer.test", [HOT], mail(f"Case {i}", sender=f"c{i}@customer.test")
+            )
+            assert replies[0].startswith("250")
+        client.close()
+        deadline = dt.datetime.now() + dt.timedelta(seconds=60)
+        while len(sink.received) < 60 and dt.datetime.now() < deadline:
+            threading.Event().wait(0.1)
+    assert sorted(rcpts[0] for _, rcpts, _ in sink.received) == sorted(
+        f"c{i}@customer.test" for i in range(60)
+    )
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        assert [r.status for r in conn.execute(select(Outbox.status))] == ["sent"] * 60
+    engine.dispose()
