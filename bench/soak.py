@@ -3,10 +3,11 @@
     python bench/soak.py [--mails 100000] [--first 10000] [--size 2048]
 
 smtp-source sends the mails to a private Postfix instance (10 sessions), which hands
-them to the daemon by LMTP; the daemon acknowledges each one through Postfix again
-(the customers' domain is routed to Postfix's discard transport, so 100,000
-acknowledgements make no Maildir).  Every two seconds the script reads the daemon's
-resident and peak memory and its open file descriptors from /proc.
+them to the daemon by LMTP.  smtp-source is one sender, so the daemon acknowledges its
+first 10 mails (through Postfix again, to the discard transport) and then keeps to
+the loop limit; bench/scaleout.py measures the outbox under volume.  Every two
+seconds the script reads the daemon's resident and peak memory and its open file
+descriptors from /proc.
 Reported: peak memory after the first --first mails and at the end (goal: within
 20%), file descriptors then and at the end (goal: no growth), the LMTP latency of
 every delivery as the daemon logged it (end of DATA to its replies, the commit
@@ -48,7 +49,6 @@ def config_text(url: str, lmtp_port: int, smtp_port: int) -> str:
     return f"""
 [system]
 domain = "mailgate.test"
-auto_response_limit = 1000000  # smtp-source is one sender: acknowledge every mail anyway
 [database]
 url = "{url}"
 [lmtp]
@@ -169,7 +169,8 @@ def report(
     assert len(mails) == args.mails, f"Postfix accepted {len(mails)} of {args.mails}"
     assert len(stored) == len(set(stored)) == args.mails, "a mail stored twice or not at all"
     assert set(stored) == mails, "a mail Postfix accepted is not stored"
-    assert acks == {"sent": args.mails}, acks
+    # smtp-source is one sender: the loop limit (10 a day) stops its acknowledgements
+    assert acks == {"sent": 10}, acks
 
     first, last = watch.at(args.first), watch.samples[-1]
     daemon_ms = [float(x) for x in re.findall(r" status=250 .* duration_ms=([\d.]+)", log)]

@@ -794,7 +794,7 @@ class Pipeline:
             return "sender is our own address"
         limit = self.config.system.auto_response_limit
         since = utcnow() - dt.timedelta(hours=24)
-        if outbox.responses_since(session, to, since) >= limit:
+        if outbox.responses_since(session, to, since, limit) >= limit:
             return f"loop limit: {limit} automatic answers to {to} in the last 24 hours"
         return ""
 
