@@ -15,11 +15,20 @@ from contextlib import contextmanager
 from otrs_mailgate.config import Config
 from otrs_mailgate.daemon import Daemon
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one handed out before in this process:
+    the kernel may offer a port again until its first taker binds it (two daemons'
+    configs written before either starts once got the same port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @contextmanager
