@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +35,7 @@ log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0
 OUTBOX_IDLE = 2.0
 SCHEDULER_MAX_SLEEP = 60.0  # look again at least this often (other daemons' changes)
+EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
 SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
 
 
@@ -44,6 +47,10 @@ def setup_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+
+
+class CannotListen(Exception):
+    """A port or socket of the daemon could not be bound: nothing was started."""
 
 
 class Daemon:
@@ -139,30 +146,46 @@ class Daemon:
             max_size=lmtp.max_message_size,
             server_name=self.config.system.domain,
         )
-        ctl.server_coro = ctl._create_server()
-        ctl.server = await ctl.server_coro
+        where = lmtp.socket or f"{lmtp.host}:{lmtp.port}"
+        milter: MilterServer | None = None
+        page: StatusPage | None = None
+        what = f"LMTP on {where}"
+        try:
+            ctl.server_coro = ctl._create_server()
+            ctl.server = await ctl.server_coro
+            if self.config.milter.enabled:
+                mc = self.config.milter
+                what = f"the milter on {mc.socket or f'{mc.host}:{mc.port}'}"
+                milter = MilterServer(self.pipeline)
+                await milter.start(mc.host, mc.port, mc.socket)
+            if self.config.web.enabled:
+                wc = self.config.web
+                what = f"the status page on {wc.host}:{wc.port}"
+                page = StatusPage(lambda: self.config, self.engine, self.metrics)
+                await page.start(wc.host, wc.port)
+        except OSError as exc:  # a port taken, a socket path not writable
+            for server in (ctl.server, milter, page):
+                if isinstance(server, asyncio.AbstractServer):
+                    server.close()
+                elif server is not None:
+                    await server.stop()
+            self.engine.dispose()
+            raise CannotListen(f"cannot listen for {what}: {_reason(exc)}") from exc
         self.committer.start()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
-        where = lmtp.socket or f"{lmtp.host}:{lmtp.port}"
         log.info(
             "listening for LMTP on %s, database %s",
             where,
             self.engine.url.render_as_string(hide_password=True),
         )
-        milter = None
-        if self.config.milter.enabled:
+        if milter is not None:
             mc = self.config.milter
-            milter = MilterServer(self.pipeline)
-            await milter.start(mc.host, mc.port, mc.socket)
             log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
-        page = None
-        if self.config.web.enabled:
+        if page is not None:
             wc = self.config.web
-            page = StatusPage(lambda: self.config, self.engine, self.metrics)
-            await page.start(wc.host, wc.port)
             log.info("status page on http://%s:%s/ (links: %s)", wc.host, wc.port, wc.base_url())
         self.started.set()
         outbox_tasks = [asyncio.create_task(self.outbox_loop(s)) for s in self.senders]
@@ -197,7 +220,21 @@ def serve(config_path: str | None, config: config_mod.Config) -> int:
         daemon = Daemon(config_path, config)
         return await daemon.run()
 
-    return asyncio.run(main())
+    return _run(main())
+
+
+def _reason(exc: OSError) -> str:
+    """ "Address already in use", not asyncio's wording around it."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """The exit status of an entry point: a port already taken is one line, not a trace."""
+    try:
+        return asyncio.run(main)
+    except CannotListen as exc:
+        log.error("%s", exc)
+        return EX_OSERR
 
 
 def milter_only(config_path: str | None, config: config_mod.Config) -> int:
@@ -208,8 +245,12 @@ def milter_only(config_path: str | None, config: config_mod.Config) -> int:
         pipeline = Pipeline(config)
         server = MilterServer(pipeline)
         mc = config.milter
-        await server.start(mc.host, mc.port, mc.socket)
-        log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
+        where = mc.socket or f"{mc.host}:{mc.port}"
+        try:
+            await server.start(mc.host, mc.port, mc.socket)
+        except OSError as exc:
+            raise CannotListen(f"cannot listen for the milter on {where}: {_reason(exc)}") from exc
+        log.info("milter listening on %s", where)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -220,4 +261,4 @@ def milter_only(config_path: str | None, config: config_mod.Config) -> int:
         log.info("milter stopped")
         return 0
 
-    return asyncio.run(main())
+    return _run(main())

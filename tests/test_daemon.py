@@ -90,6 +90,31 @@ def test_sigterm_finishes_and_exits_0_and_logs_one_line_per_delivery(tmp_path, d
     assert "duration_ms=" in line and "stopped" in log
 
 
+def test_a_port_already_taken_is_one_clear_line_and_exit_71(tmp_path, db_url) -> None:
+    """Another program on the milter port: the daemon says which port of which part, exits
+    EX_OSERR without a traceback, and lets go of the LMTP port it had bound first."""
+    port, milter = free_port(), free_port()
+    cfg = config(tmp_path, db_url, port, f"[milter]\nport = {milter}\n")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", milter))
+        squatter.listen()
+        proc = serve(cfg)
+        assert proc.wait(30) == 71
+    log = proc.log_path.read_text()  # type: ignore[attr-defined]
+    assert f"cannot listen for the milter on 127.0.0.1:{milter}: Address already in use" in log
+    assert "Traceback" not in log
+    with socket.socket() as again:  # the LMTP port was given back
+        again.bind(("127.0.0.1", port))
+    proc = start(cfg, port)  # and with the port free the same config serves
+    c = RawLMTP(port)
+    c.cmd("LHLO t")
+    _, replies = c.send("a@customer.test", [HOT], mail("after", message_id="after@c.test"))
+    c.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert replies[0].startswith("250") and stored(db_url) == {"after@c.test"}
+
+
 def test_sighup_reloads_queues(tmp_path, db_url) -> None:
     port = free_port()
     cfg = config(tmp_path, db_url, port)
