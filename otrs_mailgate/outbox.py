@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, history
@@ -80,8 +80,10 @@ def responses_since(session: Session, address: str, since: dt.datetime, at_most:
         for row in db.deferred(session, _O)
         if row["rcpt_to"] == address and row["kind"] in RESPONSE_KINDS
     )
+    if pending >= at_most:
+        return pending
     found = session.connection().execute(
-        _COUNT_RESPONSES, {"to": address, "since": since, "n": max(at_most - pending, 0)}
+        _COUNT_RESPONSES, {"to": address, "since": since, "n": at_most - pending}
     )
     return pending + int(found.scalar_one())
 
@@ -122,7 +124,8 @@ _COUNT_RESPONSES = select(func.count()).select_from(
     .where(
         _O.c.rcpt_to == bindparam("to"),
         _O.c.created_at >= bindparam("since"),
-        _O.c.kind.in_(RESPONSE_KINDS),
+        # equalities, not IN: an IN of constants is rendered anew at every execution
+        or_(*(_O.c.kind == kind for kind in RESPONSE_KINDS)),
     )
     .limit(bindparam("n"))
     .subquery()
