@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import config as config_mod
-from . import db
+from . import db, outbox
 from .committer import GroupCommitter
 from .ingest import Pipeline
 from .lmtp import Handler, controller
@@ -34,9 +35,10 @@ from .statuspage import StatusPage
 log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0
 OUTBOX_IDLE = 2.0
+CLAIM = 25  # rows a sender's pass takes: fewer than all, so a backlog spreads out
 SCHEDULER_MAX_SLEEP = 60.0  # look again at least this often (other daemons' changes)
-EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
 SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
+EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -72,9 +74,11 @@ class Daemon:
         self.scheduler = Scheduler(self.pipeline)
         self.stopping = asyncio.Event()
         self.started = threading.Event()  # for tests that run the daemon in a thread
-        self.outbox_wakeup = asyncio.Event()
+        self._idle_senders: deque[asyncio.Event] = deque()
+        self._enqueued_seen = outbox.enqueued()
+        self._look_again = False
         self.scheduler_wakeup = asyncio.Event()
-        self.committer.on_commit.append(self.outbox_wakeup.set)
+        self.committer.on_commit.append(self._wake_if_queued)
         self.committer.on_commit.append(self.scheduler_wakeup.set)
 
     def reload(self) -> None:
@@ -93,23 +97,43 @@ class Daemon:
         self.scheduler_wakeup.set()  # SLAs may have changed
         log.info("config reloaded from %s", config.source)
 
+    def wake_sender(self) -> None:
+        """One sender looks for mail: a commit that queued some wakes one, a sender
+        that claimed a full load wakes the next, so a backlog spreads over the
+        connections and a trickle costs one pass a commit, not one per connection.
+        With none idle, the next to finish a pass looks again instead of sleeping."""
+        if self._idle_senders:
+            self._idle_senders.popleft().set()
+        else:
+            self._look_again = True
+
+    def _wake_if_queued(self) -> None:
+        if outbox.enqueued() != self._enqueued_seen:
+            self._enqueued_seen = outbox.enqueued()
+            self.wake_sender()
+
     async def outbox_loop(self, sender: Sender) -> None:
-        """Send what is due; sleep until woken by new mail or the next due row."""
+        """Send what is due; sleep until woken or OUTBOX_IDLE (mail of other daemons, retries)."""
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
-                result = await loop.run_in_executor(self.sending, sender.run_pass)
-                busy = result.sent + result.retried + result.failed > 0
+                result = await loop.run_in_executor(self.sending, sender.run_pass, None, CLAIM)
                 for name in ("sent", "retried", "failed"):
                     self.metrics.outbox.labels(name).inc(getattr(result, name))
+                if result.claimed >= CLAIM:  # more may be due: go on, and call a helper
+                    self.wake_sender()
+                    continue
             except Exception:  # the database may be down: try again later
                 log.exception("outbox pass failed")
-                busy = False
-            if busy:
+            if self._look_again:
+                self._look_again = False
                 continue
-            self.outbox_wakeup.clear()
+            wakeup = asyncio.Event()
+            self._idle_senders.append(wakeup)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox_wakeup.wait(), OUTBOX_IDLE)
+                await asyncio.wait_for(wakeup.wait(), OUTBOX_IDLE)
+            with contextlib.suppress(ValueError):
+                self._idle_senders.remove(wakeup)
 
     async def scheduler_loop(self) -> None:
         """Locks, pending times and escalations: sleep until the earliest due instant.
@@ -124,6 +148,7 @@ class Daemon:
             try:
                 result = await loop.run_in_executor(None, self.scheduler.run_pass)
                 self.metrics.escalations.inc(result.escalated)
+                self._wake_if_queued()  # escalations and reminders go out now
                 if result.busy:
                     log.info("scheduler: %s", result.summary())
                 if result.next_at is not None:

@@ -33,10 +33,21 @@ SMTP_POLICY = POLICY.clone(linesep="\r\n")
 log = logging.getLogger("otrs_mailgate.outbox")
 
 
+_enqueued = 0
+
+
+def enqueued() -> int:
+    """Rows this process has put into the outbox (rolled back ones too): a commit that
+    moved it brought mail to send, so the daemon wakes a sender only then."""
+    return _enqueued
+
+
 def enqueue(
     session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
 ) -> None:
     """An outbox row and the Message-ID it will carry, written with the transaction."""
+    global _enqueued
+    _enqueued += 1  # threads may race here; any change still shows
     db.defer_insert(
         session,
         _O,
@@ -109,11 +120,13 @@ class PassResult:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    claimed: int = 0  # as many as the limit: more may be due
 
     def __iadd__(self, other: PassResult) -> PassResult:
         self.sent += other.sent
         self.retried += other.retried
         self.failed += other.failed
+        self.claimed += other.claimed
         return self
 
 
@@ -213,6 +226,7 @@ class Sender:
             raise db.TemporaryFailure("outbox outcomes wait for the database")
         with db.transaction(self.sessions) as session:
             rows = _claim(session, now, limit)
+        result.claimed = len(rows)
         if not rows:
             return result
         smtp: smtplib.SMTP | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import threading
+import time
 from pathlib import Path
 
 import dkim
@@ -326,3 +327,38 @@ def test_the_daemon_sends_over_several_connections_each_mail_once(db_url: str, s
     with engine.connect() as conn:
         assert [r.status for r in conn.execute(select(Outbox.status))] == ["sent"] * 60
     engine.dispose()
+
+
+def test_mail_that_queues_no_answer_wakes_no_sender(db_url: str, sink: Sink, monkeypatch) -> None:
+    """Four connections, 30 mails from one address: the loop limit lets 10 answers out.
+    Only a commit that queued mail wakes a sender, and only one: every commit woke all
+    four before (120 passes), a write transaction each on SQLite."""
+    from otrs_mailgate import daemon as daemon_mod
+    from otrs_mailgate.outbox import Sender
+
+    passes = []
+    real = Sender.run_pass
+
+    def counted(self, *args, **kwargs):
+        passes.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sender, "run_pass", counted)
+    config = make_config(db_url, smtp={"connections": 4})
+    started = time.monotonic()
+    with running(config, mta=sink.port):
+        client = RawLMTP(config.lmtp.port)
+        client.cmd("LHLO test")
+        for i in range(30):
+            _, replies = client.send(
+                "c@customer.test", [HOT], mail(f"Case {i}", sender="c@customer.test")
+            )
+            assert replies[0].startswith("250")
+        client.close()
+        deadline = time.monotonic() + 30
+        while len(sink.received) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - started
+    assert len(sink.received) == 10  # each answer sent, once
+    idle_looks = 4 * (2 + took / daemon_mod.OUTBOX_IDLE)  # at start, then every OUTBOX_IDLE
+    assert len(passes) <= 10 + idle_looks, (len(passes), took)
