@@ -156,8 +156,12 @@ class Daemon:
                     delay = min(max(ahead, SCHEDULER_MIN_SLEEP), SCHEDULER_MAX_SLEEP)
             except Exception:  # the database may be down: try again later
                 log.exception("scheduler pass failed")
+            # Commits that come meanwhile are one look, not one each: a new ticket's
+            # deadlines are minutes away, and a pass is a transaction of its own.
+            pause = min(SCHEDULER_MIN_SLEEP, delay)
+            await asyncio.sleep(pause)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.scheduler_wakeup.wait(), delay)
+                await asyncio.wait_for(self.scheduler_wakeup.wait(), delay - pause)
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
