@@ -11,23 +11,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+# One port picker for the tests and the benchmarks (re-exported from here).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from lmtp_helpers import free_port as free_port
+
 CLI = [sys.executable, "-m", "otrs_mailgate.cli"]
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on, never one handed out before in this process:
-    the kernel may offer a port again until its first taker binds it (two daemons'
-    configs written before either starts once got the same port)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
