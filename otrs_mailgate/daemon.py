@@ -231,10 +231,12 @@ class Daemon:
         if page is not None:
             await page.stop()
         await self.committer.stop()
-        for task in outbox_tasks:
+        for task in [*outbox_tasks, scheduler_task]:
             task.cancel()
+        # Ended, not just told to end: a loop closed by its owner (not asyncio.run)
+        # would otherwise destroy them pending.
+        await asyncio.gather(*outbox_tasks, scheduler_task, return_exceptions=True)
         self.sending.shutdown(wait=True)  # a pass in flight writes its outcomes first
-        scheduler_task.cancel()
         self.engine.dispose()
         log.info("stopped")
         return 0
