@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest import scratch_databases
 
-from otrs_mailgate import agents, db
-from otrs_mailgate.config import Config
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Escalation, Outbox, UTCDateTime
-from otrs_mailgate.scheduler import Scheduler
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs.scheduler import Scheduler
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Escalation, Outbox, UTCDateTime
+from otrs_mailgate.tickets import agents
 
 ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 SEQUENCE = {

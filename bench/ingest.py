@@ -41,10 +41,10 @@ from sqlalchemy import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otrs_mailgate import db
-from otrs_mailgate.config import Config
-from otrs_mailgate.ingest import Item, Pipeline, Result
-from otrs_mailgate.parse import parse
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.ingest.pipeline import Item, Pipeline, Result
+from otrs_mailgate.mail.parse import parse
+from otrs_mailgate.store import db
 
 WORDS = ("printer server mail network laptop broken urgent please help login password").split()
 

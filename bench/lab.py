@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from lmtp_helpers import free_port as free_port
 
-CLI = [sys.executable, "-m", "otrs_mailgate.cli"]
+CLI = [sys.executable, "-m", "otrs_mailgate.admin.cli"]
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:

@@ -44,8 +44,8 @@ from ingest import scratch_databases
 from lab import MachineLoad, cli, cpu_seconds, free_port, serve
 from sqlalchemy import create_engine, func, select
 
-from otrs_mailgate.config import load
-from otrs_mailgate.models import Article, Escalation, Outbox, Ticket
+from otrs_mailgate.config.schema import load
+from otrs_mailgate.store.models import Article, Escalation, Outbox, Ticket
 
 from helpers import ALWAYS_TOML
 from postfix_helpers import Instance, instance, require_postfix, wait_for

@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest import scratch_databases
 
-from otrs_mailgate import db, search
-from otrs_mailgate.config import Config
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, Ticket
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db, search
+from otrs_mailgate.store.models import Article, Ticket
 
 VOCABULARY = 20_000
 QUEUES = [f"Q{i}" for i in range(5)]
@@ -154,9 +154,9 @@ def overview(pipeline: Pipeline, runs: int = 30) -> list[float]:
 
     import aiohttp
 
-    from otrs_mailgate import agents, links
     from otrs_mailgate.metrics import Metrics
-    from otrs_mailgate.statuspage import COOKIE, StatusPage
+    from otrs_mailgate.tickets import agents, links
+    from otrs_mailgate.web.statuspage import COOKIE, StatusPage
 
     with db.transaction(pipeline.sessions) as session:
         agent = agents.add(session, "bench", "bench@agents.test", "Bench", [])

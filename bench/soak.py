@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from lab import cli, free_port, latency_line, open_fds, peak_rss_mb, serve, status
 
-from otrs_mailgate.config import load
+from otrs_mailgate.config.schema import load
 
 from postfix_helpers import instance, require_postfix, wait_for
 

@@ -15,9 +15,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from otrs_mailgate import commands, searchquery
-    from otrs_mailgate.parse import NotAMail, parse
-    from otrs_mailgate.subject import TagFormat, strip_prefixes
+    from otrs_mailgate.mail import commands
+    from otrs_mailgate.mail.parse import NotAMail, parse
+    from otrs_mailgate.mail.subject import TagFormat, strip_prefixes
+    from otrs_mailgate.store import searchquery
 
 TAGS = TagFormat()
 
@@ -51,7 +52,7 @@ def fuzz_query(data: bytes) -> None:
     except searchquery.QueryError:
         return
     if query.text is not None:
-        from otrs_mailgate import search
+        from otrs_mailgate.store import search
 
         search._fts5(query.text)
 

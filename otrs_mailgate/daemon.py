@@ -20,17 +20,18 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import config as config_mod
-from . import db, outbox
-from .committer import GroupCommitter
-from .ingest import Pipeline
-from .lmtp import Handler, controller
-from .metrics import Metrics
-from .milter import MilterServer
-from .models import utcnow
-from .outbox import Sender
-from .scheduler import Scheduler
-from .statuspage import StatusPage
+from otrs_mailgate.config import schema as config_mod
+from otrs_mailgate.entry.committer import GroupCommitter
+from otrs_mailgate.entry.lmtp import Handler, controller
+from otrs_mailgate.entry.milter import MilterServer
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs.scheduler import Scheduler
+from otrs_mailgate.metrics import Metrics
+from otrs_mailgate.outbound import outbox
+from otrs_mailgate.outbound.outbox import Sender
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import utcnow
+from otrs_mailgate.web.statuspage import StatusPage
 
 log = logging.getLogger("otrs_mailgate.daemon")
 STOP_TIMEOUT = 30.0

@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import db
-from .models import Outbox
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Outbox
 
 log = logging.getLogger("otrs_mailgate.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

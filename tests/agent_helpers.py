@@ -11,9 +11,10 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from otrs_mailgate import agents, db
-from otrs_mailgate.ingest import Pipeline, Result
-from otrs_mailgate.outbox import dkim_txt
+from otrs_mailgate.ingest.pipeline import Pipeline, Result
+from otrs_mailgate.outbound.outbox import dkim_txt
+from otrs_mailgate.store import db
+from otrs_mailgate.tickets import agents
 
 from helpers import outbox_mails
 

@@ -52,7 +52,7 @@ def cli_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
     """The CLI started, not waited for: for running several at once."""
     env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config))
     return subprocess.Popen(
-        [sys.executable, "-m", "otrs_mailgate.cli", *args],
+        [sys.executable, "-m", "otrs_mailgate.admin.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -62,7 +62,7 @@ def cli_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
 def cli(config: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config))
     return subprocess.run(
-        [sys.executable, "-m", "otrs_mailgate.cli", *args],
+        [sys.executable, "-m", "otrs_mailgate.admin.cli", *args],
         input=stdin,
         capture_output=True,
         env=env,

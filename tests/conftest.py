@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from otrs_mailgate import db
-from otrs_mailgate.config import Config
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Base
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Base
 
 from helpers import CORPUS, make_config, need
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from otrs_mailgate import outbox
-from otrs_mailgate.config import Config
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Outbox
-from otrs_mailgate.parse import POLICY
-from otrs_mailgate.responses import Responder
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail.compose import Responder
+from otrs_mailgate.mail.parse import POLICY
+from otrs_mailgate.outbound import outbox
+from otrs_mailgate.store.models import Outbox
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.is_dir():

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from otrs_mailgate.config import Config
+from otrs_mailgate.config.schema import Config
 from otrs_mailgate.daemon import Daemon
 
 _HANDED_OUT: set[int] = set()

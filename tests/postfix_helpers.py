@@ -22,8 +22,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from otrs_mailgate import postfix
-from otrs_mailgate.config import Config
+from otrs_mailgate.admin import postfix
+from otrs_mailgate.config.schema import Config
 
 from helpers import need
 from lmtp_helpers import free_port

@@ -7,9 +7,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate import agents, db, locks, tokens
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, History, Outbox, Ticket, TimeEntry, utcnow
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs import locks
+from otrs_mailgate.mail import tokens
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, History, Outbox, Ticket, TimeEntry, utcnow
+from otrs_mailgate.tickets import agents
 
 from agent_helpers import Desk, SigningDomain, agent_mail
 from helpers import count, mail, make_config
@@ -364,7 +367,7 @@ def test_notification_forwarded_to_an_outsider_who_replies(desk: Desk) -> None:
 
 
 def test_read_only_agent_cannot_command(desk: Desk) -> None:
-    from otrs_mailgate.notify import reply_address
+    from otrs_mailgate.outbound.notify import reply_address
 
     n = new_ticket(desk)
     with desk.p.sessions() as s:
@@ -456,7 +459,7 @@ def test_queue_may_keep_the_customer_uninformed(db_url: str, signing: SigningDom
 
 
 def test_customer_language_decides_the_template(desk: Desk, tmp_path) -> None:
-    from otrs_mailgate import customers
+    from otrs_mailgate.tickets import customers
 
     n = new_ticket(desk)
     with db.transaction(desk.p.sessions) as s:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, History, Outbox, RawMessage, Ticket
-from otrs_mailgate.parse import parse
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail.parse import parse
+from otrs_mailgate.store.models import Article, History, Outbox, RawMessage, Ticket
 
 from agent_helpers import Desk, SigningDomain
 from helpers import count, mail, outbox_mails
@@ -95,7 +95,7 @@ def test_a_report_about_nothing_of_ours_makes_no_ticket(pipeline: Pipeline, corp
 
 
 def test_reading_the_corpus_bounce() -> None:
-    from otrs_mailgate import bounces
+    from otrs_mailgate.mail import bounces
 
     from helpers import CORPUS
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from otrs_mailgate import db, links
-from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.tickets import links
 
 from agent_helpers import Desk, SigningDomain
 from helpers import need

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otrs_mailgate.calendars import Calendar
-from otrs_mailgate.config import CalendarConfig, ConfigError, load
+from otrs_mailgate.config.schema import CalendarConfig, ConfigError, load
+from otrs_mailgate.tickets.calendars import Calendar
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SPLIT = ["08:00-12:00", "13:00-17:00"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otrs_mailgate.classify import AUTO, HUMAN, REPORT, classify
-from otrs_mailgate.parse import parse
+from otrs_mailgate.mail.classify import AUTO, HUMAN, REPORT, classify
+from otrs_mailgate.mail.parse import parse
 
 from helpers import mail
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otrs_mailgate.commands import duration_minutes, parse, priority
+from otrs_mailgate.mail.commands import duration_minutes, parse, priority
 
 
 @pytest.mark.parametrize(

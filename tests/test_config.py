@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from otrs_mailgate import config as config_mod
+from otrs_mailgate.config import schema as config_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
     f.write_text('[system]\nticket_number = "sequential"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "otrs_mailgate.cli", "--config", str(f), "ticket", "list"],
+        [sys.executable, "-m", "otrs_mailgate.admin.cli", "--config", str(f), "ticket", "list"],
         capture_output=True,
         text=True,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from otrs_mailgate.models import Article
+from otrs_mailgate.store.models import Article
 
 from cli_helpers import write_config
 from helpers import mail
@@ -28,7 +28,7 @@ def serve(cfg: Path) -> subprocess.Popen[bytes]:
     log_path = cfg.with_suffix(".log")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "otrs_mailgate.cli", "serve"], env=env, stderr=log
+            [sys.executable, "-m", "otrs_mailgate.admin.cli", "serve"], env=env, stderr=log
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc

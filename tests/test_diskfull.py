@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from otrs_mailgate import db
-from otrs_mailgate.models import Article
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article
 
 from helpers import mail, make_config, need
 from lmtp_helpers import RawLMTP, running

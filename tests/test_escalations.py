@@ -7,10 +7,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate import agents, db
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Escalation, History, Ticket
-from otrs_mailgate.scheduler import Scheduler
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs.scheduler import Scheduler
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Escalation, History, Ticket
+from otrs_mailgate.tickets import agents
 
 from agent_helpers import Desk, SigningDomain
 from helpers import mail, make_config
@@ -185,7 +186,7 @@ def test_nothing_due_means_no_write_and_next_instant(desk: Desk) -> None:
 
 
 def test_a_failing_ticket_does_not_stop_the_others(desk: Desk, monkeypatch) -> None:
-    from otrs_mailgate import escalations
+    from otrs_mailgate.jobs import escalations
 
     a, created = new_ticket(desk)
     b, _ = new_ticket(desk)

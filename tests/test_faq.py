@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from otrs_mailgate import db, faq
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import FaqEntry
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import FaqEntry
+from otrs_mailgate.tickets import faq
 
 from agent_helpers import Desk, SigningDomain
 from cli_helpers import cli, write_config

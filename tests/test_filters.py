@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate.config import ConfigError, load
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Ticket
+from otrs_mailgate.config.schema import ConfigError, load
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store.models import Ticket
 
 from helpers import count, mail, make_config, outbox_mails
 

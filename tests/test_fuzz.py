@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otrs_mailgate import commands, searchquery
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import RawMessage
-from otrs_mailgate.parse import NotAMail, parse
-from otrs_mailgate.subject import TagFormat, strip_prefixes
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail import commands
+from otrs_mailgate.mail.parse import NotAMail, parse
+from otrs_mailgate.mail.subject import TagFormat, strip_prefixes
+from otrs_mailgate.store import searchquery
+from otrs_mailgate.store.models import RawMessage
 
 from helpers import count, mail, make_config, need
 from lmtp_helpers import RawLMTP, running

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
-from otrs_mailgate import db, history
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import History
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import History
+from otrs_mailgate.tickets import history
 
 from cli_helpers import cli, write_config
 from helpers import mail

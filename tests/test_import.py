@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from otrs_mailgate import importer
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article
+from otrs_mailgate.entry import importer
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store.models import Article
 
 from cli_helpers import cli, cli_json, write_config
 from helpers import count, mail
@@ -88,7 +88,7 @@ def test_corpus_folder_imports(cfg: Path, tmp_path: Path, corpus: Path) -> None:
 
 
 def test_database_outage_stops_the_import_resumably(pipeline: Pipeline, tmp_path: Path) -> None:
-    from otrs_mailgate.db import TemporaryFailure
+    from otrs_mailgate.store.db import TemporaryFailure
 
     calls = {"n": 0}
     real = pipeline.deliver_batch

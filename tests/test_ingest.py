@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from otrs_mailgate import db
-from otrs_mailgate.ingest import Pipeline, UnknownRecipient
-from otrs_mailgate.models import Article, Delivery, History, Outbox, RawMessage, Ticket, TicketLink
+from otrs_mailgate.ingest.pipeline import Pipeline, UnknownRecipient
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import (
+    Article,
+    Delivery,
+    History,
+    Outbox,
+    RawMessage,
+    Ticket,
+    TicketLink,
+)
 
 from helpers import count, mail, make_config, outbox_mails
 
@@ -207,7 +215,7 @@ def test_corpus_ingests_byte_identical(pipeline: Pipeline, corpus: Path) -> None
 
 
 def test_unparsable_structure_is_stored_and_flagged(pipeline: Pipeline, monkeypatch) -> None:
-    import otrs_mailgate.parse as parse_mod
+    import otrs_mailgate.mail.parse as parse_mod
 
     def boom(*a, **k):
         raise RecursionError("maximum recursion depth exceeded")
@@ -243,8 +251,8 @@ def test_templates_folder_from_config(db_url: str, tmp_path: Path) -> None:
 def test_one_batch_sees_its_own_earlier_mails(pipeline: Pipeline) -> None:
     """Group commit writes history, references and deliveries at the end of the batch;
     a reply to a mail, or the same mail again, in the same batch must still find it."""
-    from otrs_mailgate import history
-    from otrs_mailgate.ingest import Failed, Item
+    from otrs_mailgate.ingest.pipeline import Failed, Item
+    from otrs_mailgate.tickets import history
 
     first = mail("Printer", message_id="orig@customer.test")
     reply = mail("Re: Printer", headers={"In-Reply-To": "<orig@customer.test>"})
@@ -275,7 +283,7 @@ def test_a_failing_mail_rolls_the_batch_back_and_redoes_it_carefully(
 ) -> None:
     """The fast path has no savepoints: one exception undoes the whole transaction, and
     the batch is done again with a savepoint each, so only the bad mail is missing."""
-    from otrs_mailgate.ingest import Failed, Item
+    from otrs_mailgate.ingest.pipeline import Failed, Item
 
     real = Pipeline.apply
     calls: list[str] = []
@@ -304,8 +312,8 @@ def test_loop_limit_per_address_in_a_sliding_day(db_url: str) -> None:
     the outbox (the same batch included); the history says when one was held back."""
     import datetime as dt
 
-    from otrs_mailgate.ingest import Item
-    from otrs_mailgate.models import utcnow
+    from otrs_mailgate.ingest.pipeline import Item
+    from otrs_mailgate.store.models import utcnow
 
     p = Pipeline(make_config(db_url, system={"auto_response_limit": 3}))
     loop = "Robot <robot@loop.test>"
@@ -346,7 +354,7 @@ def test_auto_response_types_per_queue(db_url: str) -> None:
     the loop limit allows) and keeps their mail; old closed tickets are not reopened."""
     import datetime as dt
 
-    from otrs_mailgate.models import utcnow
+    from otrs_mailgate.store.models import utcnow
 
     queues = [
         {"name": "Hotline", "addresses": [HOT], "answer_follow_ups": True, "reopen_days": 30},

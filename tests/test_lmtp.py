@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from otrs_mailgate.db import sqlite_module
-from otrs_mailgate.models import Article, Ticket
+from otrs_mailgate.store.db import sqlite_module
+from otrs_mailgate.store.models import Article, Ticket
 
 from helpers import count, mail, make_config
 from lmtp_helpers import RawLMTP, running
@@ -92,7 +92,7 @@ def test_not_a_mail_is_refused_per_recipient(db_url: str) -> None:
 
 
 def test_a_bug_in_one_message_does_not_spoil_the_batch(db_url: str, monkeypatch) -> None:
-    import otrs_mailgate.ingest as ingest_mod
+    import otrs_mailgate.ingest.pipeline as ingest_mod
 
     real = ingest_mod.Pipeline.apply
 
@@ -158,7 +158,7 @@ def test_a_slow_transaction_does_not_stall_the_protocol(db_url: str, monkeypatch
     (several committer threads) another delivery even completes meanwhile."""
     import time as time_mod
 
-    import otrs_mailgate.ingest as ingest_mod
+    import otrs_mailgate.ingest.pipeline as ingest_mod
 
     real = ingest_mod.Pipeline.apply
 

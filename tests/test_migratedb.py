@@ -7,10 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from otrs_mailgate import db, faq
-from otrs_mailgate.config import load
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, Base, Ticket
+from otrs_mailgate.config.schema import load
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, Base, Ticket
+from otrs_mailgate.tickets import faq
 
 from cli_helpers import cli, write_config
 from helpers import mail, outbox_mails
@@ -64,7 +65,7 @@ def test_sqlite_to_postgresql(tmp_path: Path, corpus: Path, pg_url: str) -> None
     with after.sessions() as s:
         assert s.execute(select(func.max(Article.id))).scalar_one() == r.article_id
         assert r.article_id == before["article"] + 1
-    from otrs_mailgate import links
+    from otrs_mailgate.tickets import links
 
     with after.engine.connect() as conn:
         ticket_id = links.customer_ticket(link.rsplit("/", 1)[1], links.site_secret(conn))

@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate import agents, db, smtpchecks, tokens
-from otrs_mailgate.config import load
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.milter import MilterServer
-from otrs_mailgate.models import Ticket
+from otrs_mailgate.config.schema import load
+from otrs_mailgate.entry import smtpchecks
+from otrs_mailgate.entry.milter import MilterServer
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail import tokens
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Ticket
+from otrs_mailgate.tickets import agents
 
 from agent_helpers import SigningDomain, agent_mail
 from cli_helpers import cli_process, write_config
@@ -242,8 +245,8 @@ def test_client_limit_and_a_switched_off_check(tmp_path: Path, db_url: str) -> N
 
 
 def test_the_daemon_believes_the_results_the_milter_writes() -> None:
-    from otrs_mailgate import auth
-    from otrs_mailgate.parse import parse
+    from otrs_mailgate.ingest import auth
+    from otrs_mailgate.mail.parse import parse
 
     found = [auth.Signature("agents.test", "desk", "pass")]
     value = smtpchecks._results(AUTHSERV, found)

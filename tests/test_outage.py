@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from otrs_mailgate import db
-from otrs_mailgate.config import load
-from otrs_mailgate.models import Article, Outbox
+from otrs_mailgate.config.schema import load
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, Outbox
 
 from helpers import IN_CI, need
 from lmtp_helpers import free_port

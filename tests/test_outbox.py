@@ -13,10 +13,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
-from otrs_mailgate import db
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import History, MessageRef, Outbox, Ticket, utcnow
-from otrs_mailgate.outbox import Sender, dkim_keygen
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.outbound.outbox import Sender, dkim_keygen
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import History, MessageRef, Outbox, Ticket, utcnow
 
 from helpers import mail, make_config
 from lmtp_helpers import RawLMTP, free_port, running
@@ -194,7 +194,7 @@ def test_a_response_that_cannot_be_rendered_fails_on_the_ticket(
     recorded on the ticket, and the row keeps its spec for a later look."""
     import shutil
 
-    from otrs_mailgate.responses import template_dirs
+    from otrs_mailgate.mail.compose import template_dirs
 
     broken = tmp_path / "templates"
     shutil.copytree(template_dirs(make_config(db_url))[0], broken)
@@ -237,7 +237,7 @@ def test_database_gone_after_a_send_keeps_the_outcome_and_sends_nothing_twice(
     """The MTA took the first mail, then the database went away: the outcome waits in
     the sender, the rest of the pass is given back unsent, and once the database
     answers every row is sent exactly once (not again after the lease)."""
-    from otrs_mailgate import outbox
+    from otrs_mailgate.outbound import outbox
 
     _, pipeline, sender = _setup(db_url, sink.port)
     for i in range(3):
@@ -283,7 +283,7 @@ def test_outcomes_are_recorded_together_not_one_transaction_a_mail(
     """30 mails sent in one pass: one transaction claims them, one records them all (a
     transaction a mail waited behind every group commit on SQLite and starved the
     sender under load); each sent once."""
-    from otrs_mailgate import outbox
+    from otrs_mailgate.outbound import outbox
 
     _, pipeline, sender = _setup(db_url, sink.port)
     for i in range(30):
@@ -334,7 +334,7 @@ def test_mail_that_queues_no_answer_wakes_no_sender(db_url: str, sink: Sink, mon
     Only a commit that queued mail wakes a sender, and only one: every commit woke all
     four before (120 passes), a write transaction each on SQLite."""
     from otrs_mailgate import daemon as daemon_mod
-    from otrs_mailgate.outbox import Sender
+    from otrs_mailgate.outbound.outbox import Sender
 
     passes = []
     real = Sender.run_pass

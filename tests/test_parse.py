@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otrs_mailgate.parse import NotAMail, looks_like_mail, parse
+from otrs_mailgate.mail.parse import NotAMail, looks_like_mail, parse
 
 
 def test_corpus_parses(corpus: Path) -> None:

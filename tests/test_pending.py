@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import History, Ticket
-from otrs_mailgate.scheduler import Scheduler
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs.scheduler import Scheduler
+from otrs_mailgate.store.models import History, Ticket
 
 from agent_helpers import Desk, SigningDomain
 from helpers import mail, make_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from otrs_mailgate.models import Article, Delivery, History, Outbox, RawMessage, Ticket
+from otrs_mailgate.store.models import Article, Delivery, History, Outbox, RawMessage, Ticket
 
 from cli_helpers import ROOT, cli, cli_json, write_config
 from helpers import mail
@@ -143,14 +143,14 @@ def test_forwards_to_the_running_daemon_without_sqlalchemy(tmp_path: Path, db_ur
         assert b"forwarded: 250 2.0.0" in ok.stdout
         assert daemon.committer.committed == 1
         nouser = subprocess.run(
-            [sys.executable, "-m", "otrs_mailgate.pipe", "x@example.com"],
+            [sys.executable, "-m", "otrs_mailgate.entry.pipe", "x@example.com"],
             input=mail("x"),
             capture_output=True,
             env=env,
         )
         assert nouser.returncode == 67 and b"5.1.1" in nouser.stderr
         junk = subprocess.run(
-            [sys.executable, "-m", "otrs_mailgate.pipe", "hotline@example.com"],
+            [sys.executable, "-m", "otrs_mailgate.entry.pipe", "hotline@example.com"],
             input=b"\x00 junk",
             capture_output=True,
             env=env,

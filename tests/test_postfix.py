@@ -18,10 +18,10 @@ from pathlib import Path
 import dkim
 from sqlalchemy import create_engine, select
 
-from otrs_mailgate import postfix
-from otrs_mailgate.config import load
-from otrs_mailgate.models import Article, RawMessage, Ticket
-from otrs_mailgate.outbox import dkim_keygen
+from otrs_mailgate.admin import postfix
+from otrs_mailgate.config.schema import load
+from otrs_mailgate.outbound.outbox import dkim_keygen
+from otrs_mailgate.store.models import Article, RawMessage, Ticket
 
 from agent_helpers import SigningDomain
 from cli_helpers import ROOT, cli
@@ -591,7 +591,7 @@ def test_two_auto_responders_stop_within_the_loop_limit(tmp_path: Path, db_url: 
         log = daemon.log_path.read_text()  # type: ignore[attr-defined]
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        from otrs_mailgate.models import History
+        from otrs_mailgate.store.models import History
 
         held = (
             conn.execute(select(History.detail).where(History.type == "AutoResponseSuppressed"))
@@ -635,7 +635,7 @@ def test_postfix_bounce_of_an_acknowledgement_lands_on_the_ticket(
 
 
 def _history(db_url: str, type_: str) -> list[str]:
-    from otrs_mailgate.models import History
+    from otrs_mailgate.store.models import History
 
     engine = create_engine(db_url)
     with engine.connect() as conn:

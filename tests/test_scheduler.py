@@ -11,10 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text, update
 
-from otrs_mailgate import agents, db, sla
-from otrs_mailgate import config as config_mod
-from otrs_mailgate.ingest import Item, Pipeline
-from otrs_mailgate.models import Escalation, Outbox, Ticket
+from otrs_mailgate.config import schema as config_mod
+from otrs_mailgate.ingest.pipeline import Item, Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Escalation, Outbox, Ticket
+from otrs_mailgate.tickets import agents, sla
 
 from cli_helpers import cli_process, write_config
 from helpers import ALWAYS_TOML, mail

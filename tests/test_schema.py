@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from otrs_mailgate.db import schema_sql
-from otrs_mailgate.models import Base
-from otrs_mailgate.search import is_index
+from otrs_mailgate.store.db import schema_sql
+from otrs_mailgate.store.models import Base
+from otrs_mailgate.store.search import is_index
 
 from cli_helpers import ROOT, cli, write_config
 
@@ -54,7 +54,7 @@ def test_upgrade_from_0001_keeps_queued_mail(tmp_path: Path) -> None:
     """0002 makes outbox.data optional and adds spec: a row queued before stays sendable."""
     from sqlalchemy import text
 
-    from otrs_mailgate import db
+    from otrs_mailgate.store import db
 
     engine = db.make_engine(f"sqlite:///{tmp_path}/old.sqlite")
     db.upgrade(engine, "0001")

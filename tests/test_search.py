@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text, update
 
-from otrs_mailgate import agents, db, search
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, Ticket
-from otrs_mailgate.searchquery import QueryError, parse
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db, search
+from otrs_mailgate.store.models import Article, Ticket
+from otrs_mailgate.store.searchquery import QueryError, parse
+from otrs_mailgate.tickets import agents
 
 from cli_helpers import cli, write_config
 from helpers import count, mail
@@ -193,7 +194,7 @@ def test_every_article_is_indexed_in_its_own_transaction(
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug after the article was written")
 
-    monkeypatch.setattr("otrs_mailgate.ingest.notify", boom)
+    monkeypatch.setattr("otrs_mailgate.ingest.pipeline.notify", boom)
     with pytest.raises(RuntimeError):
         pipeline.deliver_one(mail("Vanishing", "gone with the rollback"), HOT, "v@x.test")
     assert indexed(pipeline) == before == count(pipeline, Article)

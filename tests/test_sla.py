@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from otrs_mailgate import sla
-from otrs_mailgate.config import ConfigError, load
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Ticket
+from otrs_mailgate.config.schema import ConfigError, load
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store.models import Ticket
+from otrs_mailgate.tickets import sla
 
 from agent_helpers import Desk, SigningDomain
 from helpers import mail, make_config

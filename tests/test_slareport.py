@@ -10,10 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from otrs_mailgate import config as config_mod
-from otrs_mailgate import db
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Escalation, Ticket
+from otrs_mailgate.config import schema as config_mod
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Escalation, Ticket
 
 from cli_helpers import cli, write_config
 from helpers import ALWAYS_TOML, mail

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from otrs_mailgate import agents, db, stats
-from otrs_mailgate import config as config_mod
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, Ticket, TimeEntry
+from otrs_mailgate.config import schema as config_mod
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, Ticket, TimeEntry
+from otrs_mailgate.tickets import agents
+from otrs_mailgate.web import stats
 
 from cli_helpers import cli, write_config
 from helpers import mail

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from otrs_mailgate import agents, db, links, tokens, views
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Article, Ticket
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail import tokens
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, Ticket
+from otrs_mailgate.tickets import agents, links
+from otrs_mailgate.web import views
 
 from agent_helpers import Desk, SigningDomain
 from cli_helpers import cli, write_config

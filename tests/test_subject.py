@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otrs_mailgate.subject import TagFormat, clean, strip_prefixes
+from otrs_mailgate.mail.subject import TagFormat, clean, strip_prefixes
 
 N = "2026112210000014"  # valid Damm check digit
 BAD = "2026112210000017"  # DESIGN.md's example: not a valid Damm number

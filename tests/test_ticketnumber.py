@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from otrs_mailgate import db, ticketnumber
-from otrs_mailgate.ingest import Pipeline
-from otrs_mailgate.models import Ticket
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail import ticketnumber
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Ticket
 
 from helpers import mail, make_config
 

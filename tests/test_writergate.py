@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from otrs_mailgate import db
-from otrs_mailgate.db import WriterGate
+from otrs_mailgate.store import db
+from otrs_mailgate.store.db import WriterGate
 
 
 def _queued(gate: WriterGate, n: int) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 
-from otrs_mailgate.ingest import Pipeline
+from otrs_mailgate.ingest.pipeline import Pipeline
 
 from agent_helpers import Desk
 from helpers import mail, outbox_mails

@@ -1,8 +1,8 @@
-"""Alembic environment: the engine comes from otrs_mailgate.db, never from an ini file."""
+"""Alembic environment: the engine comes from otrs_mailgate.store.db, never from an ini file."""
 
 from alembic import context
 
-from otrs_mailgate.models import Base
+from otrs_mailgate.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

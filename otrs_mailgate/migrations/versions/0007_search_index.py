@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from otrs_mailgate import search
+    from otrs_mailgate.store import search
 
     search.create(op.get_bind())
 

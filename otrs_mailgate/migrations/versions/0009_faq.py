@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from otrs_mailgate import faq
+    from otrs_mailgate.tickets import faq
 
     op.create_table(
         "faq",

@@ -1,0 +1,115 @@
+"""The Postfix side, generated from our config: main.cf settings, transport and recipient maps.
+
+Queue addresses live in relay_domains with a transport to our LMTP listener, and
+relay_recipient_maps lists them, so Postfix itself refuses unknown recipients at
+SMTP time (no backscatter).  recipient_delimiter = + lets token addresses
+(hotline+<token>@...) match their queue address.  With several `serve` processes
+(--lmtp, once each) a randmap spreads the deliveries over them.  smtpd_milters points at our
+milter (in `serve`, or `otrs-mailgate milter`); milter_default_action = tempfail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from otrs_mailgate.config.schema import Config
+
+RECIPIENTS_MAP = "/etc/postfix/otrs-mailgate-recipients"
+TRANSPORT_MAP = "/etc/postfix/otrs-mailgate-transport"
+
+
+DESTINATION = re.compile(r"^(inet:[A-Za-z0-9.:\[\]-]+:\d{1,5}|unix:/[^\s,{}]+)$")
+
+
+def destination(config: Config) -> str:
+    lmtp = config.lmtp
+    if lmtp.socket:
+        return f"lmtp:unix:{lmtp.socket}"
+    return f"lmtp:inet:{lmtp.host}:{lmtp.port}"
+
+
+def destinations(config: Config, extra: Sequence[str] = ()) -> list[str]:
+    """The LMTP nexthops: this config's daemon, or the `serve` processes named (scale-out).
+
+    Each is inet:HOST:PORT or unix:/PATH; ValueError names one that is not.
+    """
+    for dest in extra:
+        if not DESTINATION.match(dest):
+            raise ValueError(f"{dest!r}: use inet:HOST:PORT or unix:/PATH")
+    return [f"lmtp:{d}" for d in dict.fromkeys(extra)] or [destination(config)]
+
+
+def transport_maps(map_file: str, nexthops: list[str]) -> str:
+    """One daemon: the map.  Several: the map says which addresses are ours, and a
+    randmap picks a daemon for each delivery (pipemap feeds one into the other)."""
+    if len(nexthops) == 1:
+        return f"hash:{map_file}"
+    return f"pipemap:{{hash:{map_file}, randmap:{{{', '.join(nexthops)}}}}}"
+
+
+def domains(config: Config) -> list[str]:
+    return sorted({a.split("@", 1)[1] for q in config.queue for a in q.addresses})
+
+
+def addresses(config: Config) -> list[str]:
+    return sorted(a for q in config.queue for a in q.addresses)
+
+
+def milter(config: Config) -> str:
+    m = config.milter
+    return f"unix:{m.socket}" if m.socket else f"inet:{m.host}:{m.port}"
+
+
+def main_cf(
+    config: Config,
+    transport_map: str = TRANSPORT_MAP,
+    recipients_map: str = RECIPIENTS_MAP,
+    lmtp: Sequence[str] = (),
+) -> str:
+    nexthops = destinations(config, lmtp)
+    lines = [
+        "# otrs-mailgate: for /etc/postfix/main.cf (from `otrs-mailgate postfix-config`)",
+        f"relay_domains = {', '.join(domains(config))}",
+        f"relay_recipient_maps = hash:{recipients_map}",
+        *(
+            ["# several daemons: each delivery goes to one of them, picked at random"]
+            if len(nexthops) > 1
+            else []
+        ),
+        f"transport_maps = {transport_maps(transport_map, nexthops)}",
+        "recipient_delimiter = +",
+        "# one LMTP session may carry many recipients; each gets its own reply",
+        "lmtp_destination_recipient_limit = 50",
+        "# the daemon answers 451 while its database is away: retry soon",
+        "minimal_backoff_time = 60s",
+    ]
+    if config.milter.enabled:
+        lines += [
+            "# our milter checks mail to the hotline while the sender is connected",
+            f"smtpd_milters = {milter(config)}",
+            "milter_protocol = 6",
+            "# milter down (serve stopped): answer 451 4.7.1, the sender retries; nothing",
+            "# passes unchecked and nothing is lost",
+            "milter_default_action = tempfail",
+            "milter_connect_timeout = 10s",
+            "# DKIM keys come from DNS: give a slow lookup time before tempfailing",
+            "milter_command_timeout = 60s",
+            "milter_content_timeout = 300s",
+        ]
+    return "\n".join([*lines, ""])
+
+
+def transport(config: Config, lmtp: Sequence[str] = ()) -> str:
+    dest = destinations(config, lmtp)[0]
+    lines = ["# otrs-mailgate: postmap this file; one line per queue address"]
+    if len(destinations(config, lmtp)) > 1:
+        lines.append("# (main.cf's randmap replaces the daemon named here by one of all)")
+    lines += [f"{a}\t{dest}" for a in addresses(config)]
+    return "\n".join(lines) + "\n"
+
+
+def recipients(config: Config) -> str:
+    lines = ["# otrs-mailgate: postmap this file; the addresses Postfix accepts for us"]
+    lines += [f"{a}\tOK" for a in addresses(config)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,524 @@
+"""Configuration: one TOML file plus environment overrides.
+
+Lookup order for the file: the --config option, $OTRS_MAILGATE_CONFIG,
+./otrs-mailgate.toml, /etc/otrs-mailgate/otrs-mailgate.toml; with none of them
+the built-in defaults run a loopback-only system on SQLite under ./var.
+
+Every scalar key can be overridden by the environment as
+OTRS_MAILGATE_<SECTION>_<KEY> (e.g. OTRS_MAILGATE_DATABASE_URL).  A bad file
+raises ConfigError carrying one line that names the key and the problem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from otrs_mailgate.config import locate as configfile
+
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the admin."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+class SystemConfig(_Section):
+    id: str = Field("10", pattern=r"^\d{1,4}$", description="system id inside ticket numbers")
+    domain: str = Field("localhost", min_length=1, description="our own mail domain")
+    language: str = Field("en", pattern=r"^[a-z]{2}$")
+    ticket_number: Literal["date", "random", "autoincrement"] = "date"
+    templates: str = ""  # empty: the templates shipped with the package
+    # At most this many automatic answers (acknowledgements, rejections) to one address
+    # in any 24 hours: what is left of a mail loop after the RFC 3834 checks stops here.
+    auto_response_limit: int = Field(10, ge=0)
+    # The host name our MTA writes into Received for mail from a relay whose X-OTRS-Queue,
+    # X-OTRS-Priority and X-OTRS-Ignore headers we may believe; empty: believe none.
+    trusted_relay: str = ""
+    # The days of search filters (created:2026-01-05) and of reports are days here.
+    timezone: str = "UTC"
+
+    _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
+
+
+class TicketConfig(_Section):
+    hook: str = Field("Ticket#", min_length=1)
+    divider: str = ""
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///var/otrs-mailgate.sqlite"
+    # SQLite only: wait this long for a lock before answering "try again later".
+    busy_timeout_ms: int = Field(5000, ge=0)
+
+
+class LMTPConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8024, ge=1, le=65535)
+    socket: str = ""  # a UNIX socket path instead of host/port
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    # Committer threads: 0 picks 1 for SQLite (one writer anyway), 4 for PostgreSQL.
+    workers: int = Field(0, ge=0, le=64)
+
+
+class MilterConfig(_Section):
+    """The milter Postfix asks while the sender is still connected (smtpd_milters)."""
+
+    enabled: bool = True  # `serve` runs it beside the LMTP server
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=1, le=65535)
+    socket: str = ""  # a UNIX socket path instead of host/port
+    # Each check can be turned off; see the README for the SMTP reply each gives.
+    dkim: bool = True  # verify, write our Authentication-Results, drop forged ones
+    tokens: bool = True  # refuse bad command mail to agents' reply addresses
+    loops: bool = True  # refuse mail carrying our own X-Loop
+    size: bool = True  # refuse mail over its queue's size limit
+    new_tickets: bool = True  # queues with new_tickets = "reject": refuse unknown senders
+    ticket_header: bool = True  # X-OTRS-Mailgate-Ticket on mail that follows up a ticket
+    # Mails to our addresses an hour from one envelope sender / one client IP (0: any).
+    max_per_hour_sender: int = Field(100, ge=0)
+    max_per_hour_client: int = Field(500, ge=0)
+
+
+class WebConfig(_Section):
+    """The read-only status page (and /metrics) inside `serve`."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # How mail links to the page: the address customers and agents reach it under
+    # (a reverse proxy's https://...); empty: http://host:port.
+    public_url: str = Field("", pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$")
+    customer_link_days: int = Field(30, ge=1, le=3650)  # the link in the acknowledgement
+    agent_link_days: int = Field(1, ge=1, le=30)  # `agent link`: until the end of this day
+    session_hours: int = Field(12, ge=1, le=24 * 30)  # the agent's cookie after login
+    # Who may read /metrics: client networks (the page itself may face the world).
+    metrics_from: list[str] = ["127.0.0.0/8", "::1/128"]
+
+    @field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
+        return value
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class SMTPConfig(_Section):
+    """Where the outbox sends mail: the local MTA."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    timeout: float = Field(30.0, gt=0)
+    # Retry a 4xx answer or an unreachable MTA this often, backing off exponentially.
+    max_attempts: int = Field(12, ge=1)
+    backoff_seconds: float = Field(60.0, gt=0)
+    # Mails sent at once, each over its own connection: an MTA takes a mail in some
+    # milliseconds (it writes it to disk first), so one connection at a time falls
+    # behind the mail coming in.
+    connections: int = Field(4, ge=1, le=50)
+
+
+class DKIMConfig(_Section):
+    """Sign outgoing mail when a key is configured (`otrs-mailgate dkim keygen`)."""
+
+    selector: str = ""
+    domain: str = ""  # default: system.domain
+    key_file: str = ""
+
+
+class AgentsConfig(_Section):
+    """How agents' command mails are recognised (DESIGN.md, "Agents by mail")."""
+
+    # required: a command mail needs a DKIM signature that passes and is aligned with
+    # its From domain (or a trusted Authentication-Results saying so); optional: the
+    # token and the From address suffice.
+    dkim: Literal["required", "optional"] = "required"
+    # Authentication-Results headers are believed only with this authserv-id (the one
+    # our milter writes); empty: none are believed.
+    authserv_id: str = ""
+    # A file of pinned DKIM keys, one "selector._domainkey.domain TXT-record" per line:
+    # those keys are used without asking DNS (which an attacker might spoof).
+    dkim_keys: str = ""
+    token_days: int = Field(90, ge=1, le=3650)  # how long a reply address works
+    lock_minutes: int = Field(120, ge=1)  # a lock lapses after this long without activity
+    date_window_hours: int = Field(48, ge=1)  # a command mail's Date must be this recent
+
+
+class FilterConfig(_Section):
+    """A PostMaster filter: when every header regex matches, apply what it sets."""
+
+    name: str = Field(min_length=1)
+    match: dict[str, str] = Field(min_length=1)  # header name (or "body") -> regex
+    queue: str | None = None
+    priority: int | None = Field(None, ge=1, le=5)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+    ignore: bool = False  # store nothing, answer nothing (known spam sources)
+    auto: bool = False  # treat as machine mail: stored, never answered
+
+    @field_validator("match")
+    @classmethod
+    def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{header}: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return value
+
+
+class WeekHours(_Section):
+    """Working hours per weekday as "HH:MM-HH:MM" ranges (24:00 ends at midnight)."""
+
+    mon: list[str] = ["08:00-17:00"]
+    tue: list[str] = ["08:00-17:00"]
+    wed: list[str] = ["08:00-17:00"]
+    thu: list[str] = ["08:00-17:00"]
+    fri: list[str] = ["08:00-17:00"]
+    sat: list[str] = []
+    sun: list[str] = []
+
+    @field_validator("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        from otrs_mailgate.tickets.calendars import parse_range
+
+        spans = sorted((parse_range(r) for r in value), key=lambda span: span[0])
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if end is None or end > start:
+                raise ValueError(f"ranges overlap: {', '.join(value)}")
+        return value
+
+
+class CalendarConfig(_Section):
+    """A business calendar for SLAs: time zone, weekly hours, holidays, closed days."""
+
+    name: str = Field("default", min_length=1)
+    timezone: str = "UTC"
+    hours: WeekHours = WeekHours()
+    holidays: str = ""  # country[-subdivision] of the holidays package, e.g. "DE-BY"
+    closed: list[str] = []  # extra closed days, YYYY-MM-DD
+
+    _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str) -> str:
+        if value:
+            import holidays
+
+            country, _, subdiv = value.partition("-")
+            try:
+                holidays.country_holidays(country, subdiv=subdiv or None)
+            except NotImplementedError as exc:
+                raise ValueError(f"{value!r}: {exc}") from None
+        return value
+
+    @field_validator("closed")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        for day in value:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a date (YYYY-MM-DD)") from None
+        return value
+
+
+LOGIN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # an agent's login
+RECIPIENT_WORDS = ("queue", "owner")
+
+
+def _recipients(value: list[str]) -> list[str]:
+    """queue (its rw agents), owner (or the queue while nobody owns the ticket), an
+    agent's login, or any mail address (an SMS gateway, a manager without a login)."""
+    for who in value:
+        if who in RECIPIENT_WORDS or "@" in who:
+            continue
+        if not LOGIN.match(who):
+            raise ValueError(f"{who!r}: use queue, owner, an agent's login or a mail address")
+    return value
+
+
+class EscalationLevel(_Section):
+    """One step of escalation after a deadline passed: who hears of it, with which mail."""
+
+    # Working minutes after the previous level (level 1: after the deadline itself).
+    after: int = Field(0, ge=0)
+    to: list[str] = ["queue"]
+    template: str = Field("escalation", pattern=r"^[a-z0-9_]+$")
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        return _recipients(value)
+
+
+class SLAConfig(_Section):
+    """Service level: working minutes of a calendar for the first response, each update
+    after the customer wrote, and the solution; 0 means no such limit."""
+
+    name: str = Field(min_length=1)
+    queues: list[str] = Field(min_length=1)
+    priorities: list[int] = [1, 2, 3, 4, 5]
+    calendar: str = "default"
+    first_response: int = Field(0, ge=0)
+    update: int = Field(0, ge=0)
+    solution: int = Field(0, ge=0)
+    # A warning when this share of a time has passed (0: none); it goes to warn_to.
+    notify_before: int = Field(80, ge=0, le=99)
+    warn_to: list[str] = ["owner"]
+    warn_template: str = Field("escalation_warning", pattern=r"^[a-z0-9_]+$")
+    # Level 1 at the deadline, each further level `after` working minutes later.
+    escalation: list[EscalationLevel] = Field(
+        default_factory=lambda: [EscalationLevel()], min_length=1
+    )
+
+    @field_validator("warn_to")
+    @classmethod
+    def _warn_to(cls, value: list[str]) -> list[str]:
+        return _recipients(value)
+
+
+class QueueConfig(_Section):
+    name: str = Field(min_length=1, max_length=200)
+    addresses: list[str] = Field(min_length=1)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+    acknowledge: bool = True
+    # What a follow-up to a closed ticket does: reopen it, open a new ticket linked
+    # to it, or file it on the closed ticket and tell the sender to write anew.
+    follow_up_closed: Literal["reopen", "new", "reject"] = "reopen"
+    display_name: str = ""
+    # Machine mail (auto-replies, lists, bounces) that follows up no ticket: make a
+    # ticket of it (true), or only keep its bytes (false, the default).
+    auto_tickets: bool = False
+    # Auto responses, as OTRS has them: the acknowledgement of a new ticket (acknowledge),
+    # an answer to every follow-up, and for queues that take no new tickets ("reject"),
+    # a rejection to senders who are not yet customers (their mail is kept, no ticket).
+    answer_follow_ups: bool = False
+    new_tickets: Literal["accept", "reject"] = "accept"
+    # A follow-up to a ticket closed longer ago than this opens a new ticket linked to
+    # it, whatever follow_up_closed says (0: no limit).
+    reopen_days: int = Field(0, ge=0)
+    # When a pending ticket's time is up: remind its owner (or the queue) and open it
+    # again, or close it and tell the customer (OTRS: pending auto close).
+    pending: Literal["remind", "close"] = "remind"
+    # Larger mail to this queue is refused (0: lmtp.max_message_size).
+    max_message_size: int = Field(0, ge=0)
+    # What the milter answers (550 5.7.1) a new sender when new_tickets = "reject".
+    reject_text: str = Field(
+        "This address takes no new requests; please use our contact form.",
+        min_length=1,
+        max_length=400,
+        pattern=r"^[^\r\n]*$",
+    )
+    # Offer the three knowledge base entries that best match the customer's mail at the
+    # end of the acknowledgement (faq.py; entries of this queue or of every queue).
+    suggest_faq: bool = False
+    # What the customer is told by mail when an agent's command does it (without a
+    # reply in the same mail): any of closed, pending, reopened, merged, moved.
+    tell_customer: list[Literal["closed", "pending", "reopened", "merged", "moved"]] = [
+        "closed",
+        "pending",
+        "reopened",
+        "merged",
+        "moved",
+    ]
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _ADDRESS.match(address):
+                raise ValueError(f"{address!r} is not a mail address")
+        return [a.lower() for a in value]
+
+
+class Config(_Section):
+    system: SystemConfig = SystemConfig()
+    ticket: TicketConfig = TicketConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    lmtp: LMTPConfig = LMTPConfig()
+    milter: MilterConfig = MilterConfig()
+    smtp: SMTPConfig = SMTPConfig()
+    web: WebConfig = WebConfig()
+    dkim: DKIMConfig = DKIMConfig()
+    agents: AgentsConfig = AgentsConfig()
+    queue: list[QueueConfig] = Field(
+        default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
+    )
+    filter: list[FilterConfig] = Field(default_factory=list)
+    calendar: list[CalendarConfig] = Field(default_factory=lambda: [CalendarConfig()])
+    sla: list[SLAConfig] = Field(default_factory=list)
+    source: str = ""  # where this config came from, for messages
+
+    @field_validator("queue")
+    @classmethod
+    def _unique(cls, value: list[QueueConfig]) -> list[QueueConfig]:
+        names: set[str] = set()
+        addresses: set[str] = set()
+        for queue in value:
+            if queue.name in names:
+                raise ValueError(f"queue name {queue.name!r} is used twice")
+            names.add(queue.name)
+            for address in queue.addresses:
+                if address in addresses:
+                    raise ValueError(f"address {address!r} belongs to two queues")
+                addresses.add(address)
+        if not value:
+            raise ValueError("at least one queue is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _filter_queues(self) -> Config:
+        names = {q.name for q in self.queue}
+        for i, f in enumerate(self.filter):
+            if f.queue is not None and f.queue not in names:
+                raise ValueError(f"filter[{i}] ({f.name}): no queue named {f.queue!r}")
+        calendars = {c.name for c in self.calendar}
+        for i, sla in enumerate(self.sla):
+            for queue in sla.queues:
+                if queue not in names:
+                    raise ValueError(f"sla[{i}] ({sla.name}): no queue named {queue!r}")
+            if sla.calendar not in calendars:
+                raise ValueError(f"sla[{i}] ({sla.name}): no calendar named {sla.calendar!r}")
+        return self
+
+    def sla_for(self, queue: str, priority: int) -> SLAConfig | None:
+        """The first SLA naming this queue and priority."""
+        return next((s for s in self.sla if queue in s.queues and priority in s.priorities), None)
+
+    def size_limit(self, queue: QueueConfig) -> int:
+        return queue.max_message_size or self.lmtp.max_message_size
+
+    @property
+    def authserv_id(self) -> str:
+        """The authserv-id our milter writes: the one the daemon is told to trust, else
+        our domain (then the daemon trusts none and checks DKIM itself)."""
+        return self.agents.authserv_id or self.system.domain
+
+    def queue_by_name(self, name: str) -> QueueConfig | None:
+        return next((q for q in self.queue if q.name == name), None)
+
+
+def _env_overrides(data: dict[str, Any]) -> None:
+    """Apply OTRS_MAILGATE_<SECTION>_<KEY> to the scalar keys of each section."""
+    for section, model in Config.model_fields.items():
+        sub = model.annotation
+        if not (isinstance(sub, type) and issubclass(sub, _Section)):
+            continue
+        for key in sub.model_fields:
+            value = configfile.env_value(section, key)
+            if value is not None:
+                data.setdefault(section, {})[key] = value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, override from the environment, validate; ConfigError on any problem."""
+    file = configfile.find(path)
+    data: dict[str, Any] = {}
+    name = "built-in defaults"
+    if file is not None:
+        name = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{name}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    _env_overrides(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _location(err["loc"]) or "(top level)"
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        raise ConfigError(f"{name}: {where}: {problem}") from None
+    config.source = name
+    if file is not None:
+        config.database.url = _resolve_sqlite_path(config.database.url, file.parent)
+        if config.system.templates:
+            config.system.templates = str(file.parent / config.system.templates)
+        if config.dkim.key_file:
+            config.dkim.key_file = str(file.parent / config.dkim.key_file)
+        if config.agents.dkim_keys:
+            config.agents.dkim_keys = str(file.parent / config.agents.dkim_keys)
+        if config.lmtp.socket:
+            config.lmtp.socket = str(file.parent / config.lmtp.socket)
+        if config.milter.socket:
+            config.milter.socket = str(file.parent / config.milter.socket)
+    _check_templates(config, name)
+    return config
+
+
+def _check_templates(config: Config, name: str) -> None:
+    """Templates an SLA names must exist now, not when its first escalation is sent."""
+    from otrs_mailgate.mail.compose import template_dirs
+
+    dirs = template_dirs(config)
+    for index, rule in enumerate(config.sla):
+        wanted = [("warn_template", rule.warn_template)]
+        wanted += [
+            (f"escalation[{n}].template", lvl.template) for n, lvl in enumerate(rule.escalation)
+        ]
+        for key, template in wanted:
+            if not any((d / "mail" / "en" / f"{template}.txt.j2").is_file() for d in dirs):
+                raise ConfigError(
+                    f"{name}: sla[{index}] ({rule.name}).{key}: no template "
+                    f"mail/en/{template}.txt.j2 in {', '.join(str(d) for d in dirs)}"
+                )
+
+
+def _resolve_sqlite_path(url: str, base: Path) -> str:
+    """Relative SQLite paths in a config file are relative to that file, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,141 @@
+"""The LMTP entry: aiosmtpd's LMTP protocol in front of the group committer.
+
+RFC 2033 wants one reply per accepted recipient after DATA, always.  aiosmtpd
+sends one reply for the whole message, also for its own errors (too much data,
+line too long); LMTPServer repeats those per recipient, and the handler answers
+each recipient from the committed outcome.  Nothing here raises into aiosmtpd,
+whose fallback would be a single 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from aiosmtpd.controller import UnixSocketUnthreadedController, UnthreadedController
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from aiosmtpd.smtp import Session
+
+from otrs_mailgate.entry.committer import GroupCommitter, Outcome
+from otrs_mailgate.metrics import Metrics
+
+log = logging.getLogger("otrs_mailgate.entry.lmtp")
+_QUEUE_ID = re.compile(rb"^Received:[^\n]*(?:\n[ \t][^\n]*)*?\bid ([0-9A-Za-z]+)", re.MULTILINE)
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]*)>", re.MULTILINE | re.IGNORECASE)
+
+
+class LMTPServer(LMTP):
+    """aiosmtpd's LMTP, with its own post-DATA errors answered once per recipient."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._data_recipients = 0
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._data_recipients = len(self.envelope.rcpt_tos) if self.envelope else 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_recipients = 0
+
+    async def push(self, status: str) -> None:
+        count = self._data_recipients
+        if count and not status.startswith("354") and "\r\n" not in status:
+            if status.startswith("552"):
+                status = "552 5.3.4 Message exceeds the size limit"
+            status = "\r\n".join([status] * count)
+        await super().push(status)
+
+
+class Handler:
+    """aiosmtpd handler hooks: routing at RCPT, the pipeline at DATA."""
+
+    def __init__(self, committer: GroupCommitter, metrics: Metrics | None = None) -> None:
+        self.committer = committer
+        self.metrics = metrics or Metrics()
+        self.in_flight = 0
+
+    async def handle_RCPT(
+        self,
+        server: LMTP,
+        session: Session,
+        envelope: SMTPEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self.committer.pipeline.queue_for(address) is None:
+            log.info("rejected rcpt=%s status=550 reason=unknown-recipient", address)
+            self.metrics.reply(550)
+            return f"550 5.1.1 <{address}>: Recipient address rejected: unknown queue address"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: LMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        started = time.monotonic()
+        raw = envelope.original_content or b""
+        recipients = list(envelope.rcpt_tos)
+        sender = envelope.mail_from or ""
+        self.in_flight += 1
+        try:
+            outcomes = await self.committer.submit(raw, recipients, sender)
+        except Exception:
+            log.exception("internal error before commit")
+            outcomes = [Outcome.tempfail(r, "internal error") for r in recipients]
+        finally:
+            self.in_flight -= 1
+        elapsed = time.monotonic() - started
+        elapsed_ms = elapsed * 1000
+        self.metrics.latency.observe(elapsed)
+        qid = _QUEUE_ID.search(raw[:8192])
+        mid = _MESSAGE_ID.search(raw[:65536])
+        for outcome in outcomes:
+            self.metrics.reply(outcome.code)
+            log.info(
+                "delivery queue_id=%s message_id=<%s> rcpt=%s ticket=%s status=%s "
+                "detail=%s duration_ms=%.1f",
+                qid.group(1).decode() if qid else "-",
+                mid.group(1).decode("ascii", "replace") if mid else "",
+                outcome.recipient,
+                outcome.ticket or "-",
+                outcome.code,
+                outcome.detail.replace(" ", "_"),
+                elapsed_ms,
+            )
+        return "\r\n".join(o.reply for o in outcomes)
+
+
+def controller(
+    handler: Handler,
+    loop: Any,
+    *,
+    host: str,
+    port: int,
+    socket: str,
+    max_size: int,
+    server_name: str,
+) -> UnthreadedController | UnixSocketUnthreadedController:
+    """An unthreaded aiosmtpd controller on the daemon's loop, making LMTPServer sessions.
+
+    server_name is the name in the greeting; without it aiosmtpd would look up the
+    host's FQDN for every connection (Postfix opens one per delivery by default).
+    """
+    kwargs = {
+        "loop": loop,
+        "server_hostname": server_name,
+        "data_size_limit": max_size,
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "ident": "otrs-mailgate",
+    }
+    base: Any = UnixSocketUnthreadedController if socket else UnthreadedController
+
+    class _Controller(base):  # type: ignore[misc, valid-type]
+        def factory(self) -> LMTPServer:
+            return LMTPServer(self.handler, **self.SMTP_kwargs)
+
+    if socket:
+        return _Controller(handler, unix_socket=socket, **kwargs)
+    return _Controller(handler, hostname=host, port=port, **kwargs)

@@ -1,0 +1,556 @@
+"""An agent's command mail, once auth.check has accepted it: commands, reply, lock, transcript.
+
+All commands of a mail are checked first and applied only when every one of them
+holds; otherwise nothing changes, the mail is kept on the ticket as an internal
+note, and the transcript says what was wrong and how to fix it.  The agent's
+text is what email-reply-parser leaves of the mail above our "reply above this
+line" marker; it goes to the customer from the queue's address, with any of
+our token addresses scrubbed out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from email_reply_parser import EmailReplyParser
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.orm import Session
+
+from otrs_mailgate.ingest import auth
+from otrs_mailgate.mail import commands
+from otrs_mailgate.mail.commands import Command
+from otrs_mailgate.mail.compose import Response
+from otrs_mailgate.mail.parse import ParsedMail
+from otrs_mailgate.mail.subject import clean
+from otrs_mailgate.outbound import notify
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
+from otrs_mailgate.tickets import agents, customers, faq, history, sla
+from otrs_mailgate.tickets.agents import AgentRef
+
+if TYPE_CHECKING:
+    from otrs_mailgate.ingest.pipeline import Envelope, Pipeline, Result, TicketRef
+
+MARKERS = ("##- Write your reply above this line -##", "##- Antwort bitte über dieser Zeile")
+OPEN_STATES = ("new", "open", "pending")
+PRIORITY_NAMES = {v: k for k, v in commands.PRIORITIES.items()}
+
+
+@dataclass
+class Line:
+    command: str
+    result: str
+
+
+@dataclass
+class Plan:
+    """What a mail asks for, checked; `actions` run only if `errors` stays empty."""
+
+    lines: list[Line] = field(default_factory=list)
+    errors: int = 0
+    actions: list[Callable[[], None]] = field(default_factory=list)
+    mode: str = "reply"
+    quiet: bool = False
+    owner: AgentRef | None = None  # who owns and holds the lock afterwards
+    unlock: bool = False
+
+    def ok(self, command: str, result: str, action: Callable[[], None] | None = None) -> None:
+        self.lines.append(Line(command, result))
+        if action is not None:
+            self.actions.append(action)
+
+    def error(self, command: str, reason: str) -> None:
+        self.lines.append(Line(command, f"ERROR: {reason}"))
+        self.errors += 1
+
+
+def agent_text(mail: ParsedMail, own_addresses: set[str]) -> str:
+    """The agent's own words: above our marker, without quoted history or our tokens."""
+    text = mail.body_text
+    for marker in MARKERS:
+        text = text.split(marker, 1)[0]
+    text = EmailReplyParser.parse_reply(text) if text.strip() else ""
+    for address in own_addresses:
+        local, _, domain = address.partition("@")
+        text = re.sub(
+            rf"{re.escape(local)}\+[a-z2-7]+@{re.escape(domain)}", address, text, flags=re.I
+        )
+    return text.strip()
+
+
+class CommandMail:
+    """One accepted command mail inside the pipeline's transaction."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        session: Session,
+        mail: ParsedMail,
+        agent: AgentRef,
+        ticket: TicketRef,
+    ) -> None:
+        self.p = pipeline
+        self.session = session
+        self.conn: Connection = session.connection()
+        self.mail = mail
+        self.agent = agent
+        self.ticket = ticket
+        self.now = utcnow()
+        self.queue = pipeline.config.queue_by_name(ticket.queue) or pipeline.config.queue[0]
+
+    # -- checking ----------------------------------------------------------------------
+
+    def plan(self, parsed: commands.Parsed) -> Plan:
+        plan = Plan()
+        for written, reason in parsed.errors:
+            plan.error(written, reason)
+        t = self.ticket
+        access = agents.access(self.conn, self.agent.id, t.queue_id)
+        if access != "rw":
+            what = "read-only access to" if access == "ro" else "no access to"
+            plan.error("(any command)", f"you have {what} queue {t.queue}")
+            return plan
+        names = [c.name for c in parsed.commands]
+        stealing = "steal" in names
+        holder = self._lock_holder()
+        if holder is not None and holder.id != self.agent.id and not stealing:
+            until = t.lock_until.isoformat(timespec="minutes") if t.lock_until else ""
+            plan.error(
+                "(any command)",
+                f"the ticket is locked by {holder.display} until {until}; "
+                "add steal to take it over, or ask them to unlock it",
+            )
+            return plan
+        if "reply" in names and "note" in names:
+            plan.error("reply note", "a mail is either a reply or a note, not both")
+        if len({n for n in names if n in ("close", "reopen", "pending")}) > 1:
+            plan.error(" ".join(names), "choose one of close, reopen, pending")
+        for command in parsed.commands:
+            self._check(plan, command)
+        return plan
+
+    def _lock_holder(self) -> AgentRef | None:
+        t = self.ticket
+        if t.owner_id is None or t.lock_until is None or t.lock_until <= self.now:
+            return None
+        return agents.by_id(self.conn, t.owner_id)
+
+    def _ticket_by_number(self, number: str) -> TicketRef | None:
+        if not self.p.tags.find(f"[{self.p.tags.hook}{self.p.tags.divider}{number}]"):
+            return None
+        found = self.conn.execute(select(Ticket.id).where(Ticket.number == number)).scalar()
+        return self.p.load_ticket(self.conn, found) if found else None
+
+    def _check(self, plan: Plan, c: Command) -> None:
+        """One branch a command: record what it will do, or why it cannot."""
+        t, name, value = self.ticket, c.name, c.value
+        if name in ("reply", "note"):
+            plan.mode = name
+            plan.ok(
+                c.text, "your text goes to the customer" if name == "reply" else "kept internal"
+            )
+        elif name == "quiet":
+            plan.quiet = True
+            plan.ok(c.text, "no mail to the customer")
+        elif name == "close":
+            plan.ok(c.text, "closed" if t.state != "closed" else "was closed already", self._close)
+        elif name == "reopen":
+            plan.ok(c.text, "open again", lambda: self._set_state("open", reason="reopen"))
+        elif name == "pending":
+            minutes = commands.duration_minutes(value)
+            until = self.now + dt.timedelta(minutes=minutes)
+            plan.ok(
+                c.text,
+                f"pending until {until.isoformat(timespec='minutes')}",
+                lambda: self._set_state("pending", pending_until=until, reason="pending"),
+            )
+        elif name in ("take", "steal"):
+            plan.owner = self.agent
+            plan.ok(c.text, f"owner {self.agent.login}, locked")
+        elif name == "owner":
+            other = agents.find(self.conn, value)
+            if other is None or not other.enabled:
+                plan.error(c.text, f"no enabled agent {value!r}")
+            elif agents.access(self.conn, other.id, t.queue_id) != "rw":
+                plan.error(c.text, f"{other.login} has no rw access to queue {t.queue}")
+            else:
+                plan.owner = other
+                plan.ok(c.text, f"owner {other.login}, locked")
+        elif name == "unlock":
+            plan.unlock = True
+            plan.ok(c.text, "unlocked")
+        elif name == "queue":
+            self._check_queue(plan, c)
+        elif name == "priority":
+            level = commands.priority(value)
+            plan.ok(
+                c.text,
+                f"priority {level} ({PRIORITY_NAMES[level]})",
+                lambda: self._update(priority=level, _history=("PriorityUpdate", {"new": level})),
+            )
+        elif name == "time":
+            minutes = commands.duration_minutes(value)
+            plan.ok(c.text, f"{minutes} minutes accounted", lambda: self._account(minutes))
+        elif name == "faq":
+            entry = faq.get(self.conn, int(value))
+            if entry is None:
+                plan.error(c.text, f"no FAQ entry {value} (`otrs-mailgate faq list` shows them)")
+            else:
+                self.inserts.append(entry.text)
+                plan.ok(c.text, f"FAQ entry {entry.id} ({entry.title}) added to your text")
+        elif name in ("merge", "parent"):
+            self._check_relative(plan, c)
+        elif name in ("cc+", "cc-"):
+            address = value.strip().lower()
+            plan.ok(
+                c.text,
+                f"{address} {'gets' if name == 'cc+' else 'no longer gets'} copies of replies",
+                lambda: self._cc(address, add=name == "cc+"),
+            )
+
+    def _check_queue(self, plan: Plan, c: Command) -> None:
+        target = self.p.config.queue_by_name(c.value)
+        if target is None:
+            known = ", ".join(q.name for q in self.p.config.queue)
+            plan.error(c.text, f"no queue {c.value!r}; queues are: {known}")
+            return
+        target_id = self.p.queue_id(target.name)
+        if agents.access(self.conn, self.agent.id, target_id) != "rw":
+            plan.error(c.text, f"you have no rw access to queue {target.name}")
+            return
+
+        def move() -> None:
+            self.events.append(("moved", {"new_queue": target.display_name or target.name}))
+            self._update(
+                queue_id=target_id,
+                _history=("QueueMove", {"old": self.ticket.queue, "new": target.name}),
+            )
+
+        plan.ok(c.text, f"moved to queue {target.name}", move)
+
+    def _check_relative(self, plan: Plan, c: Command) -> None:
+        other = self._ticket_by_number(c.value.strip())
+        if other is None:
+            plan.error(c.text, f"no ticket {c.value} (check the number and its check digit)")
+        elif other.id == self.ticket.id:
+            plan.error(c.text, "that is this ticket")
+        elif agents.access(self.conn, self.agent.id, other.queue_id) != "rw":
+            plan.error(c.text, f"you have no rw access to ticket {other.number}")
+        elif c.name == "merge":
+            plan.ok(c.text, f"merged into {other.number}", lambda: self._merge(other))
+        else:
+            plan.ok(c.text, f"child of {other.number}", lambda: self._parent(other))
+
+    # -- applying -------------------------------------------------------------------------
+
+    def _history(self, ticket_id: int, type_: str, **detail: object) -> None:
+        history.append(self.session, ticket_id, type_, self.agent.address, **detail)
+
+    def _update(
+        self, _history: tuple[str, dict[str, object]] | None = None, **values: object
+    ) -> None:
+        values["updated_at"] = self.now
+        self.conn.execute(update(Ticket).where(Ticket.id == self.ticket.id).values(**values))
+        if _history:
+            self._history(self.ticket.id, _history[0], **_history[1])
+
+    def _set_state(
+        self,
+        state: str,
+        *,
+        reason: str,
+        pending_until: dt.datetime | None = None,
+        ticket: TicketRef | None = None,
+    ) -> None:
+        t = ticket or self.ticket
+        if t.state == state and pending_until is None:
+            return  # idempotent
+        values: dict[str, object] = {"state": state, "updated_at": self.now}
+        values["closed_at"] = self.now if state == "closed" else None
+        values["pending_until"] = pending_until
+        self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(**values))
+        self._history(t.id, "StateUpdate", old=t.state, new=state, reason=reason)
+        event = state if state in ("closed", "pending") else ""
+        if t.state in ("closed", "merged") and state in OPEN_STATES:
+            event = "reopened"
+        if t is self.ticket and event:
+            until = pending_until.isoformat(timespec="minutes") if pending_until else ""
+            self.events.append((event, {"until": until}))
+        t.state = state
+
+    def _close(self) -> None:
+        self._set_state("closed", reason="close")
+        children = self.conn.execute(
+            select(TicketLink.source_id).where(
+                TicketLink.target_id == self.ticket.id, TicketLink.kind == "child-of"
+            )
+        ).scalars()
+        for child_id in list(children):
+            child = self.p.load_ticket(self.conn, child_id)
+            if child.state not in OPEN_STATES:
+                continue
+            self._set_state("closed", reason=f"parent {self.ticket.number} closed", ticket=child)
+            self.closed_children.append(child)
+
+    def _account(self, minutes: int) -> None:
+        self.conn.execute(
+            TimeEntry.__table__.insert(),
+            {
+                "ticket_id": self.ticket.id,
+                "agent_id": self.agent.id,
+                "minutes": minutes,
+                "created_at": self.now,
+            },
+        )
+        self._history(self.ticket.id, "TimeAccounting", minutes=minutes)
+
+    def _merge(self, other: TicketRef) -> None:
+        self.events.append(("merged", {"into_tag": self.p.tags.tag(other.number)}))
+        self._update(merged_into_id=other.id, state="merged", closed_at=self.now)
+        self._history(self.ticket.id, "Merged", into=other.number)
+        self._history(other.id, "Merged", merged=self.ticket.number)
+
+    def _parent(self, other: TicketRef) -> None:
+        db.insert_ignore(
+            self.session,
+            TicketLink,
+            source_id=self.ticket.id,
+            target_id=other.id,
+            kind="child-of",
+            created_at=self.now,
+        )
+        self._history(self.ticket.id, "Link", child_of=other.number)
+        self._history(other.id, "Link", parent_of=self.ticket.number)
+
+    def _cc(self, address: str, *, add: bool) -> None:
+        if add:
+            db.insert_ignore(self.session, TicketCc, ticket_id=self.ticket.id, address=address)
+        else:
+            self.conn.execute(
+                delete(TicketCc).where(
+                    TicketCc.ticket_id == self.ticket.id, TicketCc.address == address
+                )
+            )
+        change = {"added": address} if add else {"removed": address}
+        self._history(self.ticket.id, "CcUpdate", **change)
+
+    # -- the whole mail ------------------------------------------------------------------
+
+    def run(self, envelope: Envelope, recipient_key: str) -> Result:
+        from otrs_mailgate.ingest.pipeline import Result
+
+        tag = next(iter(self.p.tags.find(self.mail.subject)), None)
+        text = agent_text(self.mail, self.p.own_addresses)
+        parsed = commands.parse(tag.commands if tag else "", text)
+        self.closed_children: list[TicketRef] = []
+        self.events: list[tuple[str, dict[str, str]]] = []  # what the customer may be told
+        self.inserts: list[str] = []  # texts of faq=<id> commands, in their order
+        plan = self.plan(parsed)
+        text = "\n\n".join(t for t in [parsed.body.strip(), *self.inserts] if t)
+        if plan.errors:
+            article_id = self._store(envelope, recipient_key, text, internal=True)
+            self._history(
+                self.ticket.id, "CommandsRefused", article_id=article_id, errors=plan.errors
+            )
+            self._transcript(plan)
+            return Result(
+                recipient_key,
+                "stored",
+                self.ticket.number,
+                article_id,
+                self.ticket.queue,
+                notes=["commands refused"],
+            )
+        self._expire_lock()
+        for action in plan.actions:
+            action()
+        replying = plan.mode == "reply" and not plan.quiet and bool(text)
+        if replying and plan.owner is None and self._lock_holder() in (None, self.agent):
+            plan.owner = self.agent  # a reply locks the ticket to its author
+        self._apply_lock(plan)
+        internal = plan.mode == "note" or not replying
+        article_id = self._store(envelope, recipient_key, text, internal=internal)
+        self._history(
+            self.ticket.id,
+            "AgentNote" if internal else "AgentReply",
+            article_id=article_id,
+            commands=[c.text for c in parsed.commands],
+        )
+        if replying:
+            plan.lines.insert(0, Line("reply", "your text went to the customer"))
+            self._reply(text)
+            self.conn.execute(  # the first answer stops the first-response clock
+                update(Ticket)
+                .where(Ticket.id == self.ticket.id, Ticket.first_response_at.is_(None))
+                .values(first_response_at=self.now)
+            )
+            if self.ticket.state == "new":
+                self._set_state("open", reason="agent replied")
+        elif plan.mode == "note" or not plan.lines:
+            plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
+        for child in self.closed_children:
+            sla.recompute(self.conn, self.p.config, child.id)
+        if not plan.quiet:
+            for child in self.closed_children:
+                self._tell_customer(child, "closed_with_parent")
+            if not replying:  # an answer in the same mail already tells the customer
+                for event, extra in self.events:
+                    if event in self.queue.tell_customer:
+                        self._tell_customer(self.ticket, f"customer_{event}", **extra)
+        self._update()
+        self._transcript(plan)
+        return Result(recipient_key, "stored", self.ticket.number, article_id, self.ticket.queue)
+
+    def _store(self, envelope: Envelope, recipient_key: str, text: str, *, internal: bool) -> int:
+        """The agent's mail as an article: raw as received, text as the customer sees it."""
+        return self.p.store_article(
+            self.session,
+            self.ticket,
+            self.mail,
+            envelope,
+            recipient_key,
+            sender_type="agent",
+            direction="in" if internal else "out",
+            internal=internal,
+            agent_id=self.agent.id,
+            body_text=text,
+        )
+
+    def _expire_lock(self) -> None:
+        t = self.ticket
+        if t.owner_id is not None and t.lock_until is not None and t.lock_until <= self.now:
+            self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
+            self._history(t.id, "Unlock", reason="lock timed out")
+            t.lock_until = None
+
+    def _apply_lock(self, plan: Plan) -> None:
+        lock_for = dt.timedelta(minutes=self.p.config.agents.lock_minutes)
+        t = self.ticket
+        if plan.owner is not None:
+            changed = plan.owner.id != t.owner_id
+            t.owner_id, t.lock_until = plan.owner.id, self.now + lock_for
+            self.conn.execute(
+                update(Ticket)
+                .where(Ticket.id == t.id)
+                .values(owner_id=t.owner_id, lock_until=t.lock_until)
+            )
+            if changed:
+                self._history(t.id, "OwnerUpdate", owner=plan.owner.login)
+            self._history(t.id, "Lock", owner=plan.owner.login, until=t.lock_until.isoformat())
+        elif t.owner_id == self.agent.id and t.lock_until is not None:
+            t.lock_until = self.now + lock_for  # activity keeps the owner's lock alive
+            self.conn.execute(
+                update(Ticket).where(Ticket.id == t.id).values(lock_until=t.lock_until)
+            )
+        if plan.unlock and t.lock_until is not None:
+            t.lock_until = None
+            self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
+            self._history(t.id, "Unlock", reason="unlock command")
+
+    def _reply(self, text: str) -> None:
+        queue_name = self.queue.display_name or self.queue.name
+        to, name, _ = customers.contact(self.conn, self.ticket.customer_id)
+        if not to:
+            self._history(
+                self.ticket.id, "AgentReplyNotSent", reason="the ticket has no customer address"
+            )
+            return
+        cc = tuple(
+            self.conn.execute(
+                select(TicketCc.address)
+                .where(TicketCc.ticket_id == self.ticket.id)
+                .order_by(TicketCc.id)
+            ).scalars()
+        )
+        last = self.conn.execute(_SEL_LAST_CUSTOMER_MID, {"t": self.ticket.id}).scalar() or ""
+        response = Response(
+            template="agent_reply",
+            language=self.ticket.language or "en",
+            from_addr=self.queue.addresses[0],
+            from_name=self.queue.display_name or self.queue.name,
+            to=to,
+            to_name=name,
+            subject=self.p.tags.build(self.ticket.number, self.ticket.title),
+            vars={
+                "text": text,
+                "signature": clean(f"{self.agent.name or self.agent.login}, {queue_name}"),
+            },
+            in_reply_to=last,
+            auto_submitted="",
+            cc=cc,
+        )
+        self.p.send(
+            self.session,
+            self.ticket.id,
+            "agent_reply",
+            response,
+            "SendAgentReply",
+            self.agent.address,
+        )
+
+    def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:
+        notify.tell_customer(self.p, self.session, ticket, template, self.queue, **extra)
+
+    def _transcript(self, plan: Plan) -> None:
+        subject = clean(self.mail.subject) or "(no subject)"
+        head = f"Processed (with {plan.errors} errors)" if plan.errors else "Processed"
+        owner = agents.by_id(self.conn, self.ticket.owner_id) if self.ticket.owner_id else None
+        response = Response(
+            template="transcript",
+            language=self.p.config.system.language,
+            from_addr=self.queue.addresses[0],
+            from_name=f"{self.queue.display_name or self.queue.name} (otrs-mailgate)",
+            to=self.agent.address,
+            to_name=self.agent.name,
+            subject=f"{head}: {subject}",
+            vars={
+                "number": self.ticket.number,
+                "title": self.ticket.title,
+                "lines": [{"command": ln.command, "result": ln.result} for ln in plan.lines],
+                "errors": plan.errors,
+                "state": self.ticket.state,
+                "owner": owner.login if owner else "nobody",
+                "queue_name": self.ticket.queue,
+                "priority": self.ticket.priority,
+            },
+            in_reply_to=self.mail.message_id,
+            auto_submitted="auto-replied",
+        )
+        self.p.send(self.session, self.ticket.id, "transcript", response, "TranscriptQueued")
+
+
+def refused(
+    pipeline: Pipeline, session: Session, ticket: TicketRef, mail: ParsedMail, verdict: auth.Verdict
+) -> None:
+    """A would-be command mail filed as a plain follow-up: history, and tell the agent why."""
+    history.append(
+        session, ticket.id, "CommandRefused", mail.from_addr or "unknown", reasons=verdict.reasons
+    )
+    agent = verdict.agent
+    if agent is None or not agent.enabled:
+        return  # nobody we may write to: the history says it all
+    queue = pipeline.config.queue_by_name(ticket.queue) or pipeline.config.queue[0]
+    response = Response(
+        template="command_refused",
+        language=pipeline.config.system.language,
+        from_addr=queue.addresses[0],
+        from_name=f"{queue.display_name or queue.name} (otrs-mailgate)",
+        to=agent.address,
+        to_name=agent.name,
+        subject=f"Not processed: {clean(mail.subject) or '(no subject)'}",
+        vars={"subject": clean(mail.subject), "number": ticket.number, "reasons": verdict.reasons},
+        auto_submitted="auto-replied",
+    )
+    pipeline.send(session, ticket.id, "command_refused", response, "TranscriptQueued")
+
+
+_SEL_LAST_CUSTOMER_MID = (
+    select(Article.message_id)
+    .where(Article.ticket_id == bindparam("t"), Article.sender_type == "customer")
+    .order_by(Article.id.desc())
+    .limit(1)
+)

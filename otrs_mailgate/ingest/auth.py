@@ -1,0 +1,248 @@
+"""Is this mail an agent's command mail?  All of these, or it is a plain follow-up:
+
+- a valid, unexpired token for this purpose in the recipient address;
+- the agent exists and is enabled;
+- From is that agent's registered address (never Reply-To or Sender);
+- DKIM passes, aligned with the From domain (dkimpy), or an Authentication-Results
+  header with our own authserv-id says so (only when one is configured), unless
+  the policy is `dkim = optional`;
+- the Message-ID has not been seen before (no replays);
+- the Date is within the configured window.
+
+Every failing check is named, so the transcript can say exactly why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import authres
+import dkim
+from sqlalchemy import Connection, bindparam, select
+
+from otrs_mailgate.config.schema import AgentsConfig
+from otrs_mailgate.mail import tokens
+from otrs_mailgate.mail.parse import ParsedMail, raw_headers
+from otrs_mailgate.store.models import MessageRef
+from otrs_mailgate.tickets import agents
+from otrs_mailgate.tickets.agents import AgentRef
+
+log = logging.getLogger(__name__)
+DNSFunc = Callable[..., bytes | None]
+
+
+@dataclass
+class Verdict:
+    token: tokens.Token | None  # what the token says (verified only when ok)
+    agent: AgentRef | None  # whom to tell: the agent the token names, if it exists
+    reasons: list[str] = field(default_factory=list)
+    ticket_id: int | None = None  # the token's ticket, once known to exist
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.reasons
+            and self.agent is not None
+            and self.token is not None
+            and self.ticket_id is not None
+        )
+
+
+def pinned_keys(path: str) -> dict[str, bytes]:
+    """`selector._domainkey.domain TXT-record` lines; blank lines and # comments skipped."""
+    keys: dict[str, bytes] = {}
+    if not path:
+        return keys
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, record = line.partition(" ")
+        keys[name.strip().rstrip(".").lower()] = record.strip().strip('"').encode()
+    return keys
+
+
+def dns_with_pins(pins: dict[str, bytes], fallback: DNSFunc | None) -> DNSFunc:
+    def lookup(name: bytes | str, timeout: int = 5) -> bytes | None:
+        key = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        if key in pins:
+            return pins[key]
+        if fallback is None:
+            return dkim.dnsplug.get_txt(name, timeout=timeout)
+        return fallback(name, timeout=timeout)
+
+    return lookup
+
+
+def aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment: the signing domain is the From domain or a parent of it."""
+    domain, from_domain = domain.lower().rstrip("."), from_domain.lower().rstrip(".")
+    return from_domain == domain or (from_domain.endswith("." + domain) and "." in domain)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One DKIM-Signature and what became of it (RFC 8601 result words)."""
+
+    domain: str
+    selector: str
+    result: str  # pass | fail | permerror | temperror
+    reason: str = ""
+
+
+def signatures(raw: bytes, dnsfunc: DNSFunc) -> list[Signature]:
+    """Every DKIM-Signature of a message, verified; [] when it has none.  A message
+    dkimpy cannot read at all gives one permerror."""
+    try:
+        checker = dkim.DKIM(raw, timeout=5)
+        count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
+    except Exception as exc:
+        return [Signature("", "", "permerror", f"the message cannot be checked ({exc})")]
+    found = []
+    for idx in range(count):
+        try:
+            ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
+            result, reason = ("pass", "") if ok else ("fail", "signature does not verify")
+        except dkim.ValidationError as exc:  # e.g. the body hash does not match
+            result, reason = "fail", str(exc)
+        except dkim.DKIMException as exc:  # no usable key, a malformed signature
+            result, reason = "permerror", str(exc)
+        except Exception as exc:  # DNS trouble: worth trying again later
+            result, reason = "temperror", f"{type(exc).__name__}: {exc}"
+        found.append(
+            Signature(
+                (checker.domain or b"").decode("ascii", "replace"),
+                (checker.selector or b"").decode("ascii", "replace"),
+                result,
+                reason,
+            )
+        )
+    return found
+
+
+def dkim_verdict(found: list[Signature], from_domain: str) -> tuple[bool, str]:
+    """(an aligned signature passes, what was found)."""
+    if not found:
+        return False, "DKIM: the mail is not signed"
+    seen = []
+    for sig in found:
+        if sig.result == "pass" and aligned(sig.domain, from_domain):
+            return True, f"DKIM pass, d={sig.domain}"
+        if sig.result == "pass":
+            seen.append(f"d={sig.domain} passes but is not aligned with {from_domain}")
+        else:
+            word = "fails" if sig.result == "fail" else sig.result
+            seen.append(f"d={sig.domain or '?'} {word}: {sig.reason}")
+    return False, "DKIM: " + "; ".join(seen)
+
+
+def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, str]:
+    """(an aligned signature verifies, what was found) over every DKIM-Signature."""
+    return dkim_verdict(signatures(raw, dnsfunc), from_domain)
+
+
+def trusted_results(mail: ParsedMail, authserv_id: str, from_domain: str) -> tuple[bool, str]:
+    """An Authentication-Results header of ours (the milter's) with an aligned dkim=pass."""
+    if not authserv_id or mail.message is None:
+        return False, ""
+    for value in raw_headers(mail.message, "Authentication-Results"):
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(value)
+        except Exception:
+            continue
+        if str(header.authserv_id).lower() != authserv_id.lower():
+            continue
+        for result in header.results:
+            if result.method != "dkim" or result.result != "pass":
+                continue
+            for prop in result.properties:
+                if prop.type == "header" and prop.name in ("d", "i"):
+                    signer = str(prop.value).rpartition("@")[2]
+                    if aligned(signer, from_domain):
+                        return True, f"Authentication-Results of {authserv_id}: dkim=pass"
+    return False, f"no Authentication-Results of {authserv_id} with an aligned dkim=pass"
+
+
+def check_token(conn: Connection, token_text: str, now: dt.datetime) -> Verdict:
+    """What the reply address alone says: a token of ours, for an enabled agent, valid."""
+    claimed = tokens.peek(token_text)
+    if claimed is None:
+        return Verdict(None, None, ["the reply address carries no valid token"])
+    agent = agents.by_id(conn, claimed.agent_id)
+    verdict = Verdict(claimed, agent)
+    if agent is None:
+        verdict.reasons.append("the token names no agent of ours")
+        return verdict
+    try:
+        verdict.token = tokens.verify(token_text, agent.secret, "command", now.date())
+    except tokens.TokenError as exc:
+        verdict.reasons.append(str(exc))
+    if not agent.enabled:
+        verdict.reasons.append(f"agent {agent.login} is disabled")
+    return verdict
+
+
+def check(
+    conn: Connection,
+    config: AgentsConfig,
+    mail: ParsedMail,
+    token_text: str,
+    now: dt.datetime,
+    dnsfunc: DNSFunc,
+    dkim_checked: tuple[bool, str] | None = None,
+) -> Verdict:
+    """Every check; dkim_checked is a verdict already reached on these bytes (the
+    milter's, before it has written its Authentication-Results)."""
+    verdict = check_token(conn, token_text, now)
+    agent = verdict.agent
+    if agent is None:
+        return verdict
+    froms = [a for a in email.utils.getaddresses(raw_headers_of(mail, "From")) if "@" in a[1]]
+    if len(froms) != 1 or froms[0][1].strip().lower() != agent.address:
+        shown = mail.from_addr or "(none)"
+        verdict.reasons.append(f"From is {shown}, not the agent's address {agent.address}")
+    if config.dkim == "required":
+        from_domain = (mail.from_addr or "").rpartition("@")[2]
+        if dkim_checked is not None:
+            passed, why = dkim_checked
+        else:
+            passed, why = trusted_results(mail, config.authserv_id, from_domain)
+            if not passed:
+                passed, why = dkim_result(mail.raw, from_domain, dnsfunc)
+        if not passed:
+            verdict.reasons.append(f"{why} (policy: dkim = required)")
+    if not mail.message_id:
+        verdict.reasons.append("the mail has no Message-ID")
+    elif conn.execute(_SEL_SEEN, {"m": mail.message_id[:998]}).first() is not None:
+        verdict.reasons.append(f"Message-ID <{mail.message_id}> was seen before (a replay)")
+    verdict.reasons.extend(_date_problem(mail.date, now, config.date_window_hours))
+    return verdict
+
+
+def raw_headers_of(mail: ParsedMail, name: str) -> list[str]:
+    return raw_headers(mail.message, name) if mail.message is not None else []
+
+
+def _date_problem(date: str, now: dt.datetime, hours: int) -> list[str]:
+    try:
+        sent = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError, IndexError):
+        sent = None
+    if sent is None:
+        return ["the mail has no readable Date"]
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=dt.UTC)
+    if abs(now - sent) > dt.timedelta(hours=hours):
+        return [f"the Date ({date}) is more than {hours} hours away from now"]
+    return []
+
+
+_SEL_SEEN = select(MessageRef.__table__.c.id).where(
+    MessageRef.__table__.c.message_id == bindparam("m"),
+    MessageRef.__table__.c.direction == "in",
+)

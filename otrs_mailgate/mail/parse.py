@@ -1,0 +1,387 @@
+"""Raw bytes to a ParsedMail, never crashing.
+
+Real mail is broken in every way: bogus charsets, raw 8-bit headers, encoded
+words where they are not allowed, filenames with CR/LF.  Every accessor here
+falls back to something a mail client would show instead of raising; when even
+the MIME structure cannot be read, the mail is flagged unparsed and its raw
+bytes are still stored by the caller.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import functools
+import hashlib
+import logging
+import mimetypes
+import re
+import weakref
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import Message
+from email.parser import BytesParser
+
+from otrs_mailgate.mail.htmltext import html_to_text
+from otrs_mailgate.mail.subject import clean
+
+log = logging.getLogger(__name__)
+
+
+class _CachedRegistry(HeaderRegistry):
+    """policy.default's header registry, remembering parsed headers.
+
+    Header objects are immutable, and real mail repeats the same Content-Type,
+    Content-Transfer-Encoding and MIME-Version lines endlessly; parsing them is
+    most of what the email package spends on a message.  Long values are not kept.
+    The class for a header name is remembered too.
+    """
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one module-level instance
+    def _cached(self, name: str, value: str) -> BaseHeader:
+        return super().__call__(name, value)
+
+    def __call__(self, name: str, value: object) -> BaseHeader:
+        if not isinstance(value, str) or len(value) > 512:
+            return super().__call__(name, value)
+        return self._cached(name, value)
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        # The stdlib builds a new class on every lookup, and a lookup comes with every
+        # header parsed and every header set (policy.header_max_count).
+        return self._class(name.lower())
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one module-level instance
+    def _class(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
+
+
+POLICY = policy.default.clone(header_factory=_CachedRegistry())
+"""policy.default, with the header cache above; used for parsing and composing."""
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+MAX_HEADER_BLOCK = 1 << 20  # bytes before the first empty line
+_BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
+MAX_MULTIPARTS = 200
+
+
+class NotAMail(ValueError):
+    """The input has no header section at all: nothing a mail client would open."""
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str = ""
+    inline: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class ParsedMail:
+    raw: bytes
+    subject: str = ""
+    from_name: str = ""
+    from_addr: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    message_id: str = ""
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    date: str = ""
+    content_language: str = ""
+    body_text: str = ""
+    body_html: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    unparsed: bool = False
+    problem: str = ""  # why it is unparsed
+    message: Message | None = None
+
+    @functools.cached_property
+    def dedup_key(self) -> str:
+        """The same message delivered again has the same key.
+
+        Trace headers that a retry through another hop adds or changes (Received,
+        Return-Path, Delivered-To, ...) are left out; everything else counts, so two
+        different mails that merely share a Message-ID are not taken for one.
+        """
+        return hashlib.sha256(significant_bytes(self.raw)).hexdigest()
+
+    def header(self, name: str) -> str:
+        return header_str(self.message, name) if self.message is not None else ""
+
+
+_TRACE = {
+    b"received",
+    b"return-path",
+    b"delivered-to",
+    b"x-original-to",
+    b"envelope-to",
+    b"authentication-results",
+    b"arc-seal",
+    b"arc-message-signature",
+    b"arc-authentication-results",
+    b"x-otrs-mailgate-ticket",
+    b"x-spam-status",
+    b"x-spam-score",
+    b"x-spam-checker-version",
+    b"x-virus-scanned",
+}
+
+
+def significant_bytes(raw: bytes) -> bytes:
+    """Header lines minus trace headers, then the body; line endings normalised."""
+    data = raw.replace(b"\r\n", b"\n")
+    head, _, body = data.partition(b"\n\n")
+    lines = head.split(b"\n")
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    kept: list[bytes] = []
+    keep = True
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):  # continuation of the previous header
+            if keep:
+                kept.append(line)
+            continue
+        keep = line.split(b":", 1)[0].strip().lower() not in _TRACE
+        if keep:
+            kept.append(line)
+    return b"\n".join(kept) + b"\n\n" + body
+
+
+def looks_like_mail(raw: bytes) -> bool:
+    """At least one header line before the first empty line (an mbox From_ line is allowed)."""
+    lines = raw.lstrip(b"\r\n")[:4096].splitlines()  # the start says it; never split 50 MB
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    return bool(lines) and bool(_HEADER_LINE.match(lines[0]))
+
+
+def fix_surrogates(text: str) -> str:
+    """Raw 8-bit header bytes arrive as surrogate escapes; decode them as UTF-8, else cp1252."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    for charset in ("utf-8", "cp1252"):
+        try:
+            return data.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words, also where a strict parser leaves them alone."""
+    if "=?" not in text:
+        return text
+    try:
+        out = []
+        for chunk, charset in email.header.decode_header(text):
+            if isinstance(chunk, str):
+                out.append(chunk)
+            elif charset is None:  # text between encoded words, escaped by decode_header
+                out.append(chunk.decode("raw-unicode-escape"))
+            else:
+                out.append(_decode_bytes(chunk, charset))
+        return "".join(out)
+    except Exception:
+        return text
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    for cs in (charset, "utf-8", "cp1252"):
+        if not cs:
+            continue
+        try:
+            return data.decode(cs)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+def raw_headers(msg: Message, name: str) -> list[str]:
+    """A header's values as received (unfolded, 8-bit decoded), bypassing the header registry."""
+    index = _INDEXES.get(msg)
+    if index is None:  # one pass over the headers per message, not one per lookup
+        index = {}
+        for key, value in msg.raw_items():
+            text = fix_surrogates(str(value)).replace("\r\n", "").replace("\n", "")
+            index.setdefault(key.lower(), []).append(text)
+        _INDEXES[msg] = index
+    return index.get(name.lower(), [])
+
+
+_INDEXES: weakref.WeakKeyDictionary[Message, dict[str, list[str]]] = weakref.WeakKeyDictionary()
+
+
+def header_str(msg: Message, name: str) -> str:
+    """A header's decoded value as a mail client shows it, or "" when absent."""
+    values = raw_headers(msg, name)
+    return decode_words(values[0]) if values else ""
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    """Split on the encoded form (a decoded name may contain commas), then decode names."""
+    pairs = email.utils.getaddresses(raw_headers(msg, name))
+    return [(clean(decode_words(n)), a.strip().lower()) for n, a in pairs if "@" in a]
+
+
+def _msgids(text: str) -> list[str]:
+    return _MSGID.findall(text)
+
+
+def _part_text(part: Message) -> str:
+    return _decode_part(part).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_part(part: Message) -> str:
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return fix_surrogates(content)
+        if isinstance(content, bytes):
+            return _decode_bytes(content, part.get_content_charset())
+    except Exception:
+        pass
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return _decode_bytes(payload, part.get_content_charset())
+
+
+def _filename(part: Message) -> str:
+    name = None
+    try:
+        name = part.get_filename() or part.get_param("name")  # RFC 2231 continuations
+    except Exception:
+        name = None
+    if isinstance(name, tuple):  # an undecoded RFC 2231 triple
+        name = email.utils.collapse_rfc2231_value(name)
+    if not name:
+        return ""
+    return clean(decode_words(fix_surrogates(str(name))))
+
+
+def _attachment_bytes(part: Message) -> bytes:
+    if part.get_content_maintype() == "message" or part.is_multipart():
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else payload
+        if isinstance(inner, Message):
+            return inner.as_bytes(policy=policy.compat32)
+        return b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _walk(msg: Message, out: ParsedMail, plain: list[str], html: list[str]) -> None:
+    """Depth-first over the leaf parts, not descending into attached messages."""
+    if msg.is_multipart() and msg.get_content_maintype() == "multipart":
+        for sub in msg.get_payload():  # type: ignore[union-attr]
+            if isinstance(sub, Message):
+                _walk(sub, out, plain, html)
+        return
+    ctype = msg.get_content_type()
+    filename = _filename(msg)
+    disposition = (msg.get_content_disposition() or "").lower()
+    if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
+        (plain if ctype == "text/plain" else html).append(_part_text(msg))
+        return
+    if ctype == "message/rfc822" and not filename:
+        inner = msg.get_payload()
+        inner_msg = inner[0] if isinstance(inner, list) and inner else None
+        subj = header_str(inner_msg, "Subject") if isinstance(inner_msg, Message) else ""
+        filename = clean(subj or "message")[:120] + ".eml"
+    if not filename:
+        ext = (
+            ".txt"
+            if ctype.startswith("text/") or ctype == "message/delivery-status"
+            else (mimetypes.guess_extension(ctype) or ".bin")
+        )
+        filename = f"part-{len(out.attachments) + 1}{ext}"
+    cid = header_str(msg, "Content-ID").strip("<> ")
+    out.attachments.append(
+        Attachment(filename, ctype, _attachment_bytes(msg), cid, disposition == "inline")
+    )
+
+
+def parse(raw: bytes) -> ParsedMail:
+    """Parse raw bytes; raises NotAMail only for input without any header."""
+    if not looks_like_mail(raw):
+        raise NotAMail("no mail header found")
+    out = ParsedMail(raw=raw)
+    if len(raw) > MAX_HEADER_BLOCK and not _BLANK_LINE.search(raw, 0, MAX_HEADER_BLOCK + 4):
+        # The stdlib parser needs ten times a header's size in memory; no mail has such
+        # a header but a hostile one.  Kept raw and flagged, as unparsable mail is.
+        out.unparsed = True
+        out.problem = f"header block over {MAX_HEADER_BLOCK} bytes: stored raw, not parsed"
+        return out
+    containers = len(_BOUNDARY.findall(raw, 0, 64 * 1024 * 1024))
+    if containers > MAX_MULTIPARTS:
+        # The stdlib parser recurses per nested part; thousands of them end in a
+        # RecursionError after a long while.  No real mail nests this much.
+        out.unparsed = True
+        out.problem = f"{containers} multipart containers (at most {MAX_MULTIPARTS}): stored raw"
+        return out
+    try:
+        msg = BytesParser(policy=POLICY).parsebytes(raw)
+    except Exception as exc:
+        out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
+        return out
+    out.message = msg
+    out.subject = clean(header_str(msg, "Subject"))
+    froms = _addresses(msg, "From")
+    if froms:
+        out.from_name, out.from_addr = froms[0]
+    out.to = [a for _, a in _addresses(msg, "To")]
+    out.cc = [a for _, a in _addresses(msg, "Cc")]
+    out.reply_to = [a for _, a in _addresses(msg, "Reply-To")]
+    ids = _msgids(header_str(msg, "Message-ID"))
+    out.message_id = ids[0] if ids else ""
+    out.in_reply_to = _msgids(header_str(msg, "In-Reply-To"))
+    out.references = _msgids(header_str(msg, "References"))
+    out.date = clean(header_str(msg, "Date"))
+    lang = clean(header_str(msg, "Content-Language")).split(",")[0].strip().lower()
+    out.content_language = lang[:2] if re.match(r"^[a-z]{2}\b", lang) else ""
+    plain: list[str] = []
+    html: list[str] = []
+    try:
+        _walk(msg, out, plain, html)
+    except Exception as exc:
+        log.warning("MIME structure unreadable: %r", exc)
+        out.unparsed, out.problem = True, f"MIME structure unreadable: {exc!r}"
+    out.body_html = "\n".join(h for h in html if h)
+    out.body_text = "\n".join(p.rstrip("\n") for p in plain if p.strip()).strip("\n")
+    if not out.body_text and out.body_html:
+        out.body_text = html_to_text(out.body_html)
+    _drop_nul(out)
+    return out
+
+
+_TEXT_FIELDS = ("subject", "from_name", "from_addr", "message_id", "date", "body_text", "body_html")
+_LIST_FIELDS = ("to", "cc", "reply_to", "in_reply_to", "references")
+
+
+def _drop_nul(out: ParsedMail) -> None:
+    """NUL characters out of every text: PostgreSQL's text columns refuse them, and a mail
+    refused by the database forever would be a 451 until Postfix gives up on it.  The
+    raw bytes keep them."""
+    for name in _TEXT_FIELDS:
+        value = getattr(out, name)
+        if "\x00" in value:
+            setattr(out, name, value.replace("\x00", ""))
+    for name in _LIST_FIELDS:
+        setattr(out, name, [v.replace("\x00", "") for v in getattr(out, name)])
+    for part in out.attachments:
+        part.filename = part.filename.replace("\x00", "")
+        part.content_type = part.content_type.replace("\x00", "")
+        part.content_id = part.content_id.replace("\x00", "")

@@ -1,0 +1,198 @@
+"""Tell agents about customer mail: one notification per agent, each with its own reply address.
+
+A new ticket goes to the agents with rw access to its queue; a follow-up goes to
+the owner, or to the queue's agents while the ticket has no (enabled) owner.
+The Reply-To of each notification is `<queue local>+<token>@<domain>`, a token
+for that agent and that ticket: answering the notification is how an agent
+works the ticket.  Customers never get these addresses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from otrs_mailgate.config.schema import QueueConfig
+from otrs_mailgate.mail import bounces, tokens
+from otrs_mailgate.mail.commands import VOCABULARY
+from otrs_mailgate.mail.compose import Response
+from otrs_mailgate.mail.parse import ParsedMail
+from otrs_mailgate.store.models import Article
+from otrs_mailgate.tickets import agents, customers
+from otrs_mailgate.tickets.agents import AgentRef
+
+if TYPE_CHECKING:
+    from otrs_mailgate.ingest.pipeline import Pipeline, TicketRef
+
+MAX_TEXT = 20_000  # characters of the customer's text quoted in a notification
+
+
+def reply_address(
+    pipeline: Pipeline, queue: QueueConfig, agent: AgentRef, ticket_id: int
+) -> tuple[str, dt.date]:
+    expires = dt.date.today() + dt.timedelta(days=pipeline.config.agents.token_days)
+    token = tokens.make(agent.secret, agent.id, ticket_id, "command", expires)
+    return tokens.address(queue.addresses[0], token), expires
+
+
+def queue_workers(session: Session, queue_id: int) -> list[AgentRef]:
+    """The rw agents of a queue, asked once per queue and transaction (a batch of mail
+    to one queue, or a scheduler pass over many of its tickets, asks once)."""
+    cache = session.info.setdefault("queue_workers", {})
+    if queue_id not in cache:
+        cache[queue_id] = agents.workers(session.connection(), queue_id)
+    return cache[queue_id]
+
+
+def owner_or_queue(session: Session, owner_id: int | None, queue_id: int) -> list[AgentRef]:
+    """The ticket's owner while enabled, else every rw agent of its queue."""
+    owner = agents.by_id(session.connection(), owner_id) if owner_id else None
+    return [owner] if owner is not None and owner.enabled else queue_workers(session, queue_id)
+
+
+def to_agents(
+    pipeline: Pipeline,
+    session: Session,
+    ticket: TicketRef,
+    queue: QueueConfig,
+    recipients: Iterable[AgentRef | str],
+    *,
+    template: str,
+    subject: str,
+    vars: dict[str, Any],
+    history_type: str,
+    in_reply_to: str = "",
+    references: tuple[str, ...] = (),
+) -> int:
+    """One mail per recipient about a ticket; an agent's carries its own reply address
+    (answering it is how the agent works the ticket), a plain address gets none."""
+    tags = pipeline.tags
+    common = {
+        "number": ticket.number,
+        "title": ticket.title,
+        "state": ticket.state,
+        "queue_name": queue.display_name or queue.name,
+        "queue_address": queue.addresses[0],
+        "example_tag": f"[{tags.hook}{tags.divider}{ticket.number} close time=15m]",
+        "commands": ", ".join(VOCABULARY),
+    }
+    count = 0
+    for recipient in recipients:
+        if isinstance(recipient, AgentRef):
+            reply_to, expires = reply_address(pipeline, queue, recipient, ticket.id)
+            to, to_name, until = recipient.address, recipient.name, expires.isoformat()
+        else:
+            reply_to, to, to_name, until = "", recipient, "", ""
+        response = Response(
+            template=template,
+            language=pipeline.config.system.language,
+            from_addr=queue.addresses[0],
+            from_name=f"{queue.display_name or queue.name} (otrs-mailgate)",
+            to=to,
+            to_name=to_name,
+            subject=tags.build(ticket.number, subject),
+            vars={**common, **vars, "expires": until, "agent": reply_to != ""},
+            in_reply_to=in_reply_to,
+            references=references,
+            auto_submitted="auto-generated",
+            reply_to=reply_to,
+        )
+        pipeline.send(session, ticket.id, template, response, history_type)
+        count += 1
+    return count
+
+
+def notify(
+    pipeline: Pipeline,
+    session: Session,
+    ticket: TicketRef,
+    mail: ParsedMail,
+    queue: QueueConfig,
+    *,
+    new: bool,
+    bounce: bounces.Report | None = None,
+) -> int:
+    """Queue the notifications for one customer mail; returns how many."""
+    if new:
+        recipients = queue_workers(session, ticket.queue_id)
+    else:
+        recipients = owner_or_queue(session, ticket.owner_id, ticket.queue_id)
+    template = "notification_new" if new else "notification_followup"
+    if bounce is not None:
+        template = "notification_bounce"
+    customer = f"{mail.from_name} <{mail.from_addr}>" if mail.from_name else mail.from_addr
+    text = (
+        mail.body_text if len(mail.body_text) <= MAX_TEXT else mail.body_text[:MAX_TEXT] + "\n[...]"
+    )
+    return to_agents(
+        pipeline,
+        session,
+        ticket,
+        queue,
+        recipients,
+        template=template,
+        subject=mail.subject or ticket.title,
+        vars={
+            "customer": customer or "(unknown sender)",
+            "text": text,
+            "failures": [asdict(f) for f in bounce.failures] if bounce else [],
+        },
+        history_type="AgentNotified",
+        in_reply_to=mail.message_id,
+        references=tuple(mail.references),
+    )
+
+
+def tell_customer(
+    pipeline: Pipeline,
+    session: Session,
+    ticket: TicketRef,
+    template: str,
+    fallback: QueueConfig,
+    **extra: str,
+) -> bool:
+    """An automatic mail to a ticket's customer, in the customer's language; False when
+    the ticket has no customer address."""
+    conn = session.connection()
+    to, name, language = customers.contact(conn, ticket.customer_id)
+    if not to:
+        return False
+    queue = pipeline.config.queue_by_name(ticket.queue) or fallback
+    last = conn.execute(_SEL_LAST_REPLY, {"t": ticket.id}).scalar() or ""
+    response = Response(
+        template=template,
+        language=pipeline.responder.pick_language(language, ticket.language),
+        from_addr=queue.addresses[0],
+        from_name=queue.display_name or queue.name,
+        to=to,
+        to_name=name,
+        subject=pipeline.tags.build(ticket.number, ticket.title),
+        vars={
+            "tag": pipeline.tags.tag(ticket.number),
+            "title": ticket.title,
+            "customer_name": name,
+            "queue_name": queue.display_name or queue.name,
+            "last_reply": last,
+            **extra,
+        },
+        auto_submitted="auto-generated",
+    )
+    pipeline.send(session, ticket.id, template, response, "CustomerNotified")
+    return True
+
+
+_SEL_LAST_REPLY = (
+    select(Article.body_text)
+    .where(
+        Article.ticket_id == bindparam("t"),
+        Article.sender_type == "agent",
+        Article.internal.is_(False),
+    )
+    .order_by(Article.id.desc())
+    .limit(1)
+)

@@ -1,0 +1,461 @@
+"""The outbox: mail we decided to send, stored in the same transaction as the decision.
+
+Nothing is sent from inside an ingest transaction; a sender task delivers the
+rows afterwards.  The Message-ID of every row is remembered, so a reply to our
+mail finds its ticket through In-Reply-To/References.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import logging
+import os
+import smtplib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail.compose import Responder, Response
+from otrs_mailgate.mail.parse import POLICY
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
+from otrs_mailgate.tickets import history
+
+SMTP_POLICY = POLICY.clone(linesep="\r\n")
+log = logging.getLogger("otrs_mailgate.outbound.outbox")
+
+
+_enqueued = 0
+
+
+def enqueued() -> int:
+    """Rows this process has put into the outbox (rolled back ones too): a commit that
+    moved it brought mail to send, so the daemon wakes a sender only then."""
+    return _enqueued
+
+
+def enqueue(
+    session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
+) -> None:
+    """An outbox row and the Message-ID it will carry, written with the transaction."""
+    global _enqueued
+    _enqueued += 1  # threads may race here; any change still shows
+    db.defer_insert(
+        session,
+        _O,
+        {
+            "ticket_id": ticket_id,
+            "kind": kind,
+            "mail_from": response.from_addr,
+            "rcpt_to": ",".join(response.recipients),
+            "message_id": message_id,
+            "spec": response.to_json(),
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": utcnow(),
+            "last_error": "",
+            "created_at": utcnow(),
+        },
+    )
+    if ticket_id is not None:
+        db.defer_insert(
+            session,
+            MessageRef.__table__,
+            {"message_id": message_id, "ticket_id": ticket_id, "direction": "out"},
+        )
+
+
+RESPONSE_KINDS = (
+    "acknowledgement",
+    "followup_rejected",
+    "followup_received",
+    "new_ticket_rejected",
+    "closed_with_parent",
+)
+
+
+def responses_since(session: Session, address: str, since: dt.datetime, at_most: int) -> int:
+    """Automatic answers to one address put into the outbox since then (the loop limit),
+    those of the current batch included, counted up to at_most: a sender that writes
+    all day (a monitoring system) would otherwise cost a count of all its rows a mail."""
+    pending = sum(
+        1
+        for row in db.deferred(session, _O)
+        if row["rcpt_to"] == address and row["kind"] in RESPONSE_KINDS
+    )
+    if pending >= at_most:
+        return pending
+    found = session.connection().execute(
+        _COUNT_RESPONSES, {"to": address, "since": since, "n": at_most - pending}
+    )
+    return pending + int(found.scalar_one())
+
+
+def render(responder: Responder, row: Any) -> bytes:
+    """The bytes of an outbox row: stored ones, else its response rendered now."""
+    if row.data is not None:
+        return bytes(row.data)
+    message = responder.compose(Response.from_json(row.spec), row.message_id, row.created_at)
+    return message.as_bytes(policy=SMTP_POLICY)
+
+
+# -- sending ----------------------------------------------------------------------------
+
+MAX_BACKOFF = dt.timedelta(hours=6)
+LEASE = dt.timedelta(minutes=10)
+RECORD_WITHIN = 0.2  # seconds: a sent mail's outcome is written at most this much later
+RECORD_EVERY = 50  # ... or with the 49 sent before it, whichever comes first
+
+
+@dataclass
+class PassResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    claimed: int = 0  # as many as the limit: more may be due
+
+    def __iadd__(self, other: PassResult) -> PassResult:
+        self.sent += other.sent
+        self.retried += other.retried
+        self.failed += other.failed
+        self.claimed += other.claimed
+        return self
+
+
+_O = Outbox.__table__
+_UPD_ROW = update(_O).where(_O.c.id == bindparam("_id"))
+_COUNT_RESPONSES = select(func.count()).select_from(
+    select(_O.c.id)
+    .where(
+        _O.c.rcpt_to == bindparam("to"),
+        _O.c.created_at >= bindparam("since"),
+        # equalities, not IN: an IN of constants is rendered anew at every execution
+        or_(*(_O.c.kind == kind for kind in RESPONSE_KINDS)),
+    )
+    .limit(bindparam("n"))
+    .subquery()
+)
+
+
+def _claim(session: Session, now: dt.datetime, limit: int) -> list[Any]:
+    """Take due rows for this sender: each row is sent by one process only.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders take different rows.
+    SQLite: the write lock serialises claims.  A claim is a lease: a sender that
+    dies mid-send leaves the row to be taken again when the lease runs out.
+    """
+    due = (
+        select(_O.c.id)
+        .where(_O.c.status.in_(("queued", "sending")), _O.c.next_attempt_at <= now)
+        .order_by(_O.c.next_attempt_at, _O.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(_O)
+        .where(_O.c.id.in_(due.scalar_subquery()))
+        .values(status="sending", next_attempt_at=now + LEASE, attempts=_O.c.attempts + 1)
+        .returning(
+            _O.c.id,
+            _O.c.ticket_id,
+            _O.c.mail_from,
+            _O.c.rcpt_to,
+            _O.c.data,
+            _O.c.spec,
+            _O.c.message_id,
+            _O.c.created_at,
+            _O.c.attempts,
+            _O.c.kind,
+        )
+    )
+    return list(session.connection().execute(stmt).all())
+
+
+class Sender:
+    """Delivers claimed outbox rows by SMTP to the local MTA, signing with DKIM if set up."""
+
+    def __init__(self, config: Config, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
+        self._stalled = False  # the database did not take them: send nothing more
+        self._recorded_at = time.monotonic()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """A new config (SIGHUP) from the next mail on; outcomes not yet written stay."""
+        self.config = config
+        self.responder = Responder(config)
+        self._dkim_key: bytes | None = None
+        if config.dkim.key_file and config.dkim.selector:
+            self._dkim_key = Path(config.dkim.key_file).read_bytes()
+
+    def sign(self, data: bytes) -> bytes:
+        if self._dkim_key is None:
+            return data
+        import dkim
+
+        domain = self.config.dkim.domain or self.config.system.domain
+        signature = dkim.sign(
+            data,
+            self.config.dkim.selector.encode(),
+            domain.encode(),
+            self._dkim_key,
+            include_headers=[h.encode() for h in SIGNED_HEADERS],
+        )
+        return signature + data
+
+    def run_pass(self, now: dt.datetime | None = None, limit: int = 100) -> PassResult:
+        """Claim what is due and send it; one SMTP connection for the pass.
+
+        When the database goes away between a send and its record, the outcome is
+        kept here and written first thing once the database answers again (and the
+        rows claimed but not yet sent are given back), so a mail the MTA took is not
+        sent a second time when the lease runs out.
+        """
+        now = now or utcnow()
+        result = PassResult()
+        if not self._flush(result):
+            raise db.TemporaryFailure("outbox outcomes wait for the database")
+        with db.transaction(self.sessions) as session:
+            rows = _claim(session, now, limit)
+        result.claimed = len(rows)
+        if not rows:
+            return result
+        smtp: smtplib.SMTP | None = None
+        unreachable = ""
+        try:
+            for index, row in enumerate(rows):
+                if self._stalled:  # the database went away mid-pass: send no more
+                    ids = [r.id for r in rows[index:]]
+                    self._pending.append(functools.partial(_release, ids=ids, now=now))
+                    break
+                if unreachable:  # do not knock on a closed door once per row
+                    self._finish(row, 451, unreachable, result, now)
+                    continue
+                try:
+                    data = render(self.responder, row)
+                except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+                    # a template removed or broken since: retrying will not help
+                    self._finish(row, 554, f"cannot render {row.kind}: {exc}", result, now)
+                    continue
+                try:
+                    if smtp is None:
+                        smtp = smtplib.SMTP(
+                            self.config.smtp.host,
+                            self.config.smtp.port,
+                            timeout=self.config.smtp.timeout,
+                        )
+                    refused = smtp.sendmail(row.mail_from, row.rcpt_to.split(","), self.sign(data))
+                except smtplib.SMTPRecipientsRefused as exc:
+                    code, text = next(iter(exc.recipients.values()))
+                    self._finish(row, code, _text(text), result, now)
+                except smtplib.SMTPResponseException as exc:
+                    self._finish(row, exc.smtp_code, _text(exc.smtp_error), result, now)
+                    smtp = _reset(smtp)
+                except (OSError, smtplib.SMTPException) as exc:
+                    unreachable = f"MTA unreachable: {exc}"
+                    self._finish(row, 451, unreachable, result, now)
+                    smtp = _reset(smtp, quit=False)
+                else:
+                    note = f"refused by some: {refused}" if refused else ""
+                    self._finish(row, 250, note, result, now, data)
+        finally:
+            _reset(smtp)
+            self._flush(result)
+        if unreachable:
+            log.warning("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
+        return result
+
+    def _finish(
+        self,
+        row: Any,
+        code: int,
+        text: str,
+        result: PassResult,
+        now: dt.datetime,
+        data: bytes | None = None,
+    ) -> None:
+        """Record a row's outcome: with those of the rows sent just before it, within
+        RECORD_WITHIN seconds (a crash then sends at most those few a second time).
+
+        One transaction per row would wait its turn at the database once per mail: on
+        SQLite, behind every group commit of incoming mail, which starves the sender.
+        """
+        self._pending.append(
+            functools.partial(
+                self._record, row=row, code=code, text=text, result=result, now=now, data=data
+            )
+        )
+        full = len(self._pending) >= RECORD_EVERY
+        if full or time.monotonic() - self._recorded_at >= RECORD_WITHIN:
+            self._flush(result)
+
+    def _flush(self, result: PassResult) -> bool:
+        """Write the outcomes not yet recorded, in one transaction; whether all are.
+
+        When the database does not answer they are kept, and the pass sends no more.
+        """
+        self._recorded_at = time.monotonic()
+        if not self._pending:
+            self._stalled = False
+            return True
+        try:
+            with db.transaction(self.sessions) as session:
+                for record in self._pending:
+                    record(session)
+        except db.TemporaryFailure as exc:
+            if not self._stalled:
+                log.warning("outbox: %s; %d outcome(s) kept until the database is back",
+                            exc, len(self._pending))  # fmt: skip
+            self._stalled = True
+            return False
+        except Exception:  # a bug, not the database: retrying would fail the same way
+            log.exception("outbox: could not record %d outcome(s); the rows are sent "
+                          "again when their lease runs out", len(self._pending))  # fmt: skip
+            self._pending.clear()
+            raise
+        self._pending.clear()
+        self._stalled = False
+        return True
+
+    def _record(
+        self,
+        session: Session,
+        row: Any,
+        code: int,
+        text: str,
+        result: PassResult,
+        now: dt.datetime,
+        data: bytes | None,
+    ) -> None:
+        """The row's new status in the caller's transaction (5xx: also on the ticket)."""
+        conn = session.connection()
+        if 200 <= code < 300:  # keep what was sent (unsigned) with the row
+            conn.execute(
+                _UPD_ROW,
+                {"_id": row.id, "status": "sent", "sent_at": now, "last_error": text, "data": data},
+            )
+            result.sent += 1
+            log.info(
+                "outbox sent id=%s kind=%s to=%s attempts=%s",
+                row.id,
+                row.kind,
+                row.rcpt_to,
+                row.attempts,
+            )
+            return
+        permanent = code >= 500 or row.attempts >= self.config.smtp.max_attempts
+        error = f"{code} {text}".strip()
+        if not permanent:
+            delay = dt.timedelta(seconds=self.config.smtp.backoff_seconds * 2 ** (row.attempts - 1))
+            conn.execute(
+                _UPD_ROW,
+                {
+                    "_id": row.id,
+                    "status": "queued",
+                    "next_attempt_at": now + min(delay, MAX_BACKOFF),
+                    "last_error": error,
+                },
+            )
+            result.retried += 1
+            log.log(
+                logging.DEBUG if text.startswith("MTA unreachable") else logging.INFO,
+                "outbox deferred id=%s to=%s attempts=%s error=%r",
+                row.id,
+                row.rcpt_to,
+                row.attempts,
+                error,
+            )
+            return
+        conn.execute(_UPD_ROW, {"_id": row.id, "status": "failed", "last_error": error})
+        result.failed += 1
+        log.warning("outbox failed id=%s to=%s error=%r", row.id, row.rcpt_to, error)
+        if row.ticket_id is not None:
+            session.execute(select(Ticket.id).where(Ticket.id == row.ticket_id).with_for_update())
+            history.append(
+                session,
+                row.ticket_id,
+                "SendFailed",
+                "system",
+                outbox_id=row.id,
+                kind=row.kind,
+                to=row.rcpt_to,
+                error=error,
+            )
+
+
+def _release(session: Session, ids: list[int], now: dt.datetime) -> None:
+    """Rows claimed by a pass that stopped before sending them are due again at once."""
+    session.connection().execute(
+        update(_O)
+        .where(_O.c.id.in_(ids), _O.c.status == "sending")
+        .values(status="queued", next_attempt_at=now)
+    )
+
+
+SIGNED_HEADERS = (
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "reply-to",
+    "auto-submitted",
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _reset(smtp: smtplib.SMTP | None, quit: bool = True) -> None:
+    if smtp is None:
+        return None
+    try:
+        if quit:
+            smtp.quit()
+        else:
+            smtp.close()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+    return None
+
+
+def dkim_keygen(key_file: Path, selector: str, domain: str) -> str:
+    """Write a new 2048-bit RSA key (mode 0600) and return the DNS TXT record for it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f'{selector}._domainkey.{domain}. IN TXT "{dkim_txt(public)}"'
+
+
+def dkim_txt(public_der: bytes) -> str:
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(public_der).decode()

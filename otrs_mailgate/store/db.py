@@ -1,0 +1,385 @@
+"""Engines, transactions, schema upgrades and the ticket counter.
+
+SQLite runs in WAL mode with synchronous=FULL (a 250 must survive a power cut)
+and every write transaction starts with BEGIN IMMEDIATE, so two writers queue
+on busy_timeout instead of failing mid-transaction.  PostgreSQL uses psycopg 3.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.resources
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    literal_column,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.elements import TextClause
+
+from otrs_mailgate.store.models import Base, Counter
+
+
+class TemporaryFailure(Exception):
+    """The store cannot take the message right now; the MTA should retry (451 / 75)."""
+
+
+def sqlite_module() -> Any | None:
+    try:
+        import pysqlite3.dbapi2 as module  # newer SQLite than the system's, where a wheel exists
+    except ImportError:
+        return None
+    return module
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// means psycopg 3 to us, not psycopg2."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        module = sqlite_module()
+        if module is not None:
+            kwargs["module"] = module
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            **kwargs,
+        )
+        _sqlite_setup(engine, busy_timeout_ms)
+        _GATES[engine] = WriterGate(busy_timeout_ms / 1000)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock at BEGIN, so they never fail half-way on upgrading a
+        # read lock; read_only() connections (a glance at what is due) take none at all.
+        deferred = conn.get_execution_options().get("read_only")
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
+    """No autoflush: the pipeline flushes where it needs ids (flushes dominate its CPU time)."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class WriterGate:
+    """SQLite's write lock, taken in turn by the threads of one process.
+
+    SQLite lets a waiting writer poll (its busy handler sleeps up to 100 ms between
+    tries), so a thread that commits and begins again at once, as the group committer
+    does under load, wins nearly every time and the outbox sender waits seconds for
+    each turn.  Here the waiting threads queue: each gets the lock after the one
+    before it, once that one's transaction ends.  Other processes still meet SQLite's
+    busy handler.  Reentrant: a transaction inside a transaction does not wait on itself.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._queue: collections.deque[int] = collections.deque()
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if self._owner is None and not self._queue:
+                self._owner, self._depth = me, 1
+                return
+            self._queue.append(me)
+            if not self._cond.wait_for(lambda: self._owner == me, self.timeout):
+                self._queue.remove(me)
+                raise TemporaryFailure("database is locked (by this process's other writers)")
+            self._depth = 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth:
+                return
+            self._owner = self._queue.popleft() if self._queue else None  # handed over in turn
+            self._cond.notify_all()
+
+
+_GATES: weakref.WeakKeyDictionary[Engine, WriterGate] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def _turn(factory: sessionmaker[Session]) -> Iterator[None]:
+    """The writer gate of the factory's engine, for SQLite; nothing for PostgreSQL."""
+    gate = _GATES.get(factory.kw.get("bind"))  # type: ignore[arg-type]
+    if gate is None:
+        yield
+        return
+    gate.acquire()
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back on any error.
+
+    Errors of the database itself (down, locked, full, read-only) come out as
+    TemporaryFailure, so entry points can answer 451/75 without knowing drivers.
+    """
+    with _turn(factory):
+        session = factory()
+        try:
+            yield session
+            session.commit()
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            if is_temporary(exc):
+                raise TemporaryFailure(str(exc.orig) if exc.orig else str(exc)) from exc
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reading only: on SQLite it does not wait for the write lock."""
+    with engine.connect() as conn:
+        conn.execution_options(read_only=True)
+        yield conn
+        conn.rollback()
+
+
+def backup_sqlite(engine: Engine, target: Path) -> int:
+    """Copy a live SQLite database page by page (writers go on meanwhile; what the copy
+    holds is one committed state); how many pages."""
+    raw = engine.raw_connection()
+    try:
+        source = raw.driver_connection
+        copy = type(source)(str(target))  # the same driver: sqlite3 or pysqlite3
+        try:
+            source.backup(copy, pages=1024)
+            pages = copy.execute("PRAGMA page_count").fetchone()[0]
+            ok = copy.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            copy.close()
+    finally:
+        raw.close()
+    if ok != "ok":
+        raise RuntimeError(f"the copy fails its integrity check: {ok}")
+    return int(pages)
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Database unavailable, locked, full or read-only: worth retrying later."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def next_counter(session: Session, name: str) -> int:
+    """Atomically increment and return a named counter.
+
+    SQLite: inside the caller's transaction (writers are serialised anyway).
+    PostgreSQL: in a short autocommit transaction of its own, so the counter row
+    is locked only for one statement, like a sequence (a rollback leaves a gap,
+    never a duplicate) and concurrent ingest transactions do not queue on it.
+    """
+    bind = session.get_bind()
+    dialect = bind.dialect.name
+    stmt = _COUNTER.get(dialect)
+    if stmt is None:
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(Counter.__table__)
+        stmt = _COUNTER[dialect] = (
+            ins.values(value=1)
+            .on_conflict_do_update(
+                index_elements=["name"], set_={"value": Counter.__table__.c.value + 1}
+            )
+            .returning(Counter.__table__.c.value)
+        )
+    if dialect == "postgresql":
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return int(conn.execute(stmt, {"name": name}).scalar_one())
+    return int(session.connection().execute(stmt, {"name": name}).scalar_one())
+
+
+_COUNTER: dict[str, Any] = {}
+
+
+def upsert_stmt(dialect: str, table: Table, key: str, returning: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET key = key RETURNING ...
+
+    One statement on both dialects that answers with the row whether it was new or
+    already there (DO NOTHING would return nothing for an existing row).  Built
+    once per (dialect, table, key, returning) and reused.
+    """
+    cache_key = (dialect, table.name, key, returning)
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c[key]], set_={key: ins.excluded[key]}
+        ).returning(*(table.c[c] for c in returning))
+        _UPSERTS[cache_key] = stmt
+    return stmt
+
+
+_UPSERTS: dict[tuple[str, str, str, tuple[str, ...]], Any] = {}
+
+
+def insert_ignore(session: Session, model: type[Base], **values: Any) -> bool:
+    """INSERT that does nothing when a unique key already exists (both dialects);
+    whether the row was new."""
+    dialect = session.get_bind().dialect.name
+    key = (dialect, model.__tablename__, tuple(values))
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+        stmt = _IGNORING[key] = (
+            module.insert(model.__table__)
+            .values({name: bindparam(name) for name in values})
+            .on_conflict_do_nothing()
+            .returning(literal_column("1"))
+        )
+    return session.connection().execute(stmt, values).first() is not None
+
+
+_IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+# -- deferred inserts ---------------------------------------------------------------------
+
+
+def defer_insert(session: Session, table: Table | TextClause, row: dict[str, Any]) -> None:
+    """Queue a row whose id nobody needs; all queued rows of a table (or of an INSERT
+    statement, for tables that are no model) are written with one executemany when
+    the transaction (or a savepoint) commits.
+
+    One statement per mail and table costs more than the rest of a delivery; a
+    batch of a hundred mails writes its history, references and deliveries in a
+    few statements instead.  A rollback drops the queue with the work it held.
+    """
+    session.info.setdefault("deferred", {}).setdefault(table, []).append(row)
+
+
+def deferred(session: Session, table: Table) -> list[dict[str, Any]]:
+    """Rows of table queued in this transaction and not written yet (to look them up)."""
+    return session.info.get("deferred", {}).get(table, [])
+
+
+@event.listens_for(Session, "before_commit")
+def _write_deferred(session: Session) -> None:
+    """Runs before a commit and before a savepoint is released (SQLAlchemy fires
+    before_commit for both), so each savepoint holds exactly its own rows."""
+    pending = session.info.pop("deferred", None)
+    if pending:
+        conn = session.connection()
+        for target, rows in pending.items():
+            conn.execute(target if isinstance(target, TextClause) else target.insert(), rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_deferred(session: Session, _previous: object) -> None:
+    session.info.pop("deferred", None)
+
+
+# -- schema -----------------------------------------------------------------------------
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(importlib.resources.files("otrs_mailgate") / "migrations")
+    )
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema with the alembic migrations; data is kept."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_sql() -> str:
+    """The PostgreSQL DDL of the models: what schema.sql holds."""
+    dialect = postgresql.dialect()
+    out = ["-- Generated by `otrs-mailgate schema` from otrs_mailgate/models.py; do not edit.\n"]
+    for table in Base.metadata.sorted_tables:
+        out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    from otrs_mailgate.store import search
+    from otrs_mailgate.tickets import faq
+
+    out.append("-- The full-text indexes (search.py, faq.py; SQLite has FTS5 tables instead).\n")
+    out += [statement + ";\n" for statement in search.DDL["postgresql"] + faq.DDL["postgresql"]]
+    return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
+
+
+__all__ = [
+    "TemporaryFailure",
+    "current_revision",
+    "defer_insert",
+    "deferred",
+    "insert_ignore",
+    "make_engine",
+    "next_counter",
+    "schema_sql",
+    "sessionmaker_for",
+    "transaction",
+    "upgrade",
+    "upsert_stmt",
+]

@@ -1,0 +1,109 @@
+"""Signed, expiring links to the status page, in the format of the agents' reply tokens
+(tokens.py): the customer's link to one ticket, keyed by the site secret; an agent's
+login link and session cookie, keyed by the agent's own secret, so `agent
+rotate-secret` and `agent disable` void them at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail import tokens
+from otrs_mailgate.mail.tokens import TokenError
+from otrs_mailgate.store.models import SiteSecret
+from otrs_mailgate.tickets.agents import AgentRef, by_id
+
+_S = SiteSecret.__table__
+
+
+def site_secret(conn: Connection) -> str:
+    """The key of customer links (migration 0008 makes it; made here if it went missing)."""
+    found = conn.execute(select(_S.c.value).where(_S.c.name == "links")).scalar()
+    if found is None:
+        module = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            module.insert(_S)
+            .values(name="links", value=secrets.token_hex(32))
+            .on_conflict_do_nothing()
+        )
+        found = conn.execute(select(_S.c.value).where(_S.c.name == "links")).scalar_one()
+    return str(found)
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def customer_url(config: Config, secret: str, ticket_id: int, day: dt.date | None = None) -> str:
+    expires = (day or today()) + dt.timedelta(days=config.web.customer_link_days)
+    token = tokens.make(secret, 0, ticket_id, "customer", expires)
+    return f"{config.web.base_url()}/t/{token}"
+
+
+def customer_ticket(token: str, secret: str, day: dt.date | None = None) -> int:
+    """The ticket id a customer link names; TokenError when forged, altered or expired."""
+    return tokens.verify(token, secret, "customer", day or today()).ticket_id
+
+
+def link_expiry(config: Config, day: dt.date | None = None) -> dt.date:
+    """The last day (UTC) an agent's login link made today works."""
+    return (day or today()) + dt.timedelta(days=config.web.agent_link_days)
+
+
+def agent_login_url(config: Config, agent: AgentRef, day: dt.date | None = None) -> str:
+    expires = link_expiry(config, day)
+    token = tokens.make(agent.secret, agent.id, 0, "login", expires)
+    return f"{config.web.base_url()}/agent/login/{token}"
+
+
+def session_token(config: Config, agent: AgentRef, day: dt.date | None = None) -> str:
+    hours = config.web.session_hours
+    expires = (day or today()) + dt.timedelta(days=(hours + 23) // 24)
+    return tokens.make(agent.secret, agent.id, 0, "session", expires)
+
+
+def agent_of(conn: Connection, token: str, purpose: str, day: dt.date | None = None) -> AgentRef:
+    """The enabled agent a login link or session cookie names; TokenError otherwise."""
+    claim = tokens.peek(token)
+    agent = by_id(conn, claim.agent_id) if claim is not None else None
+    if agent is None or not agent.enabled:
+        raise TokenError("no such agent, or the agent is disabled")
+    tokens.verify(token, agent.secret, purpose, day or today())
+    return agent
+
+
+def mail_login_link(session: Session, config: Config, who: str) -> tuple[AgentRef, str]:
+    """Queue a mail with a login link to the agent (login or address); (agent, url)."""
+    from otrs_mailgate.mail.compose import Response, new_message_id
+    from otrs_mailgate.outbound import outbox
+    from otrs_mailgate.tickets.agents import AgentError, find
+
+    agent = find(session.connection(), who)
+    if agent is None:
+        raise AgentError(f"no agent {who!r}")
+    if not agent.enabled:
+        raise AgentError(f"agent {agent.login} is disabled")
+    url = agent_login_url(config, agent)
+    queue = config.queue[0]
+    response = Response(
+        template="agent_login",
+        language=config.system.language,
+        from_addr=queue.addresses[0],
+        from_name=queue.display_name or queue.name,
+        to=agent.address,
+        to_name=agent.name,
+        subject="Your link to the status page",
+        vars={
+            "url": url,
+            "until": link_expiry(config).isoformat(),
+            "agent_name": agent.name or agent.login,
+        },
+        auto_submitted="auto-generated",
+    )
+    outbox.enqueue(session, None, "agent_login", response, new_message_id(config.system.domain))
+    return agent, url

@@ -1,0 +1,269 @@
+"""What the status page shows, read from the database as plain dicts (no HTML here).
+
+A customer sees one ticket: its state and the articles that went between them
+and us, never internal notes, and agents only under the queue's name (the
+customer got their answers from the queue's address).  An agent sees the queues
+they hold a grant for (ro or rw, directly or through a group) and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.store.models import (
+    Agent,
+    Article,
+    Customer,
+    GroupMember,
+    History,
+    Queue,
+    QueueGrant,
+    Ticket,
+)
+from otrs_mailgate.tickets.agents import AgentRef
+from otrs_mailgate.tickets.sla import CLOCKS
+
+OPEN = ("new", "open", "pending")
+_T, _A, _Q = Ticket.__table__, Article.__table__, Queue.__table__
+
+
+def visible_queues(conn: Connection, agent: AgentRef) -> dict[int, str]:
+    """Queue id -> name of the queues the agent may look at."""
+    g, m = QueueGrant.__table__, GroupMember.__table__
+    mine = (g.c.agent_id == agent.id) | g.c.group_id.in_(
+        select(m.c.group_id).where(m.c.agent_id == agent.id)
+    )
+    rows = conn.execute(
+        select(_Q.c.id, _Q.c.name).where(_Q.c.id.in_(select(g.c.queue_id).where(mine)))
+    )
+    return dict(sorted(rows.all(), key=lambda r: r[1]))
+
+
+def _ticket_row(conn: Connection, where: Any) -> Any:
+    c, o = Customer.__table__, Agent.__table__
+    return conn.execute(
+        select(
+            _T,
+            _Q.c.name.label("queue"),
+            c.c.address.label("customer"),
+            o.c.login.label("owner"),
+        )
+        .join(_Q, _Q.c.id == _T.c.queue_id)
+        .outerjoin(c, c.c.id == _T.c.customer_id)
+        .outerjoin(o, o.c.id == _T.c.owner_id)
+        .where(where)
+    ).first()
+
+
+def _number_of(conn: Connection, ticket_id: int | None) -> str | None:
+    if ticket_id is None:
+        return None
+    return conn.execute(select(_T.c.number).where(_T.c.id == ticket_id)).scalar()
+
+
+def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[str, Any] | None:
+    t = _ticket_row(conn, _T.c.id == ticket_id)
+    if t is None:
+        return None
+    queue = config.queue_by_name(t.queue)
+    queue_name = (queue.display_name or queue.name) if queue else t.queue
+    rows = conn.execute(
+        select(_A.c.created_at, _A.c.sender_type, _A.c.from_name, _A.c.from_addr)
+        .add_columns(_A.c.subject, _A.c.body_text, _A.c.direction)
+        .where(
+            _A.c.ticket_id == ticket_id,
+            _A.c.internal.is_(False),
+            _A.c.sender_type.in_(("customer", "agent")),
+        )
+        .order_by(_A.c.id)
+    )
+    articles = [
+        {
+            "created_at": a.created_at,
+            "from_us": a.sender_type == "agent",
+            "who": queue_name if a.sender_type == "agent" else (a.from_name or a.from_addr),
+            "subject": a.subject,
+            "text": a.body_text,
+        }
+        for a in rows
+    ]
+    return {
+        "number": t.number,
+        "title": t.title,
+        "state": t.state,
+        "queue": queue_name,
+        "address": queue.addresses[0] if queue else "",
+        "created_at": t.created_at,
+        "closed_at": t.closed_at,
+        "merged_into": _number_of(conn, t.merged_into_id),
+        "articles": articles,
+    }
+
+
+def overview(
+    conn: Connection, agent: AgentRef, queues: dict[int, str], now: dt.datetime, soonest: int = 15
+) -> dict[str, Any]:
+    """Open tickets per queue and state, how many are past a due instant, the tickets
+    due soonest, and the agent's locked tickets.
+
+    Every read follows one index and the queues are picked in Python: the open states
+    through ix_ticket_state, the due instants through each clock's partial index (a
+    clock's column is set only while it runs), so the page costs the same with a
+    million closed tickets behind it and no planner is tempted by ix_ticket_queue_id.
+    """
+    counts = {qid: {"new": 0, "open": 0, "pending": 0, "overdue": 0} for qid in queues}
+    rows = conn.execute(
+        select(_T.c.queue_id, _T.c.state, func.count())
+        .where(_T.c.state.in_(OPEN))
+        .group_by(_T.c.queue_id, _T.c.state)
+    )
+    for qid, state, n in rows:
+        if qid in counts:
+            counts[qid][state] = n
+    overdue: dict[int, int] = {}  # ticket id -> queue id (a ticket late on two clocks once)
+    candidates: dict[str, dict[str, Any]] = {}
+    for clock in CLOCKS:
+        column = getattr(_T.c, f"{clock}_due")
+        late = select(_T.c.id, _T.c.queue_id, _T.c.state).where(column < now)
+        overdue.update(
+            (r.id, r.queue_id)
+            for r in conn.execute(late)
+            if r.queue_id in queues and r.state in OPEN
+        )
+        for r in _soonest(conn, column, queues, soonest):
+            seen = candidates.get(r.number)
+            if seen is None or r.due < seen["due"]:
+                candidates[r.number] = _listed(r) | {"due": r.due, "clock": clock}
+    for qid in overdue.values():
+        counts[qid]["overdue"] += 1
+    escalating = sorted(candidates.values(), key=lambda c: c["due"])[:soonest]
+    for item in escalating:
+        item["overdue"] = item["due"] < now
+    locked = [
+        _listed(r) | {"lock_until": r.lock_until}
+        for r in conn.execute(
+            _listing()
+            .add_columns(_T.c.lock_until)
+            .where(_T.c.owner_id == agent.id, _T.c.lock_until > now, _T.c.state.in_(OPEN))
+            .order_by(_T.c.lock_until)
+        )
+    ]
+    return {
+        "queues": [{"id": qid, "name": name, **counts[qid]} for qid, name in queues.items()],
+        "escalating": escalating,
+        "locked": locked,
+    }
+
+
+def _soonest(conn: Connection, column: Any, queues: dict[int, str], wanted: int) -> list[Any]:
+    """The open tickets of the queues whose column comes soonest, read in the order of
+    the column's partial index a page at a time (keyset on the column and the id)."""
+    out: list[Any] = []
+    last: tuple[Any, int] | None = None
+    page = 4 * wanted
+    while len(out) < wanted:
+        stmt = (
+            _listing()
+            .add_columns(column.label("due"), _T.c.queue_id, _T.c.id)
+            .where(column.is_not(None))
+            .order_by(column, _T.c.id)
+            .limit(page)
+        )
+        if last is not None:
+            due, ticket_id = last
+            stmt = stmt.where(or_(column > due, and_(column == due, _T.c.id > ticket_id)))
+        rows = conn.execute(stmt).all()
+        out += [r for r in rows if r.queue_id in queues and r.state in OPEN]
+        if len(rows) < page:
+            break
+        last = (rows[-1].due, rows[-1].id)
+        page = min(page * 4, 10_000)
+    return out[:wanted]
+
+
+def _listing() -> Any:
+    return select(
+        _T.c.number, _T.c.title, _T.c.state, _T.c.priority, _Q.c.name.label("queue")
+    ).join(_Q, _Q.c.id == _T.c.queue_id)
+
+
+def _listed(row: Any) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "title": row.title,
+        "state": row.state,
+        "priority": row.priority,
+        "queue": row.queue,
+    }
+
+
+def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[str, Any] | None:
+    """One ticket with every article and its history, if it lies in a visible queue."""
+    t = _ticket_row(conn, _T.c.number == number)
+    if t is None or t.queue_id not in queues:
+        return None
+    ag = Agent.__table__
+    articles = [
+        dict(a._mapping)
+        for a in conn.execute(
+            select(
+                _A.c.id,
+                _A.c.created_at,
+                _A.c.direction,
+                _A.c.sender_type,
+                _A.c.internal,
+                _A.c.from_name,
+                _A.c.from_addr,
+                _A.c.to_addrs,
+                _A.c.cc_addrs,
+                _A.c.subject,
+                _A.c.body_text,
+                ag.c.login.label("agent"),
+            )
+            .outerjoin(ag, ag.c.id == _A.c.agent_id)
+            .where(_A.c.ticket_id == t.id)
+            .order_by(_A.c.id)
+        )
+    ]
+    h = History.__table__
+    history = [
+        {"created_at": r.created_at, "actor": r.actor, "type": r.type, "detail": _detail(r.detail)}
+        for r in conn.execute(
+            select(h.c.created_at, h.c.actor, h.c.type, h.c.detail)
+            .where(h.c.ticket_id == t.id)
+            .order_by(h.c.id)
+        )
+    ]
+    return {
+        "number": t.number,
+        "title": t.title,
+        "state": t.state,
+        "priority": t.priority,
+        "queue": t.queue,
+        "customer": t.customer,
+        "owner": t.owner,
+        "lock_until": t.lock_until,
+        "pending_until": t.pending_until,
+        "created_at": t.created_at,
+        "closed_at": t.closed_at,
+        "due": {c: getattr(t, f"{c}_due") for c in CLOCKS},
+        "merged_into": _number_of(conn, t.merged_into_id),
+        "articles": articles,
+        "history": history,
+    }
+
+
+def _detail(raw: str) -> str:
+    """A history row's JSON detail as key=value pairs."""
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return raw
+    if not isinstance(data, dict):
+        return raw
+    return ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, ""))
