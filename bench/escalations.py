@@ -111,7 +111,7 @@ def run(url: str, tickets: int, due: int) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))
-    scheduler = Scheduler(pipeline)
+    scheduler = Scheduler(lambda: pipeline.site, pipeline.sessions)
 
     empty = []
     for _ in range(50):

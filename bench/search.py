@@ -39,6 +39,7 @@ from otrs_mailgate.config.schema import Config
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store import db, search
 from otrs_mailgate.store.models import Article, Ticket
+from otrs_mailgate.tickets import queries
 
 VOCABULARY = 20_000
 QUEUES = [f"Q{i}" for i in range(5)]
@@ -142,7 +143,7 @@ def measure(pipeline: Pipeline, words: list[str], rng: random.Random) -> dict[st
             query = f"{a} {b} queue:{rng.choice(QUEUES)}"
             with pipeline.sessions() as session:
                 begin = time.perf_counter()
-                search.results(session, pipeline.config, query, 50)
+                queries.results(session, pipeline.config, query, 50)
                 times.append(time.perf_counter() - begin)
     return out
 

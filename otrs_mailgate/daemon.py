@@ -27,7 +27,6 @@ from otrs_mailgate.entry.milter import MilterServer
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.jobs.scheduler import Scheduler
 from otrs_mailgate.metrics import Metrics
-from otrs_mailgate.outbound import outbox
 from otrs_mailgate.outbound.outbox import Sender
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
@@ -72,15 +71,14 @@ class Daemon:
             Sender(config, self.pipeline.sessions) for _ in range(config.smtp.connections)
         ]
         self.sending = ThreadPoolExecutor(len(self.senders), thread_name_prefix="outbox")
-        self.scheduler = Scheduler(self.pipeline)
+        self.scheduler = Scheduler(lambda: self.pipeline.site, self.pipeline.sessions)
         self.stopping = asyncio.Event()
         self.started = threading.Event()  # for tests that run the daemon in a thread
         self._idle_senders: deque[asyncio.Event] = deque()
-        self._enqueued_seen = outbox.enqueued()
         self._look_again = False
         self.scheduler_wakeup = asyncio.Event()
         self.committer.on_commit.append(self._wake_if_queued)
-        self.committer.on_commit.append(self.scheduler_wakeup.set)
+        self.committer.on_commit.append(lambda _queued: self.scheduler_wakeup.set())
 
     def reload(self) -> None:
         try:
@@ -108,9 +106,10 @@ class Daemon:
         else:
             self._look_again = True
 
-    def _wake_if_queued(self) -> None:
-        if outbox.enqueued() != self._enqueued_seen:
-            self._enqueued_seen = outbox.enqueued()
+    def _wake_if_queued(self, queued: int) -> None:
+        """After a commit that wrote outbox rows (the committer and the scheduler say how
+        many), one sender looks for them."""
+        if queued:
             self.wake_sender()
 
     async def outbox_loop(self, sender: Sender) -> None:
@@ -149,7 +148,7 @@ class Daemon:
             try:
                 result = await loop.run_in_executor(None, self.scheduler.run_pass)
                 self.metrics.escalations.inc(result.escalated)
-                self._wake_if_queued()  # escalations and reminders go out now
+                self._wake_if_queued(result.queued)  # escalations and reminders go now
                 if result.busy:
                     log.info("scheduler: %s", result.summary())
                 if result.next_at is not None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from otrs_mailgate.ingest.pipeline import Pipeline, Result
+from otrs_mailgate.jobs.scheduler import Scheduler
 from otrs_mailgate.outbound.outbox import dkim_txt
 from otrs_mailgate.store import db
 from otrs_mailgate.tickets import agents
@@ -127,3 +128,8 @@ class Desk:
         if sign:
             raw = self.domain.sign(raw)
         return raw, self.p.deliver_one(raw, to, sender or f"{login}@{self.domain.domain}")
+
+
+def scheduler(p: Pipeline) -> Scheduler:
+    """The jobs as the daemon runs them, with the pipeline's Site and sessions."""
+    return Scheduler(lambda: p.site, p.sessions)

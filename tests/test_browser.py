@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.outbound import notify
 from otrs_mailgate.store import db
-from otrs_mailgate.tickets import links
 
 from agent_helpers import Desk, SigningDomain
 from helpers import need
@@ -94,7 +94,7 @@ def test_agent_overview_and_reports(desk: Desk, browser: object, tmp_path: Path)
 
     number, _ = story(desk)
     with db.transaction(desk.p.sessions) as s:
-        _agent, url = links.mail_login_link(s, desk.p.config, "alice")
+        _agent, url = notify.mail_login_link(s, desk.p.config, "alice")
     with running(desk.p.config):
         browser.get(url)  # type: ignore[attr-defined]
         assert browser.current_url.endswith("/agent")  # type: ignore[attr-defined]

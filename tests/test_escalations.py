@@ -8,12 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from otrs_mailgate.ingest.pipeline import Pipeline
-from otrs_mailgate.jobs.scheduler import Scheduler
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Escalation, History, Ticket
 from otrs_mailgate.tickets import agents
 
-from agent_helpers import Desk, SigningDomain
+from agent_helpers import Desk, SigningDomain, scheduler
 from helpers import mail, make_config
 
 HOT = "hotline@example.com"
@@ -72,7 +71,7 @@ def new_ticket(desk: Desk) -> tuple[str, dt.datetime]:
 
 def test_warning_then_levels_each_once(desk: Desk) -> None:
     number, created = new_ticket(desk)
-    sched = Scheduler(desk.p)
+    sched = scheduler(desk.p)
     t = ticket(desk, number)
     assert t.escalation_at == created + 48 * MIN  # 80% of the first response time
     before = len(desk.mails())
@@ -111,7 +110,7 @@ def test_warning_then_levels_each_once(desk: Desk) -> None:
 def test_escalation_mail_says_what_and_its_reply_address_works(desk: Desk) -> None:
     number, created = new_ticket(desk)
     due = created + 60 * MIN
-    Scheduler(desk.p).run_pass(due + 35 * MIN)  # levels 1 and 2 at once: the daemon was down
+    scheduler(desk.p).run_pass(due + 35 * MIN)  # levels 1 and 2 at once: the daemon was down
     assert fired(desk) == [("first_response", 0), ("first_response", 1), ("first_response", 2)]
     with desk.p.sessions() as s:
         warning = s.execute(select(History).where(History.type == "EscalationWarning")).scalar_one()
@@ -131,7 +130,7 @@ def test_escalation_mail_says_what_and_its_reply_address_works(desk: Desk) -> No
 
 def test_levels_rearm_when_the_deadline_moves(desk: Desk) -> None:
     number, _ = new_ticket(desk)
-    sched = Scheduler(desk.p)
+    sched = scheduler(desk.p)
     first_due = ticket(desk, number).update_due
     sched.run_pass(first_due + MIN)
     assert ("update", 1) in fired(desk)
@@ -165,11 +164,11 @@ def test_owner_gets_the_warning_and_named_agents_must_exist(db_url, signing) -> 
     number, created = new_ticket(desk)
     desk.command("bob", number, "take note", "")
     before = len(desk.mails())
-    Scheduler(desk.p).run_pass(created + 48 * MIN)
+    scheduler(desk.p).run_pass(created + 48 * MIN)
     assert [str(m["To"]) for m in desk.mails()[before:]] == ["Bob <bob@agents.test>"]
     with db.transaction(desk.p.sessions) as s:
         agents.set_enabled(s, "carol", False)
-    Scheduler(desk.p).run_pass(created + 60 * MIN)
+    scheduler(desk.p).run_pass(created + 60 * MIN)
     assert [str(m["To"]) for m in desk.mails()[before + 1 :]] == ["Bob <bob@agents.test>"]
     with desk.p.sessions() as s:
         missing = s.execute(select(History.detail).where(History.type == "EscalationNotSent"))
@@ -178,7 +177,7 @@ def test_owner_gets_the_warning_and_named_agents_must_exist(db_url, signing) -> 
 
 
 def test_nothing_due_means_no_write_and_next_instant(desk: Desk) -> None:
-    sched = Scheduler(desk.p)
+    sched = scheduler(desk.p)
     assert sched.run_pass().next_at is None
     _, created = new_ticket(desk)
     result = sched.run_pass(created)
@@ -200,7 +199,7 @@ def test_a_failing_ticket_does_not_stop_the_others(desk: Desk, monkeypatch) -> N
 
     monkeypatch.setattr(escalations, "visit", visit)
     now = created + 50 * MIN
-    result = Scheduler(desk.p).run_pass(now)
+    result = scheduler(desk.p).run_pass(now)
     assert result.failed == 1 and result.escalated == 1
     assert ticket(desk, a).escalation_at == now + dt.timedelta(minutes=5)  # tried again later
     assert ticket(desk, b).escalation_at > now
@@ -210,8 +209,8 @@ def test_german_desk_gets_german_escalations(db_url, signing) -> None:
     desk = make_desk(db_url, signing, system={"language": "de"})
     _, created = new_ticket(desk)
     before = len(desk.mails())
-    Scheduler(desk.p).run_pass(created + 48 * MIN)
-    Scheduler(desk.p).run_pass(created + 61 * MIN)
+    scheduler(desk.p).run_pass(created + 48 * MIN)
+    scheduler(desk.p).run_pass(created + 61 * MIN)
     warning, _, level1, _ = desk.mails()[before:]
     assert "Eskaliert bald (Erstreaktion): Printer" in str(warning["Subject"])
     assert "eskaliert in 12 min Arbeitszeit" in warning.get_content()

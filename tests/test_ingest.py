@@ -283,18 +283,19 @@ def test_a_failing_mail_rolls_the_batch_back_and_redoes_it_carefully(
 ) -> None:
     """The fast path has no savepoints: one exception undoes the whole transaction, and
     the batch is done again with a savepoint each, so only the bad mail is missing."""
+    import otrs_mailgate.ingest.pipeline as ingest_mod
     from otrs_mailgate.ingest.pipeline import Failed, Item
 
-    real = Pipeline.apply
+    real = ingest_mod.run
     calls: list[str] = []
 
-    def apply(self, session, mail_, *args, **kwargs):
-        calls.append(mail_.subject)
-        if mail_.subject == "boom":
+    def run(trip):
+        calls.append(trip.mail.subject)
+        if trip.mail.subject == "boom":
             raise RuntimeError("a bug")
-        return real(self, session, mail_, *args, **kwargs)
+        return real(trip)
 
-    monkeypatch.setattr(Pipeline, "apply", apply)
+    monkeypatch.setattr(ingest_mod, "run", run)
     out = pipeline.deliver_batch(
         [Item(mail(s), [HOT], "a@customer.test") for s in ("one", "boom", "two")]
     )

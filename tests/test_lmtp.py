@@ -94,14 +94,14 @@ def test_not_a_mail_is_refused_per_recipient(db_url: str) -> None:
 def test_a_bug_in_one_message_does_not_spoil_the_batch(db_url: str, monkeypatch) -> None:
     import otrs_mailgate.ingest.pipeline as ingest_mod
 
-    real = ingest_mod.Pipeline.apply
+    real = ingest_mod.run
 
-    def apply(self, session, mail_, *args, **kwargs):
-        if mail_.subject == "boom":
+    def run(trip):
+        if trip.mail.subject == "boom":
             raise RuntimeError("a bug")
-        return real(self, session, mail_, *args, **kwargs)
+        return real(trip)
 
-    monkeypatch.setattr(ingest_mod.Pipeline, "apply", apply)
+    monkeypatch.setattr(ingest_mod, "run", run)
     with running(make_config(db_url)) as d:
         results: dict[str, list[str]] = {}
 
@@ -160,14 +160,14 @@ def test_a_slow_transaction_does_not_stall_the_protocol(db_url: str, monkeypatch
 
     import otrs_mailgate.ingest.pipeline as ingest_mod
 
-    real = ingest_mod.Pipeline.apply
+    real = ingest_mod.run
 
-    def apply(self, session, mail_, *args, **kwargs):
-        if mail_.subject == "slow":
+    def run(trip):
+        if trip.mail.subject == "slow":
             time_mod.sleep(3)
-        return real(self, session, mail_, *args, **kwargs)
+        return real(trip)
 
-    monkeypatch.setattr(ingest_mod.Pipeline, "apply", apply)
+    monkeypatch.setattr(ingest_mod, "run", run)
     with running(make_config(db_url)) as d:
         slow_done = threading.Event()
 

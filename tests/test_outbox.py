@@ -194,7 +194,7 @@ def test_a_response_that_cannot_be_rendered_fails_on_the_ticket(
     recorded on the ticket, and the row keeps its spec for a later look."""
     import shutil
 
-    from otrs_mailgate.mail.compose import template_dirs
+    from otrs_mailgate.config.locate import template_dirs
 
     broken = tmp_path / "templates"
     shutil.copytree(template_dirs(make_config(db_url))[0], broken)

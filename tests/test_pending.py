@@ -8,10 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from otrs_mailgate.ingest.pipeline import Pipeline
-from otrs_mailgate.jobs.scheduler import Scheduler
 from otrs_mailgate.store.models import History, Ticket
 
-from agent_helpers import Desk, SigningDomain
+from agent_helpers import Desk, SigningDomain, scheduler
 from helpers import mail, make_config
 
 HOT = "hotline@example.com"
@@ -47,7 +46,7 @@ def pending_ticket(desk: Desk) -> tuple[str, dt.datetime]:
 def test_remind_opens_the_ticket_and_tells_the_owner(db_url, signing) -> None:
     desk = make_desk(db_url, signing, "remind")
     number, until = pending_ticket(desk)
-    sched = Scheduler(desk.p)
+    sched = scheduler(desk.p)
     assert sched.run_pass(until - dt.timedelta(minutes=1)).reminded == 0
     before = len(desk.mails())
     result = sched.run_pass(until)
@@ -66,7 +65,7 @@ def test_auto_close_closes_and_tells_the_customer(db_url, signing) -> None:
     desk = make_desk(db_url, signing, "close")
     number, until = pending_ticket(desk)
     before = len(desk.mails())
-    assert Scheduler(desk.p).run_pass(until + dt.timedelta(hours=1)).closed == 1
+    assert scheduler(desk.p).run_pass(until + dt.timedelta(hours=1)).closed == 1
     t = ticket(desk, number)
     assert t.state == "closed" and t.closed_at is not None and t.pending_until is None
     (notice,) = desk.mails()[before:]
@@ -85,7 +84,7 @@ def test_the_customer_answering_opens_the_ticket_and_voids_the_reminder(db_url, 
     desk.p.deliver_one(mail(f"Re: [Ticket#{number}] Printer", sender=CUSTOMER), HOT)
     t = ticket(desk, number)
     assert t.state == "open" and t.pending_until is None
-    assert Scheduler(desk.p).run_pass(until + dt.timedelta(hours=1)).closed == 0
+    assert scheduler(desk.p).run_pass(until + dt.timedelta(hours=1)).closed == 0
     assert ticket(desk, number).state == "open"
 
 
@@ -107,7 +106,7 @@ def test_locks_time_out_through_the_scheduler(db_url, signing) -> None:
     desk.command("alice", number, "take note", "")
     until = ticket(desk, number).lock_until
     assert until is not None
-    sched = Scheduler(desk.p)
+    sched = scheduler(desk.p)
     assert sched.next_due() == until
     assert sched.run_pass(until - dt.timedelta(seconds=1)).unlocked == 0
     assert sched.run_pass(until).unlocked == 1

@@ -130,7 +130,7 @@ def test_forwards_to_the_running_daemon_without_sqlalchemy(tmp_path: Path, db_ur
         cfg = write_config(tmp_path / "c.toml", db_url, lmtp_port=daemon.config.lmtp.port)
         env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
         probe = (
-            "import sys; from otrs_mailgate import pipe; code = pipe.main(sys.argv[1:]); "
+            "import sys; from otrs_mailgate.entry import pipe; code = pipe.main(sys.argv[1:]); "
             "print(code, 'sqlalchemy' in sys.modules, 'pydantic' in sys.modules)"
         )
         ok = subprocess.run(

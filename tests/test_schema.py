@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from otrs_mailgate.store.db import schema_sql
 from otrs_mailgate.store.models import Base
+from otrs_mailgate.store.schema import schema_sql
 from otrs_mailgate.store.search import is_index
 
 from cli_helpers import ROOT, cli, write_config

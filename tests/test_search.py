@@ -17,7 +17,7 @@ from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store import db, search
 from otrs_mailgate.store.models import Article, Ticket
 from otrs_mailgate.store.searchquery import QueryError, parse
-from otrs_mailgate.tickets import agents
+from otrs_mailgate.tickets import agents, queries
 
 from cli_helpers import cli, write_config
 from helpers import count, mail
@@ -27,7 +27,7 @@ HOT, DE = "hotline@example.com", "support@example.de"
 
 def numbers(p: Pipeline, query: str, limit: int = 50) -> list[str]:
     with p.sessions() as s:
-        rows, _ = search.results(s, p.config, query, limit)
+        rows, _ = queries.results(s, p.config, query, limit)
     return [r["number"] for r in rows]
 
 
@@ -171,7 +171,7 @@ def test_newest_match_first_with_a_limit(pipeline: Pipeline) -> None:
         for i in range(5)
     ]
     with pipeline.sessions() as s:
-        rows, more = search.results(s, pipeline.config, "router", limit=3)
+        rows, more = queries.results(s, pipeline.config, "router", limit=3)
     assert [r["number"] for r in rows] == made[::-1][:3] and more
     assert rows[0]["article"]["snippet"] == "router down"
     # a follow-up makes its ticket the newest match
@@ -194,7 +194,7 @@ def test_every_article_is_indexed_in_its_own_transaction(
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug after the article was written")
 
-    monkeypatch.setattr("otrs_mailgate.ingest.pipeline.notify", boom)
+    monkeypatch.setattr("otrs_mailgate.outbound.notify.notify", boom)
     with pytest.raises(RuntimeError):
         pipeline.deliver_one(mail("Vanishing", "gone with the rollback"), HOT, "v@x.test")
     assert indexed(pipeline) == before == count(pipeline, Article)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.mail import tokens
+from otrs_mailgate.outbound import notify
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Article, Ticket
 from otrs_mailgate.tickets import agents, links
@@ -37,7 +38,7 @@ def desk(pipeline: Pipeline, signing: SigningDomain) -> Desk:
 
 def login_link(desk: Desk, login: str) -> str:
     with db.transaction(desk.p.sessions) as s:
-        _agent, url = links.mail_login_link(s, desk.p.config, login)
+        _agent, url = notify.mail_login_link(s, desk.p.config, login)
     [mailed] = [m for m in desk.to(f"{login}@{desk.domain.domain}") if "status page" in
                 str(m["Subject"])]  # fmt: skip
     assert link_in(mailed) == url

@@ -221,7 +221,7 @@ def postfix_config(ctx: Ctx, write_dir: Path | None, lmtp: tuple[str, ...]) -> N
 @main.command()
 def schema() -> None:
     """Print the schema generated from the models (what schema.sql holds)."""
-    from otrs_mailgate.store.db import schema_sql
+    from otrs_mailgate.store.schema import schema_sql
 
     click.echo(schema_sql(), nl=False)
 
@@ -370,13 +370,13 @@ def ticket_create(
     ctx: Ctx, customer: str, subject: str, queue_name: str, body: str, no_ack: bool, as_json: bool
 ) -> None:
     """A ticket from a phone call: made exactly as if the customer had mailed the queue."""
-    from otrs_mailgate.tickets import queries as tickets
+    from otrs_mailgate.entry import phone
 
     if ctx.config.queue_by_name(queue_name) is None:
         raise click.BadParameter(f"no queue named {queue_name!r}", param_hint="--queue")
     text = sys.stdin.read() if body == "-" else body
     try:
-        result = tickets.create(ctx.config, customer, subject, queue_name, text, ack=not no_ack)
+        result = phone.create(ctx.config, customer, subject, queue_name, text, ack=not no_ack)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--customer") from None
     if as_json:
@@ -400,7 +400,7 @@ def _refusals(module: str, name: str) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             import importlib
 
-            error = getattr(importlib.import_module(module, __package__), name)
+            error = getattr(importlib.import_module(module), name)
             try:
                 return fn(*args, **kwargs)
             except error as exc:
@@ -412,7 +412,7 @@ def _refusals(module: str, name: str) -> Any:
     return decorate
 
 
-_agent_errors = _refusals(".agents", "AgentError")
+_agent_errors = _refusals("otrs_mailgate.tickets.agents", "AgentError")
 
 
 def _agent_line(a: Any) -> str:
@@ -502,6 +502,7 @@ def agent_rotate(ctx: Ctx, who: str) -> None:
 @_agent_errors
 def agent_link(ctx: Ctx, who: str) -> None:
     """Mail an agent (login or address) a signed login link to the status page."""
+    from otrs_mailgate.outbound import notify
     from otrs_mailgate.store import db
     from otrs_mailgate.tickets import links
 
@@ -509,7 +510,7 @@ def agent_link(ctx: Ctx, who: str) -> None:
         click.echo("otrs-mailgate: the status page is switched off ([web] enabled)", err=True)
         sys.exit(1)
     with db.transaction(db.sessionmaker_for(ctx.engine())) as session:
-        agent, _url = links.mail_login_link(session, ctx.config, who)
+        agent, _url = notify.mail_login_link(session, ctx.config, who)
     until = links.link_expiry(ctx.config).isoformat()
     click.echo(f"login link for {agent.login} queued to {agent.address} (works until {until} UTC)")
 
@@ -671,7 +672,7 @@ def escalations_check(ctx: Ctx, now_text: str | None) -> None:
 
     now = _instant(now_text, "--now") if now_text else None
     pipeline = Pipeline(ctx.config, ctx.engine())
-    result = Scheduler(pipeline).run_pass(now)
+    result = Scheduler(lambda: pipeline.site, pipeline.sessions).run_pass(now)
     click.echo(result.summary())
     sys.exit(1 if result.failed else 0)
 
@@ -733,13 +734,13 @@ def sla_report(
 def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Find tickets: words, "phrases", prefix*, AND/OR/NOT, (), and filters queue:,
     state:, owner:, customer:, created:FROM..TO, closed:FROM..TO, priority:."""
-    from otrs_mailgate.store import search
     from otrs_mailgate.store.searchquery import QueryError
+    from otrs_mailgate.tickets import queries
 
     source = " ".join(words)
     with ctx.session() as session:
         try:
-            rows, more = search.results(session, ctx.config, source, limit)
+            rows, more = queries.results(session, ctx.config, source, limit)
         except QueryError as exc:
             click.echo(f"otrs-mailgate: bad query: {exc}", err=True)
             click.echo(f"  {source}\n  {' ' * (exc.position - 1)}^", err=True)
@@ -824,7 +825,7 @@ def faq() -> None:
     """The knowledge base: entries agents insert with faq=<id>, queues may suggest."""
 
 
-_faq_errors = _refusals(".faq", "FaqError")
+_faq_errors = _refusals("otrs_mailgate.tickets.faq", "FaqError")
 
 
 def _faq_text(text: str | None) -> str | None:
@@ -971,8 +972,8 @@ def migrate_db(ctx: Ctx, target_url: str) -> None:
     then point database.url at it.  Stop `serve` first."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from otrs_mailgate.admin.migratedb import MigrateError, migrate
     from otrs_mailgate.store.db import make_engine
-    from otrs_mailgate.store.migratedb import MigrateError, migrate
 
     source = ctx.engine()
     try:

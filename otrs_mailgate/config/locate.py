@@ -7,6 +7,7 @@ address without importing anything heavy: Postfix starts one process per mail.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,13 @@ def lmtp_address(explicit: str | os.PathLike[str] | None = None) -> tuple[str, i
     if socket and path is not None:
         socket = str(path.parent / socket)
     return str(host), port, str(socket)
+
+
+def template_dirs(config: Any) -> list[Path]:
+    """Configured folder first, then the checkout's templates/, then the installed copy."""
+    dirs = []
+    if config.system.templates:
+        dirs.append(Path(config.system.templates))
+    dirs.append(Path(__file__).resolve().parents[2] / "templates")
+    dirs.append(Path(sys.prefix) / "share" / "otrs-mailgate" / "templates")
+    return [d for d in dirs if d.is_dir()]

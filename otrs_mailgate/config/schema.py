@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from otrs_mailgate.config import locate as configfile
+from otrs_mailgate.config.locate import template_dirs
 
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
@@ -217,8 +218,6 @@ class WeekHours(_Section):
     @field_validator("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     @classmethod
     def _ranges(cls, value: list[str]) -> list[str]:
-        from otrs_mailgate.tickets.calendars import parse_range
-
         spans = sorted((parse_range(r) for r in value), key=lambda span: span[0])
         for (_, end), (start, _) in itertools.pairwise(spans):
             if end is None or end > start:
@@ -500,8 +499,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 
 def _check_templates(config: Config, name: str) -> None:
     """Templates an SLA names must exist now, not when its first escalation is sent."""
-    from otrs_mailgate.mail.compose import template_dirs
-
     dirs = template_dirs(config)
     for index, rule in enumerate(config.sla):
         wanted = [("warn_template", rule.warn_template)]
@@ -522,3 +519,15 @@ def _resolve_sqlite_path(url: str, base: Path) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         return prefix + str((base / url[len(prefix) :]).resolve())
     return url
+
+
+def parse_range(text: str) -> tuple[dt.time, dt.time | None]:
+    """`08:00-12:30` -> (08:00, 12:30); an end of `24:00` is None (midnight after)."""
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"{text!r}: write a range as HH:MM-HH:MM")
+    a = dt.time.fromisoformat(start.strip())
+    b = None if end.strip() == "24:00" else dt.time.fromisoformat(end.strip())
+    if b is not None and b <= a:
+        raise ValueError(f"{text!r}: the range ends before it starts")
+    return a, b

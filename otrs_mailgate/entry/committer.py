@@ -16,24 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from otrs_mailgate.ingest.pipeline import Conflict, Failed, Item, Pipeline, Result, UnknownRecipient
-from otrs_mailgate.mail.parse import NotAMail
+from otrs_mailgate.entry import outcomes
+from otrs_mailgate.entry.outcomes import Reply
+from otrs_mailgate.ingest.pipeline import Item, Pipeline
 from otrs_mailgate.store import db
 
 log = logging.getLogger("otrs_mailgate.entry.committer")
-
-
-@dataclass
-class Outcome:
-    recipient: str
-    code: int
-    reply: str
-    ticket: str = ""
-    detail: str = ""
-
-    @classmethod
-    def tempfail(cls, recipient: str, detail: str) -> Outcome:
-        return cls(recipient, 451, f"451 4.3.0 <{recipient}>: try again later", "", detail)
 
 
 @dataclass
@@ -41,7 +29,7 @@ class _Job:
     raw: bytes
     recipients: list[str]
     sender: str
-    future: asyncio.Future[list[Outcome]]
+    future: asyncio.Future[list[Reply]]
 
 
 class GroupCommitter:
@@ -54,13 +42,15 @@ class GroupCommitter:
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.committed = 0
-        self.on_commit: list[Callable[[], None]] = []  # e.g. wake the outbox sender
+        # Told after each batch, with the number of outbox rows it committed (0 after
+        # a failed batch): the daemon wakes a sender only when there is mail to send.
+        self.on_commit: list[Callable[[int], None]] = []
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self.workers)]
 
-    async def submit(self, raw: bytes, recipients: list[str], sender: str) -> list[Outcome]:
-        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+    async def submit(self, raw: bytes, recipients: list[str], sender: str) -> list[Reply]:
+        future: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Job(raw, recipients, sender, future))
         return await future
 
@@ -81,43 +71,26 @@ class GroupCommitter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                results = await loop.run_in_executor(self._executor, self._commit, batch)
+                results, queued = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception as exc:
                 temporary = isinstance(exc, db.TemporaryFailure)
                 if not temporary:
                     log.exception("batch of %d failed", len(batch))
                 detail = f"database: {exc}" if temporary else "internal error"
-                results = [[Outcome.tempfail(r, detail) for r in job.recipients] for job in batch]
+                results = [[outcomes.tempfail(r, detail) for r in job.recipients] for job in batch]
+                queued = 0
             for job, outcome in zip(batch, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(outcome)
                 self._queue.task_done()
             for callback in self.on_commit:
-                callback()
+                callback(queued)
 
-    def _commit(self, batch: list[_Job]) -> list[list[Outcome]]:
+    def _commit(self, batch: list[_Job]) -> tuple[list[list[Reply]], int]:
         """In a worker thread: one transaction for the whole batch."""
         done = self.pipeline.deliver_batch(
             [Item(job.raw, list(job.recipients), job.sender) for job in batch]
         )
         self.batches += 1
         self.committed += len(batch)
-        return [[_outcome(x) for x in outcomes] for outcomes in done]
-
-
-def _outcome(x: Result | Failed) -> Outcome:
-    """The LMTP reply for one recipient."""
-    if isinstance(x, Result):
-        verb = "already stored" if x.status == "duplicate" else "stored"
-        reply = f"250 2.0.0 <{x.recipient}> {verb} in ticket {x.ticket_number}"
-        if x.status == "ignored" or not x.ticket_number:
-            reply = f"250 2.0.0 <{x.recipient}> accepted: {'; '.join(x.notes)}"
-        return Outcome(x.recipient, 250, reply, x.ticket_number, x.status)
-    r, error = x.recipient, x.error
-    if isinstance(error, NotAMail):
-        return Outcome(r, 550, f"550 5.6.0 <{r}>: not a mail message: {error}", "", "not-a-mail")
-    if isinstance(error, UnknownRecipient):
-        return Outcome(r, 550, f"550 5.1.1 <{r}>: unknown queue address")
-    if isinstance(error, Conflict):
-        return Outcome.tempfail(r, "conflict")
-    return Outcome.tempfail(r, f"internal error {type(error).__name__}")
+        return [[outcomes.lmtp(x) for x in answers] for answers in done], done.queued

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from otrs_mailgate.ingest.pipeline import Failed, Item, Pipeline, Result, UnknownRecipient
-from otrs_mailgate.mail.parse import NotAMail
+from otrs_mailgate.entry import outcomes
+from otrs_mailgate.ingest.pipeline import Failed, Item, Outcome, Pipeline, Result
 from otrs_mailgate.store.db import TemporaryFailure
 
 
@@ -95,17 +95,10 @@ def run(
 
 def _count(summary: Summary, label: str, outcome: Result | Failed) -> None:
     if isinstance(outcome, Result):
-        if outcome.status == "duplicate":
+        if outcome.status is Outcome.DUPLICATE:
             summary.duplicates += 1
         else:
             summary.imported += 1
             summary.new_tickets += int(outcome.new_ticket)
         return
-    error = outcome.error
-    if isinstance(error, NotAMail):
-        reason = f"not a mail: {error}"
-    elif isinstance(error, UnknownRecipient):
-        reason = f"no queue for recipient {error}; use --queue"
-    else:
-        reason = f"internal error: {error!r}"
-    summary.failed.append((label, reason))
+    summary.failed.append((label, outcomes.import_line(outcome)))

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.controller import UnixSocketUnthreadedController, UnthreadedController
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
 
-from otrs_mailgate.entry.committer import GroupCommitter, Outcome
+from otrs_mailgate.entry import outcomes
+from otrs_mailgate.entry.committer import GroupCommitter
 from otrs_mailgate.metrics import Metrics
 
 log = logging.getLogger("otrs_mailgate.entry.lmtp")
@@ -41,7 +42,10 @@ class LMTPServer(LMTP):
         finally:
             self._data_recipients = 0
 
-    async def push(self, status: str) -> None:
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, bytes):  # aiosmtpd pushes str; bytes pass through as they are
+            await super().push(status)
+            return
         count = self._data_recipients
         if count and not status.startswith("354") and "\r\n" not in status:
             if status.startswith("552"):
@@ -80,10 +84,10 @@ class Handler:
         sender = envelope.mail_from or ""
         self.in_flight += 1
         try:
-            outcomes = await self.committer.submit(raw, recipients, sender)
+            replies = await self.committer.submit(raw, recipients, sender)
         except Exception:
             log.exception("internal error before commit")
-            outcomes = [Outcome.tempfail(r, "internal error") for r in recipients]
+            replies = [outcomes.tempfail(r, "internal error") for r in recipients]
         finally:
             self.in_flight -= 1
         elapsed = time.monotonic() - started
@@ -91,7 +95,7 @@ class Handler:
         self.metrics.latency.observe(elapsed)
         qid = _QUEUE_ID.search(raw[:8192])
         mid = _MESSAGE_ID.search(raw[:65536])
-        for outcome in outcomes:
+        for outcome in replies:
             self.metrics.reply(outcome.code)
             log.info(
                 "delivery queue_id=%s message_id=<%s> rcpt=%s ticket=%s status=%s "
@@ -104,7 +108,7 @@ class Handler:
                 outcome.detail.replace(" ", "_"),
                 elapsed_ms,
             )
-        return "\r\n".join(o.reply for o in outcomes)
+        return "\r\n".join(o.reply for o in replies)
 
 
 def controller(
@@ -132,7 +136,7 @@ def controller(
     }
     base: Any = UnixSocketUnthreadedController if socket else UnthreadedController
 
-    class _Controller(base):  # type: ignore[misc, valid-type]
+    class _Controller(base):
         def factory(self) -> LMTPServer:
             return LMTPServer(self.handler, **self.SMTP_kwargs)
 

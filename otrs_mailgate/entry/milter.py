@@ -19,7 +19,7 @@ from typing import Any
 
 from kilter.protocol import messages as m
 from kilter.protocol.buffer import SimpleBuffer
-from kilter.protocol.core import FilterProtocol
+from kilter.protocol.core import FilterMessage, FilterProtocol
 
 from otrs_mailgate.entry.smtpchecks import Edits, Gate, Message, Reply
 from otrs_mailgate.ingest.pipeline import Pipeline
@@ -106,7 +106,7 @@ class Connection:
                 await self._event(event)
             await self.writer.drain()
 
-    def _send(self, *answers: m.Message) -> None:
+    def _send(self, *answers: FilterMessage) -> None:
         for answer in answers:
             self.protocol.write_to(self.outbuf, answer)
         self.writer.write(self.outbuf[:].tobytes())
@@ -137,7 +137,7 @@ class Connection:
         self.leading_space = m.ProtocolFlags.HEADER_LEADING_SPACE in flags
         self._send(m.Negotiate(VERSION, ACTIONS & offer.action_flags, flags))
 
-    async def _check(self, event: Any) -> list[m.Message]:
+    async def _check(self, event: Any) -> list[FilterMessage]:
         """The answer to one event: Continue, Accept (not ours: stop asking), or a reply."""
         if isinstance(event, m.Connect):
             self.client_ip = str(event.address or "")
@@ -176,9 +176,9 @@ class Connection:
             return [*self._edits(decision), m.Continue()]
         return [m.Continue()]
 
-    def _edits(self, edits: Edits) -> list[m.Message]:
+    def _edits(self, edits: Edits) -> list[FilterMessage]:
         space = b" " if self.leading_space else b""
-        out: list[m.Message] = []
+        out: list[FilterMessage] = []
         for name, index in sorted(edits.delete, key=lambda d: -d[1]):  # last first
             out.append(m.ChangeHeader(index, name, b""))
         for name, value in edits.insert:
@@ -188,7 +188,7 @@ class Connection:
         return out
 
 
-def _reply(reply: Reply) -> list[m.Message]:
+def _reply(reply: Reply) -> list[FilterMessage]:
     text = str(reply).replace("%", "%%").replace("\r", " ").replace("\n", " ")
     return [m.ReplyCode(text.encode("utf-8", "replace") + b"\x00")]
 

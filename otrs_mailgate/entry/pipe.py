@@ -17,7 +17,10 @@ import logging
 import sys
 from typing import BinaryIO
 
-EX_OK, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL = 0, 65, 67, 75
+from otrs_mailgate.entry import outcomes
+from otrs_mailgate.entry.outcomes import EX_DATAERR, EX_OK, EX_TEMPFAIL
+
+__all__ = ["EX_DATAERR", "EX_OK", "EX_TEMPFAIL", "deliver", "forward", "main"]
 MAX_SIZE = 100 * 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -46,14 +49,7 @@ def forward(
         # The daemon may or may not have committed: Postfix retries, and the
         # retry is recognised as a duplicate if it had.
         return EX_TEMPFAIL, f"daemon connection lost, try again later: {exc}"
-    reply = f"{code} {text.decode('utf-8', 'replace')}"
-    if 200 <= code < 300:
-        return EX_OK, f"forwarded: {reply}"
-    if code >= 500 and b"5.1.1" in text:
-        return EX_NOUSER, f"unknown recipient: {reply}"
-    if code >= 500:
-        return EX_DATAERR, f"refused by the daemon: {reply}"
-    return EX_TEMPFAIL, f"daemon says try again later: {reply}"
+    return outcomes.from_reply(code, text.decode("utf-8", "replace"))
 
 
 def deliver(
@@ -85,22 +81,17 @@ def deliver(
         config = load(config_path)
     except ConfigError as exc:  # never bounce mail because the config is broken
         return EX_TEMPFAIL, f"config error: {exc}"
-    from otrs_mailgate.ingest.pipeline import Pipeline, UnknownRecipient
-    from otrs_mailgate.mail.parse import NotAMail
-    from otrs_mailgate.store.db import TemporaryFailure
+    from otrs_mailgate.ingest.pipeline import Pipeline  # only here: SQLAlchemy is slow to load
 
     try:
-        result = Pipeline(config).deliver_one(raw, recipient, sender)
-    except NotAMail as exc:
-        return EX_DATAERR, f"not a mail message: {exc}"
-    except UnknownRecipient as exc:
-        return EX_NOUSER, f"unknown recipient: {exc}"
-    except TemporaryFailure as exc:
-        return EX_TEMPFAIL, f"database unavailable, try again later: {exc}"
+        pipeline = Pipeline(config)
+        try:
+            return outcomes.sysexit(pipeline.deliver(raw, recipient, sender))
+        finally:
+            pipeline.engine.dispose()
     except Exception as exc:
         log.exception("internal error while delivering")
         return EX_TEMPFAIL, f"internal error, try again later: {exc!r}"
-    return EX_OK, f"{result.status}: ticket {result.ticket_number} article {result.article_id}"
 
 
 def main(argv: list[str] | None = None) -> int:

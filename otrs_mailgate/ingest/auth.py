@@ -17,9 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import authres
 import dkim
@@ -28,8 +27,9 @@ from sqlalchemy import Connection, bindparam, select
 from otrs_mailgate.config.schema import AgentsConfig
 from otrs_mailgate.mail import tokens
 from otrs_mailgate.mail.parse import ParsedMail, raw_headers
+from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import MessageRef
-from otrs_mailgate.tickets import agents
+from otrs_mailgate.tickets import agents, refs
 from otrs_mailgate.tickets.agents import AgentRef
 
 log = logging.getLogger(__name__)
@@ -53,21 +53,7 @@ class Verdict:
         )
 
 
-def pinned_keys(path: str) -> dict[str, bytes]:
-    """`selector._domainkey.domain TXT-record` lines; blank lines and # comments skipped."""
-    keys: dict[str, bytes] = {}
-    if not path:
-        return keys
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, _, record = line.partition(" ")
-        keys[name.strip().rstrip(".").lower()] = record.strip().strip('"').encode()
-    return keys
-
-
-def dns_with_pins(pins: dict[str, bytes], fallback: DNSFunc | None) -> DNSFunc:
+def dns_with_pins(pins: Mapping[str, bytes], fallback: DNSFunc | None) -> DNSFunc:
     def lookup(name: bytes | str, timeout: int = 5) -> bytes | None:
         key = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
         if key in pins:
@@ -246,3 +232,28 @@ _SEL_SEEN = select(MessageRef.__table__.c.id).where(
     MessageRef.__table__.c.message_id == bindparam("m"),
     MessageRef.__table__.c.direction == "in",
 )
+
+
+def verify(
+    conn: Connection,
+    site: Site,
+    mail: ParsedMail,
+    token: str,
+    dns: DNSFunc | None,
+    now: dt.datetime,
+) -> Verdict:
+    """check, plus: the ticket the token names exists and is the one the subject names."""
+    verdict = check(conn, site.config.agents, mail, token, now, dns_with_pins(site.dkim_keys, dns))
+    if verdict.token is None:
+        return verdict
+    number = refs.number_of(conn, verdict.token.ticket_id)
+    if number is None:
+        verdict.reasons.append("the ticket of this reply address does not exist")
+        return verdict
+    verdict.ticket_id = verdict.token.ticket_id
+    named = [tag.number for tag in site.tags.find(mail.subject)]
+    if named and number not in named:
+        verdict.reasons.append(
+            f"the reply address is for ticket {number}, the subject names {named[0]}"
+        )
+    return verdict

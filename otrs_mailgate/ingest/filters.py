@@ -42,7 +42,7 @@ def _trusted(config: Config, mail: ParsedMail) -> bool:
         return False
     received = mail.header("Received")
     found = _FROM_HOST.match(received)
-    return bool(found) and found.group(1).lower().rstrip(".") == relay
+    return found is not None and found.group(1).lower().rstrip(".") == relay
 
 
 def decide(config: Config, mail: ParsedMail) -> Decision | None:

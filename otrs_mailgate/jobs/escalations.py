@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import EscalationLevel, SLAConfig
 from otrs_mailgate.outbound import notify
+from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Escalation
-from otrs_mailgate.tickets import agents, customers, history, sla
+from otrs_mailgate.tickets import agents, customers, history, refs, sla
 from otrs_mailgate.tickets.agents import AgentRef
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.pipeline import Pipeline, TicketRef
+from otrs_mailgate.tickets.refs import TicketRef
 
 log = logging.getLogger("otrs_mailgate.jobs.escalations")
 
@@ -53,11 +51,11 @@ def duration(delta: dt.timedelta) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def visit(pipeline: Pipeline, session: Session, ticket_id: int, now: dt.datetime) -> int:
+def visit(site: Site, session: Session, ticket_id: int, now: dt.datetime) -> int:
     """Fire what is due for one ticket (locked by the caller's select) and store its next
     instant; the number of levels that fired here."""
     conn = session.connection()
-    config = pipeline.config
+    config = site.config
     t = conn.execute(sla.SEL_TICKET, {"id": ticket_id}).one()
     rule, clocks = sla.running(conn, config, t)
     fired = 0
@@ -69,15 +67,15 @@ def visit(pipeline: Pipeline, session: Session, ticket_id: int, now: dt.datetime
             if firing.at > now:
                 later.append(firing.at)
                 continue
-            ticket = ticket or pipeline.load_ticket(conn, ticket_id)
-            if _fire(pipeline, session, ticket, rule, firing, now):
+            ticket = ticket or refs.load(conn, ticket_id)
+            if _fire(site, session, ticket, rule, firing, now):
                 fired += 1
     sla.store(conn, ticket_id, clocks, min(later, default=None))
     return fired
 
 
 def _fire(
-    pipeline: Pipeline,
+    site: Site,
     session: Session,
     ticket: TicketRef,
     rule: SLAConfig,
@@ -122,15 +120,15 @@ def _fire(
     )
     if not recipients:
         return True
-    language = pipeline.config.system.language
+    language = site.config.system.language
     words = LABELS.get(language, LABELS["en"])
     label = words[clock.name]
-    cal = sla.calendar(pipeline.config, rule.calendar)
+    cal = sla.calendar(site.config, rule.calendar)
     owner = agents.by_id(session.connection(), ticket.owner_id) if ticket.owner_id else None
-    queue = pipeline.config.queue_by_name(ticket.queue) or pipeline.config.queue[0]
+    queue = site.config.queue_by_name(ticket.queue) or site.config.queue[0]
     subject = words["warning" if warning else "level"].format(level=firing.level, clock=label)
     notify.to_agents(
-        pipeline,
+        site,
         session,
         ticket,
         queue,

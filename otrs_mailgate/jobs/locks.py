@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.store.models import Ticket, utcnow
-from otrs_mailgate.tickets import history
+from otrs_mailgate.tickets import state
 
 
 def expire(session: Session, now: dt.datetime | None = None, limit: int = 500) -> int:
@@ -26,8 +26,5 @@ def expire(session: Session, now: dt.datetime | None = None, limit: int = 500) -
         .with_for_update(skip_locked=True)
     ).all()
     for ticket_id, until in rows:
-        session.execute(update(Ticket).where(Ticket.id == ticket_id).values(lock_until=None))
-        history.append(
-            session, ticket_id, "Unlock", "system", reason="lock timed out", was_until=until
-        )
+        state.unlock(session, ticket_id, actor="system", reason="lock timed out", was_until=until)
     return len(rows)

@@ -11,52 +11,43 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.outbound import notify
+from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Ticket
-from otrs_mailgate.tickets import customers, history, sla
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.tickets import customers, refs, sla, state
 
 SUBJECT = {"en": "Pending time up", "de": "Wartezeit abgelaufen"}
 
 
-def due(session: Session, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
+def due(session: Session, now: dt.datetime, limit: int) -> Sequence[Row[Any, Any, Any]]:
     """Up to `limit` tickets whose pending time is up, locked (SKIP LOCKED) for this pass."""
     return session.connection().execute(_SEL_DUE, {"now": now, "limit": limit}).all()
 
 
-def handle(pipeline: Pipeline, session: Session, row: Row[Any], now: dt.datetime) -> str:
+def handle(site: Site, session: Session, row: Row[Any, Any, Any], now: dt.datetime) -> str:
     """One ticket whose pending time is up: "reminded", "closed", or "" when it had left
     the pending state without its time being cleared (nothing to do but clear it)."""
     conn = session.connection()
-    conn.execute(_UPD, {"_id": row.id, "pending_until": None})
+    state.clear_pending(session, row.id)
     if row.state != "pending":
         return ""
-    config = pipeline.config
-    ticket = pipeline.load_ticket(conn, row.id)
+    config = site.config
+    ticket = refs.load(conn, row.id)
     queue = config.queue_by_name(ticket.queue) or config.queue[0]
     close = queue.pending == "close"
-    state = "closed" if close else "open"
-    conn.execute(
-        _UPD,
-        {"_id": row.id, "state": state, "closed_at": now if close else None, "updated_at": now},
-    )
-    history.append(
-        session, row.id, "StateUpdate", "system", old="pending", new=state,
-        reason="pending time up, " + ("auto close" if close else "reminder"),
-    )  # fmt: skip
-    ticket.state = state
+    reason = "pending time up, " + ("auto close" if close else "reminder")
+    new = "closed" if close else "open"
+    state.set_state(session, ticket, new, actor="system", reason=reason, now=now)
     if close:
-        notify.tell_customer(pipeline, session, ticket, "customer_autoclosed", queue)
+        notify.tell_customer(site, session, ticket, "customer_autoclosed", queue)
     else:
         notify.to_agents(
-            pipeline,
+            site,
             session,
             ticket,
             queue,
@@ -70,7 +61,7 @@ def handle(pipeline: Pipeline, session: Session, row: Row[Any], now: dt.datetime
             history_type="PendingReminder",
         )
     sla.recompute(conn, config, row.id)
-    return state if close else "reminded"
+    return new if close else "reminded"
 
 
 _T = Ticket.__table__
@@ -81,4 +72,3 @@ _SEL_DUE = (
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
 )
-_UPD = update(_T).where(_T.c.id == bindparam("_id"))

@@ -20,15 +20,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Column, bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, Engine, ScalarSelect, bindparam, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.jobs import escalations, locks, pending
+from otrs_mailgate.outbound import outbox
+from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Ticket, utcnow
+from otrs_mailgate.tickets import state
 
 log = logging.getLogger("otrs_mailgate.jobs.scheduler")
 BATCH = 200  # tickets per transaction: short write locks, bounded memory
@@ -43,10 +45,11 @@ class PassResult:
     closed: int = 0
     escalated: int = 0  # warnings and levels that fired in this pass
     failed: int = 0
+    queued: int = 0  # outbox rows the pass committed (the daemon wakes a sender)
     next_at: dt.datetime | None = None  # the earliest instant still ahead
 
     def __iadd__(self, other: PassResult) -> PassResult:
-        for name in ("unlocked", "reminded", "closed", "escalated", "failed"):
+        for name in ("unlocked", "reminded", "closed", "escalated", "failed", "queued"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -66,12 +69,17 @@ class PassResult:
 
 
 class Scheduler:
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    """Runs the jobs; `sites` gives the Site in force (the daemon swaps it on SIGHUP),
+    read once per pass so a pass works with one configuration throughout."""
+
+    def __init__(self, sites: Callable[[], Site], sessions: sessionmaker[Session]) -> None:
+        self.sites = sites
+        self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
 
     def next_due(self) -> dt.datetime | None:
         """The earliest instant at which some job has work; None when none has any."""
-        with db.read_only(self.pipeline.engine) as conn:
+        with db.read_only(self.engine) as conn:
             found = conn.execute(_SEL_NEXT).one()
         return min((t for t in found if t is not None), default=None)
 
@@ -82,8 +90,9 @@ class Scheduler:
         if first is None or first > now:
             result.next_at = first
             return result
+        site = self.sites()
         for job in (self._locks, self._pending, self._escalations):
-            self._batches(partial(job, now=now), result)
+            self._batches(partial(job, site=site, now=now), result)
         result.next_at = self.next_due()
         return result
 
@@ -97,43 +106,45 @@ class Scheduler:
         """
         while True:
             try:
-                with db.transaction(self.pipeline.sessions) as session:
+                with db.transaction(self.sessions) as session:
                     seen, done = job(session, careful=False)
+                    done.queued = outbox.queued(session)
             except Exception as exc:
                 if isinstance(exc, db.TemporaryFailure):
                     raise
                 log.warning("a scheduler batch failed (%s); again, one ticket at a time", exc)
-                with db.transaction(self.pipeline.sessions) as session:
+                with db.transaction(self.sessions) as session:
                     seen, done = job(session, careful=True)
+                    done.queued = outbox.queued(session)
             result += done
             if seen < BATCH:
                 return
 
     def _locks(
-        self, session: Session, *, now: dt.datetime, careful: bool
+        self, session: Session, *, site: Site, now: dt.datetime, careful: bool
     ) -> tuple[int, PassResult]:
         released = locks.expire(session, now, BATCH)
         return released, PassResult(unlocked=released)
 
     def _pending(
-        self, session: Session, *, now: dt.datetime, careful: bool
+        self, session: Session, *, site: Site, now: dt.datetime, careful: bool
     ) -> tuple[int, PassResult]:
         done = PassResult()
         rows = pending.due(session, now, BATCH)
         for row in rows:
-            handle = partial(pending.handle, self.pipeline, session, row, now)
+            handle = partial(pending.handle, site, session, row, now)
             outcome = _each(session, row.id, _T.c.pending_until, now, careful, done, handle)
             done.reminded += outcome == "reminded"
             done.closed += outcome == "closed"
         return len(rows), done
 
     def _escalations(
-        self, session: Session, *, now: dt.datetime, careful: bool
+        self, session: Session, *, site: Site, now: dt.datetime, careful: bool
     ) -> tuple[int, PassResult]:
         done = PassResult()
         ids = session.execute(_SEL_ESCALATING, {"now": now, "limit": BATCH}).scalars().all()
         for ticket_id in ids:
-            handle = partial(escalations.visit, self.pipeline, session, ticket_id, now)
+            handle = partial(escalations.visit, site, session, ticket_id, now)
             done.escalated += (
                 _each(session, ticket_id, _T.c.escalation_at, now, careful, done, handle) or 0
             )
@@ -161,17 +172,15 @@ def _each(
             raise  # the database, not this ticket: the whole pass tries again later
         log.exception("ticket id %d: %s failed; trying again later", ticket_id, column.name)
         done.failed += 1
-        session.execute(update(_T).where(_T.c.id == ticket_id).values({column: now + RETRY_LATER}))
+        state.retry_later(session, ticket_id, column, now + RETRY_LATER)
         return None
 
 
 _T = Ticket.__table__
 
 
-def _earliest(column: object) -> object:
-    return (
-        select(column).where(column.is_not(None)).order_by(column).limit(1).scalar_subquery()  # type: ignore[attr-defined]
-    )
+def _earliest(column: Column[Any]) -> ScalarSelect[Any]:
+    return select(column).where(column.is_not(None)).order_by(column).limit(1).scalar_subquery()
 
 
 _SEL_NEXT = select(

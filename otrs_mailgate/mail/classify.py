@@ -8,6 +8,7 @@ reopens a ticket; a report is attached to the ticket whose mail bounced.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from otrs_mailgate.mail.parse import ParsedMail
@@ -40,8 +41,8 @@ class Classification:
 def classify(
     mail: ParsedMail,
     envelope_sender: str | None,
-    own_domains: set[str],
-    own_addresses: set[str] = frozenset(),  # type: ignore[assignment]
+    own_domains: Collection[str],
+    own_addresses: Collection[str] = frozenset(),
 ) -> Classification:
     """envelope_sender None means unknown (an import), "" means the null return path."""
     msg = mail.message

@@ -10,29 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import sys
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from otrs_mailgate.config.locate import template_dirs
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail.parse import POLICY
 from otrs_mailgate.mail.subject import clean
-
-
-def template_dirs(config: Config) -> list[Path]:
-    """Configured folder first, then the checkout's templates/, then the installed copy."""
-    dirs = []
-    if config.system.templates:
-        dirs.append(Path(config.system.templates))
-    dirs.append(Path(__file__).resolve().parents[2] / "templates")
-    dirs.append(Path(sys.prefix) / "share" / "otrs-mailgate" / "templates")
-    return [d for d in dirs if d.is_dir()]
 
 
 @dataclass(frozen=True)

@@ -286,7 +286,7 @@ def _attachment_bytes(part: Message) -> bytes:
 def _walk(msg: Message, out: ParsedMail, plain: list[str], html: list[str]) -> None:
     """Depth-first over the leaf parts, not descending into attached messages."""
     if msg.is_multipart() and msg.get_content_maintype() == "multipart":
-        for sub in msg.get_payload():  # type: ignore[union-attr]
+        for sub in msg.get_payload():
             if isinstance(sub, Message):
                 _walk(sub, out, plain, html)
         return

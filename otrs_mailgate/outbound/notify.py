@@ -12,30 +12,30 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from otrs_mailgate.config.schema import QueueConfig
+from otrs_mailgate.config.schema import Config, QueueConfig
 from otrs_mailgate.mail import bounces, tokens
 from otrs_mailgate.mail.commands import VOCABULARY
-from otrs_mailgate.mail.compose import Response
+from otrs_mailgate.mail.compose import Response, new_message_id
 from otrs_mailgate.mail.parse import ParsedMail
+from otrs_mailgate.outbound import outbox
+from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article
-from otrs_mailgate.tickets import agents, customers
+from otrs_mailgate.tickets import agents, customers, links
 from otrs_mailgate.tickets.agents import AgentRef
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.pipeline import Pipeline, TicketRef
+from otrs_mailgate.tickets.refs import TicketRef
 
 MAX_TEXT = 20_000  # characters of the customer's text quoted in a notification
 
 
 def reply_address(
-    pipeline: Pipeline, queue: QueueConfig, agent: AgentRef, ticket_id: int
+    site: Site, queue: QueueConfig, agent: AgentRef, ticket_id: int
 ) -> tuple[str, dt.date]:
-    expires = dt.date.today() + dt.timedelta(days=pipeline.config.agents.token_days)
+    expires = dt.date.today() + dt.timedelta(days=site.config.agents.token_days)
     token = tokens.make(agent.secret, agent.id, ticket_id, "command", expires)
     return tokens.address(queue.addresses[0], token), expires
 
@@ -56,7 +56,7 @@ def owner_or_queue(session: Session, owner_id: int | None, queue_id: int) -> lis
 
 
 def to_agents(
-    pipeline: Pipeline,
+    site: Site,
     session: Session,
     ticket: TicketRef,
     queue: QueueConfig,
@@ -71,7 +71,7 @@ def to_agents(
 ) -> int:
     """One mail per recipient about a ticket; an agent's carries its own reply address
     (answering it is how the agent works the ticket), a plain address gets none."""
-    tags = pipeline.tags
+    tags = site.tags
     common = {
         "number": ticket.number,
         "title": ticket.title,
@@ -84,13 +84,13 @@ def to_agents(
     count = 0
     for recipient in recipients:
         if isinstance(recipient, AgentRef):
-            reply_to, expires = reply_address(pipeline, queue, recipient, ticket.id)
+            reply_to, expires = reply_address(site, queue, recipient, ticket.id)
             to, to_name, until = recipient.address, recipient.name, expires.isoformat()
         else:
             reply_to, to, to_name, until = "", recipient, "", ""
         response = Response(
             template=template,
-            language=pipeline.config.system.language,
+            language=site.config.system.language,
             from_addr=queue.addresses[0],
             from_name=f"{queue.display_name or queue.name} (otrs-mailgate)",
             to=to,
@@ -102,13 +102,13 @@ def to_agents(
             auto_submitted="auto-generated",
             reply_to=reply_to,
         )
-        pipeline.send(session, ticket.id, template, response, history_type)
+        outbox.send(session, site, ticket.id, template, response, history_type)
         count += 1
     return count
 
 
 def notify(
-    pipeline: Pipeline,
+    site: Site,
     session: Session,
     ticket: TicketRef,
     mail: ParsedMail,
@@ -130,7 +130,7 @@ def notify(
         mail.body_text if len(mail.body_text) <= MAX_TEXT else mail.body_text[:MAX_TEXT] + "\n[...]"
     )
     return to_agents(
-        pipeline,
+        site,
         session,
         ticket,
         queue,
@@ -149,7 +149,7 @@ def notify(
 
 
 def tell_customer(
-    pipeline: Pipeline,
+    site: Site,
     session: Session,
     ticket: TicketRef,
     template: str,
@@ -162,18 +162,18 @@ def tell_customer(
     to, name, language = customers.contact(conn, ticket.customer_id)
     if not to:
         return False
-    queue = pipeline.config.queue_by_name(ticket.queue) or fallback
+    queue = site.config.queue_by_name(ticket.queue) or fallback
     last = conn.execute(_SEL_LAST_REPLY, {"t": ticket.id}).scalar() or ""
     response = Response(
         template=template,
-        language=pipeline.responder.pick_language(language, ticket.language),
+        language=site.responder.pick_language(language, ticket.language),
         from_addr=queue.addresses[0],
         from_name=queue.display_name or queue.name,
         to=to,
         to_name=name,
-        subject=pipeline.tags.build(ticket.number, ticket.title),
+        subject=site.tags.build(ticket.number, ticket.title),
         vars={
-            "tag": pipeline.tags.tag(ticket.number),
+            "tag": site.tags.tag(ticket.number),
             "title": ticket.title,
             "customer_name": name,
             "queue_name": queue.display_name or queue.name,
@@ -182,7 +182,7 @@ def tell_customer(
         },
         auto_submitted="auto-generated",
     )
-    pipeline.send(session, ticket.id, template, response, "CustomerNotified")
+    outbox.send(session, site, ticket.id, template, response, "CustomerNotified")
     return True
 
 
@@ -196,3 +196,31 @@ _SEL_LAST_REPLY = (
     .order_by(Article.id.desc())
     .limit(1)
 )
+
+
+def mail_login_link(session: Session, config: Config, who: str) -> tuple[AgentRef, str]:
+    """Queue a mail with a login link to the agent (login or address); (agent, url)."""
+    agent = agents.find(session.connection(), who)
+    if agent is None:
+        raise agents.AgentError(f"no agent {who!r}")
+    if not agent.enabled:
+        raise agents.AgentError(f"agent {agent.login} is disabled")
+    url = links.agent_login_url(config, agent)
+    queue = config.queue[0]
+    response = Response(
+        template="agent_login",
+        language=config.system.language,
+        from_addr=queue.addresses[0],
+        from_name=queue.display_name or queue.name,
+        to=agent.address,
+        to_name=agent.name,
+        subject="Your link to the status page",
+        vars={
+            "url": url,
+            "until": links.link_expiry(config).isoformat(),
+            "agent_name": agent.name or agent.login,
+        },
+        auto_submitted="auto-generated",
+    )
+    outbox.enqueue(session, None, "agent_login", response, new_message_id(config.system.domain))
+    return agent, url

@@ -24,8 +24,9 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.mail.compose import Responder, Response
+from otrs_mailgate.mail.compose import Responder, Response, new_message_id
 from otrs_mailgate.mail.parse import POLICY
+from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
 from otrs_mailgate.tickets import history
@@ -34,21 +35,20 @@ SMTP_POLICY = POLICY.clone(linesep="\r\n")
 log = logging.getLogger("otrs_mailgate.outbound.outbox")
 
 
-_enqueued = 0
+QUEUED = "outbox_queued"  # session.info: rows this transaction queued (see queued())
 
 
-def enqueued() -> int:
-    """Rows this process has put into the outbox (rolled back ones too): a commit that
-    moved it brought mail to send, so the daemon wakes a sender only then."""
-    return _enqueued
+def queued(session: Session) -> int:
+    """Rows this transaction put into the outbox (rolled-back savepoints' too): the
+    committer tells the daemon after the commit, which wakes a sender only then."""
+    return int(session.info.get(QUEUED, 0))
 
 
 def enqueue(
     session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
 ) -> None:
     """An outbox row and the Message-ID it will carry, written with the transaction."""
-    global _enqueued
-    _enqueued += 1  # threads may race here; any change still shows
+    session.info[QUEUED] = session.info.get(QUEUED, 0) + 1
     db.defer_insert(
         session,
         _O,
@@ -72,6 +72,31 @@ def enqueue(
             MessageRef.__table__,
             {"message_id": message_id, "ticket_id": ticket_id, "direction": "out"},
         )
+
+
+def send(
+    session: Session,
+    site: Site,
+    ticket_id: int,
+    kind: str,
+    response: Response,
+    history_type: str,
+    actor: str = "system",
+) -> str:
+    """Put a mail about a ticket into the outbox and say so in the ticket's history;
+    its Message-ID."""
+    message_id = new_message_id(site.config.system.domain)
+    enqueue(session, ticket_id, kind, response, message_id)
+    history.append(
+        session,
+        ticket_id,
+        history_type,
+        actor,
+        template=response.template,
+        to=", ".join(response.recipients),
+        message_id=message_id,
+    )
+    return message_id
 
 
 RESPONSE_KINDS = (
@@ -260,11 +285,13 @@ class Sender:
                     self._finish(row, code, _text(text), result, now)
                 except smtplib.SMTPResponseException as exc:
                     self._finish(row, exc.smtp_code, _text(exc.smtp_error), result, now)
-                    smtp = _reset(smtp)
+                    _reset(smtp)
+                    smtp = None
                 except (OSError, smtplib.SMTPException) as exc:
                     unreachable = f"MTA unreachable: {exc}"
                     self._finish(row, 451, unreachable, result, now)
-                    smtp = _reset(smtp, quit=False)
+                    _reset(smtp, quit=False)
+                    smtp = None
                 else:
                     note = f"refused by some: {refused}" if refused else ""
                     self._finish(row, 250, note, result, now, data)

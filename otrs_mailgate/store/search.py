@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.store import db
@@ -188,7 +189,7 @@ def _fts5(node: Node) -> str:
 def _tsquery(node: Node) -> ColumnElement[Any]:
     """The query as a PostgreSQL tsquery, each word stemmed as English or German."""
     if isinstance(node, Term):
-        parts = []
+        parts: list[ColumnElement[Any]] = []
         for spelling in node.spellings:
             lexemes = " <-> ".join(spelling) + (":*" if node.prefix else "")
             for language in LANGUAGES:
@@ -327,7 +328,9 @@ def _matching(dialect: str, node: Node) -> tuple[Any, Any]:
     if dialect == "sqlite":
         index = table("article_fts", column("rowid", Integer))
         key = index.c.rowid
-        condition = text("article_fts MATCH :match").bindparams(match=_fts5(node))
+        condition: ColumnElement[Any] | TextClause = text("article_fts MATCH :match").bindparams(
+            match=_fts5(node)
+        )
     else:
         index = table("article_search", column("article_id", Integer), column("doc"))
         key = index.c.article_id
@@ -388,49 +391,16 @@ def _terms(node: Node) -> Iterable[Term]:
 
 __all__ = ["DDL", "Hit", "QueryError", "create", "document", "hits", "index", "is_index"]
 
-
-def results(
-    session: Session,
-    config: Config,
-    source: str,
-    limit: int = 50,
-    queue_ids: Collection[int] | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """Search as the CLI and the status page do: the tickets (newest match first) with
-    the matching article's subject and a snippet, and whether there are more."""
-    from otrs_mailgate.store.searchquery import parse
-    from otrs_mailgate.tickets.queries import summary
-
-    query = parse(source)
-    check_queues(query, config, source)
-    found = hits(session.connection(), config, query, limit, queue_ids)
-    more = len(found) > limit
-    found = found[:limit]
-    tickets = {
-        t.id: t
-        for t in session.scalars(select(Ticket).where(Ticket.id.in_([h.ticket_id for h in found])))
-    }
-    a = Article.__table__
-    article_ids = [h.article_id for h in found if h.article_id is not None]
-    articles = {
-        row.id: row
-        for row in session.execute(
-            select(a.c.id, a.c.subject, a.c.body_text, a.c.created_at, a.c.internal).where(
-                a.c.id.in_(article_ids)
-            )
-        )
-    }
-    out = []
-    for h in found:
-        row = summary(tickets[h.ticket_id])
-        article = articles.get(h.article_id) if h.article_id is not None else None
-        if article is not None:
-            row["article"] = {
-                "id": article.id,
-                "subject": article.subject,
-                "created_at": article.created_at.isoformat(),
-                "internal": article.internal,
-                "snippet": snippet(article.body_text or article.subject, query.text),
-            }
-        out.append(row)
-    return out, more
+# The knowledge base's full-text index (tickets/faq.py fills it).
+FAQ_DDL: dict[str, list[str]] = {
+    "sqlite": [
+        "CREATE VIRTUAL TABLE faq_fts USING fts5(title, text, "
+        "tokenize='porter unicode61 remove_diacritics 2')"
+    ],
+    "postgresql": [
+        "CREATE TABLE faq_search (faq_id INTEGER NOT NULL, doc TSVECTOR NOT NULL, "
+        "CONSTRAINT pk_faq_search PRIMARY KEY (faq_id), "
+        "CONSTRAINT fk_faq_search_faq_id_faq FOREIGN KEY(faq_id) REFERENCES faq (id))",
+        "CREATE INDEX ix_faq_search_doc ON faq_search USING gin (doc)",
+    ],
+}

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
 
-from otrs_mailgate.config.schema import CalendarConfig
+from otrs_mailgate.config.schema import CalendarConfig, parse_range
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_DAYS = 3660  # look no further than ten years for working time
@@ -87,15 +87,3 @@ class Calendar:
                 left -= b - lo
             day += dt.timedelta(days=1)
         raise ValueError(f"calendar {self.name!r} has no working time in ten years")
-
-
-def parse_range(text: str) -> tuple[dt.time, dt.time | None]:
-    """`08:00-12:30` -> (08:00, 12:30); an end of `24:00` is None (midnight after)."""
-    start, sep, end = text.partition("-")
-    if not sep:
-        raise ValueError(f"{text!r}: write a range as HH:MM-HH:MM")
-    a = dt.time.fromisoformat(start.strip())
-    b = None if end.strip() == "24:00" else dt.time.fromisoformat(end.strip())
-    if b is not None and b <= a:
-        raise ValueError(f"{text!r}: the range ends before it starts")
-    return a, b

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Integer, column, func, literal, or_, select, 
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.store import search
 from otrs_mailgate.store.models import FaqEntry, utcnow
 from otrs_mailgate.store.searchquery import words
 
@@ -24,18 +25,7 @@ SUGGESTIONS = 3
 MIN_WORD = 4  # shorter words of the mail take no part in matching
 MAX_WORDS = 40
 
-DDL = {
-    "sqlite": [
-        "CREATE VIRTUAL TABLE faq_fts USING fts5(title, text, "
-        "tokenize='porter unicode61 remove_diacritics 2')"
-    ],
-    "postgresql": [
-        "CREATE TABLE faq_search (faq_id INTEGER NOT NULL, doc TSVECTOR NOT NULL, "
-        "CONSTRAINT pk_faq_search PRIMARY KEY (faq_id), "
-        "CONSTRAINT fk_faq_search_faq_id_faq FOREIGN KEY(faq_id) REFERENCES faq (id))",
-        "CREATE INDEX ix_faq_search_doc ON faq_search USING gin (doc)",
-    ],
-}
+DDL = search.FAQ_DDL
 _DELETE = {
     "sqlite": "DELETE FROM faq_fts WHERE rowid = :id",
     "postgresql": "DELETE FROM faq_search WHERE faq_id = :id",

@@ -10,7 +10,6 @@ import secrets
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail import tokens
@@ -75,35 +74,3 @@ def agent_of(conn: Connection, token: str, purpose: str, day: dt.date | None = N
         raise TokenError("no such agent, or the agent is disabled")
     tokens.verify(token, agent.secret, purpose, day or today())
     return agent
-
-
-def mail_login_link(session: Session, config: Config, who: str) -> tuple[AgentRef, str]:
-    """Queue a mail with a login link to the agent (login or address); (agent, url)."""
-    from otrs_mailgate.mail.compose import Response, new_message_id
-    from otrs_mailgate.outbound import outbox
-    from otrs_mailgate.tickets.agents import AgentError, find
-
-    agent = find(session.connection(), who)
-    if agent is None:
-        raise AgentError(f"no agent {who!r}")
-    if not agent.enabled:
-        raise AgentError(f"agent {agent.login} is disabled")
-    url = agent_login_url(config, agent)
-    queue = config.queue[0]
-    response = Response(
-        template="agent_login",
-        language=config.system.language,
-        from_addr=queue.addresses[0],
-        from_name=queue.display_name or queue.name,
-        to=agent.address,
-        to_name=agent.name,
-        subject="Your link to the status page",
-        vars={
-            "url": url,
-            "until": link_expiry(config).isoformat(),
-            "agent_name": agent.name or agent.login,
-        },
-        auto_submitted="auto-generated",
-    )
-    outbox.enqueue(session, None, "agent_login", response, new_message_id(config.system.domain))
-    return agent, url

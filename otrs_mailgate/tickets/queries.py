@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.store.models import Article, History, Outbox, Queue, Ticket, utcnow
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.pipeline import Result
+from otrs_mailgate.store import search, searchquery
+from otrs_mailgate.store.models import Article, History, Outbox, Queue, Ticket
 
 
 def _iso(value: Any) -> str | None:
@@ -120,37 +119,45 @@ def show(session: Session, ticket: Ticket) -> dict[str, Any]:
     return out
 
 
-def create(
-    config: Config, customer: str, subject: str, queue: str, body: str, *, ack: bool
-) -> Result:
-    """A phone ticket: a mail as the customer would have written it, through the pipeline.
-
-    Its Message-ID is in phone.<our domain>, which tells it from mail we sent
-    (classify treats our own domain as automatic) and from the customer's own mail.
-    """
-    from email.headerregistry import Address
-    from email.message import EmailMessage
-    from email.utils import format_datetime, make_msgid, parseaddr
-
-    from otrs_mailgate.ingest.pipeline import Pipeline
-    from otrs_mailgate.mail.parse import POLICY
-    from otrs_mailgate.mail.subject import clean
-
-    name, address = parseaddr(customer)
-    if "@" not in address:
-        raise ValueError(f"{customer!r} is not a mail address")
-    queue_config = config.queue_by_name(queue)
-    assert queue_config is not None
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = Address(clean(name), addr_spec=address)
-    msg["To"] = queue_config.addresses[0]
-    msg["Subject"] = clean(subject)
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = make_msgid("phone", domain=f"phone.{config.system.domain}")
-    msg["X-OTRS-Mailgate-Origin"] = "phone"
-    msg.set_content(body or "(entered by phone)")
-    pipeline = Pipeline(config, acknowledge=ack)
-    try:
-        return pipeline.deliver_one(msg.as_bytes(), queue_config.addresses[0], address, queue=queue)
-    finally:
-        pipeline.engine.dispose()
+def results(
+    session: Session,
+    config: Config,
+    source: str,
+    limit: int = 50,
+    queue_ids: Collection[int] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Search as the CLI and the status page do: the tickets (newest match first) with
+    the matching article's subject and a snippet, and whether there are more."""
+    query = searchquery.parse(source)
+    search.check_queues(query, config, source)
+    found = search.hits(session.connection(), config, query, limit, queue_ids)
+    more = len(found) > limit
+    found = found[:limit]
+    tickets = {
+        t.id: t
+        for t in session.scalars(select(Ticket).where(Ticket.id.in_([h.ticket_id for h in found])))
+    }
+    a = Article.__table__
+    article_ids = [h.article_id for h in found if h.article_id is not None]
+    articles = {
+        row.id: row
+        for row in session.execute(
+            select(a.c.id, a.c.subject, a.c.body_text, a.c.created_at, a.c.internal).where(
+                a.c.id.in_(article_ids)
+            )
+        )
+    }
+    out = []
+    for h in found:
+        row = summary(tickets[h.ticket_id])
+        article = articles.get(h.article_id) if h.article_id is not None else None
+        if article is not None:
+            row["article"] = {
+                "id": article.id,
+                "subject": article.subject,
+                "created_at": article.created_at.isoformat(),
+                "internal": article.internal,
+                "snippet": search.snippet(article.body_text or article.subject, query.text),
+            }
+        out.append(row)
+    return out, more

@@ -28,10 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select
 
 from otrs_mailgate.config.schema import CalendarConfig, Config, SLAConfig
 from otrs_mailgate.store.models import Article, Queue, Ticket
+from otrs_mailgate.tickets import state
 from otrs_mailgate.tickets.calendars import Calendar
 
 DONE = ("closed", "merged")
@@ -120,8 +121,7 @@ def store(
     for clock in clocks:
         values[f"{clock.name}_due"] = clock.due
     values["escalation_at"] = next_at
-    values["_id"] = ticket_id
-    conn.execute(_UPD_DUE, values)
+    state.set_clocks(conn, ticket_id, values)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -129,7 +129,6 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 _T, _A = Ticket.__table__, Article.__table__
-_UPD_DUE = update(_T).where(_T.c.id == bindparam("_id"))
 # Locked: on PostgreSQL a scheduler pass and an ingest transaction take the ticket's
 # row in turn, so neither computes from instants the other is changing.
 SEL_TICKET = (

@@ -141,10 +141,10 @@ def build(
             closed_at >= bounds[0], closed_at < bounds[-1], *in_queue
         )
     ).all()
-    for row in closed:
-        b = bucket(row.closed_at)
+    for shut in closed:
+        b = bucket(shut.closed_at)
         b.closed += 1
-        b.close.append(_minutes(row.closed_at, row.created_at))
+        b.close.append(_minutes(shut.closed_at, shut.created_at))
     open_now = conn.execute(
         select(func.count())
         .select_from(t)
@@ -216,7 +216,7 @@ def _agents(
     conn: Connection, start: dt.datetime, end: dt.datetime, in_queue: list[Any]
 ) -> list[dict[str, Any]]:
     a, ag, te, t = Article.__table__, Agent.__table__, TimeEntry.__table__, Ticket.__table__
-    replies = dict(
+    replies: dict[int, int] = dict(
         conn.execute(
             select(a.c.agent_id, func.count())
             .join(t, t.c.id == a.c.ticket_id)

@@ -25,14 +25,14 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.config.locate import template_dirs
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.mail.compose import template_dirs
 from otrs_mailgate.mail.tokens import TokenError
 from otrs_mailgate.metrics import CONTENT_TYPE, Metrics
-from otrs_mailgate.store import db, search
+from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
 from otrs_mailgate.store.searchquery import QueryError
-from otrs_mailgate.tickets import links
+from otrs_mailgate.tickets import links, queries
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.web import charts, stats, views
 
@@ -160,7 +160,7 @@ class StatusPage:
                 return None
             return agent, views.visible_queues(conn, agent)
 
-        return await self._read(who)  # type: ignore[no-any-return]
+        return await self._read(who)
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -255,7 +255,7 @@ class StatusPage:
 
             def run(conn: Any) -> tuple[list[dict[str, Any]], bool]:
                 with Session(bind=conn) as session:
-                    return search.results(session, self.config, source, 50, list(queues))
+                    return queries.results(session, self.config, source, 50, list(queues))
 
             try:
                 rows, more = await self._read(run)

@@ -12,31 +12,30 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from email_reply_parser import EmailReplyParser
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.ingest import auth
+from otrs_mailgate.ingest.outcome import Result
+from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import commands
 from otrs_mailgate.mail.commands import Command
 from otrs_mailgate.mail.compose import Response
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
-from otrs_mailgate.outbound import notify
+from otrs_mailgate.outbound import notify, outbox
+from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
-from otrs_mailgate.tickets import agents, customers, faq, history, sla
+from otrs_mailgate.tickets import agents, articles, customers, faq, history, refs, sla, state
 from otrs_mailgate.tickets.agents import AgentRef
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.pipeline import Envelope, Pipeline, Result, TicketRef
+from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
 MARKERS = ("##- Write your reply above this line -##", "##- Antwort bitte über dieser Zeile")
-OPEN_STATES = ("new", "open", "pending")
 PRIORITY_NAMES = {v: k for k, v in commands.PRIORITIES.items()}
 
 
@@ -68,7 +67,7 @@ class Plan:
         self.errors += 1
 
 
-def agent_text(mail: ParsedMail, own_addresses: set[str]) -> str:
+def agent_text(mail: ParsedMail, own_addresses: Collection[str]) -> str:
     """The agent's own words: above our marker, without quoted history or our tokens."""
     text = mail.body_text
     for marker in MARKERS:
@@ -85,22 +84,16 @@ def agent_text(mail: ParsedMail, own_addresses: set[str]) -> str:
 class CommandMail:
     """One accepted command mail inside the pipeline's transaction."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        session: Session,
-        mail: ParsedMail,
-        agent: AgentRef,
-        ticket: TicketRef,
-    ) -> None:
-        self.p = pipeline
-        self.session = session
-        self.conn: Connection = session.connection()
-        self.mail = mail
+    def __init__(self, trip: Trip, agent: AgentRef, ticket: TicketRef) -> None:
+        self.trip = trip
+        self.site = trip.site
+        self.session = trip.session
+        self.conn: Connection = trip.session.connection()
+        self.mail = trip.mail
         self.agent = agent
         self.ticket = ticket
         self.now = utcnow()
-        self.queue = pipeline.config.queue_by_name(ticket.queue) or pipeline.config.queue[0]
+        self.queue = self.site.queue_of(ticket.queue)
 
     # -- checking ----------------------------------------------------------------------
 
@@ -140,10 +133,10 @@ class CommandMail:
         return agents.by_id(self.conn, t.owner_id)
 
     def _ticket_by_number(self, number: str) -> TicketRef | None:
-        if not self.p.tags.find(f"[{self.p.tags.hook}{self.p.tags.divider}{number}]"):
+        if not self.site.tags.find(f"[{self.site.tags.hook}{self.site.tags.divider}{number}]"):
             return None
         found = self.conn.execute(select(Ticket.id).where(Ticket.number == number)).scalar()
-        return self.p.load_ticket(self.conn, found) if found else None
+        return refs.load(self.conn, found) if found else None
 
     def _check(self, plan: Plan, c: Command) -> None:
         """One branch a command: record what it will do, or why it cannot."""
@@ -190,7 +183,9 @@ class CommandMail:
             plan.ok(
                 c.text,
                 f"priority {level} ({PRIORITY_NAMES[level]})",
-                lambda: self._update(priority=level, _history=("PriorityUpdate", {"new": level})),
+                lambda: state.set_priority(
+                    self.session, self.ticket, level, actor=self.agent.address, now=self.now
+                ),
             )
         elif name == "time":
             minutes = commands.duration_minutes(value)
@@ -213,21 +208,25 @@ class CommandMail:
             )
 
     def _check_queue(self, plan: Plan, c: Command) -> None:
-        target = self.p.config.queue_by_name(c.value)
+        target = self.site.config.queue_by_name(c.value)
         if target is None:
-            known = ", ".join(q.name for q in self.p.config.queue)
+            known = ", ".join(q.name for q in self.site.config.queue)
             plan.error(c.text, f"no queue {c.value!r}; queues are: {known}")
             return
-        target_id = self.p.queue_id(target.name)
+        target_id = self.site.queue_id(target.name)
         if agents.access(self.conn, self.agent.id, target_id) != "rw":
             plan.error(c.text, f"you have no rw access to queue {target.name}")
             return
 
         def move() -> None:
             self.events.append(("moved", {"new_queue": target.display_name or target.name}))
-            self._update(
-                queue_id=target_id,
-                _history=("QueueMove", {"old": self.ticket.queue, "new": target.name}),
+            state.move(
+                self.session,
+                self.ticket,
+                target.name,
+                target_id,
+                actor=self.agent.address,
+                now=self.now,
             )
 
         plan.ok(c.text, f"moved to queue {target.name}", move)
@@ -250,37 +249,27 @@ class CommandMail:
     def _history(self, ticket_id: int, type_: str, **detail: object) -> None:
         history.append(self.session, ticket_id, type_, self.agent.address, **detail)
 
-    def _update(
-        self, _history: tuple[str, dict[str, object]] | None = None, **values: object
-    ) -> None:
-        values["updated_at"] = self.now
-        self.conn.execute(update(Ticket).where(Ticket.id == self.ticket.id).values(**values))
-        if _history:
-            self._history(self.ticket.id, _history[0], **_history[1])
-
     def _set_state(
         self,
-        state: str,
+        new: str,
         *,
         reason: str,
         pending_until: dt.datetime | None = None,
         ticket: TicketRef | None = None,
     ) -> None:
         t = ticket or self.ticket
-        if t.state == state and pending_until is None:
-            return  # idempotent
-        values: dict[str, object] = {"state": state, "updated_at": self.now}
-        values["closed_at"] = self.now if state == "closed" else None
-        values["pending_until"] = pending_until
-        self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(**values))
-        self._history(t.id, "StateUpdate", old=t.state, new=state, reason=reason)
-        event = state if state in ("closed", "pending") else ""
-        if t.state in ("closed", "merged") and state in OPEN_STATES:
-            event = "reopened"
+        event = state.set_state(
+            self.session,
+            t,
+            new,
+            actor=self.agent.address,
+            reason=reason,
+            now=self.now,
+            pending_until=pending_until,
+        )
         if t is self.ticket and event:
             until = pending_until.isoformat(timespec="minutes") if pending_until else ""
             self.events.append((event, {"until": until}))
-        t.state = state
 
     def _close(self) -> None:
         self._set_state("closed", reason="close")
@@ -290,7 +279,7 @@ class CommandMail:
             )
         ).scalars()
         for child_id in list(children):
-            child = self.p.load_ticket(self.conn, child_id)
+            child = refs.load(self.conn, child_id)
             if child.state not in OPEN_STATES:
                 continue
             self._set_state("closed", reason=f"parent {self.ticket.number} closed", ticket=child)
@@ -309,10 +298,8 @@ class CommandMail:
         self._history(self.ticket.id, "TimeAccounting", minutes=minutes)
 
     def _merge(self, other: TicketRef) -> None:
-        self.events.append(("merged", {"into_tag": self.p.tags.tag(other.number)}))
-        self._update(merged_into_id=other.id, state="merged", closed_at=self.now)
-        self._history(self.ticket.id, "Merged", into=other.number)
-        self._history(other.id, "Merged", merged=self.ticket.number)
+        self.events.append(("merged", {"into_tag": self.site.tags.tag(other.number)}))
+        state.merge(self.session, self.ticket, other, actor=self.agent.address, now=self.now)
 
     def _parent(self, other: TicketRef) -> None:
         db.insert_ignore(
@@ -340,11 +327,9 @@ class CommandMail:
 
     # -- the whole mail ------------------------------------------------------------------
 
-    def run(self, envelope: Envelope, recipient_key: str) -> Result:
-        from otrs_mailgate.ingest.pipeline import Result
-
-        tag = next(iter(self.p.tags.find(self.mail.subject)), None)
-        text = agent_text(self.mail, self.p.own_addresses)
+    def run(self) -> Result:
+        tag = next(iter(self.site.tags.find(self.mail.subject)), None)
+        text = agent_text(self.mail, self.site.own_addresses)
         parsed = commands.parse(tag.commands if tag else "", text)
         self.closed_children: list[TicketRef] = []
         self.events: list[tuple[str, dict[str, str]]] = []  # what the customer may be told
@@ -352,19 +337,14 @@ class CommandMail:
         plan = self.plan(parsed)
         text = "\n\n".join(t for t in [parsed.body.strip(), *self.inserts] if t)
         if plan.errors:
-            article_id = self._store(envelope, recipient_key, text, internal=True)
+            article_id = self._store(text, internal=True)
             self._history(
                 self.ticket.id, "CommandsRefused", article_id=article_id, errors=plan.errors
             )
             self._transcript(plan)
-            return Result(
-                recipient_key,
-                "stored",
-                self.ticket.number,
-                article_id,
-                self.ticket.queue,
-                notes=["commands refused"],
-            )
+            self.trip.article_id = article_id
+            self.trip.notes.append("commands refused")
+            return self.trip.result()
         self._expire_lock()
         for action in plan.actions:
             action()
@@ -373,7 +353,7 @@ class CommandMail:
             plan.owner = self.agent  # a reply locks the ticket to its author
         self._apply_lock(plan)
         internal = plan.mode == "note" or not replying
-        article_id = self._store(envelope, recipient_key, text, internal=internal)
+        article_id = self._store(text, internal=internal)
         self._history(
             self.ticket.id,
             "AgentNote" if internal else "AgentReply",
@@ -383,17 +363,13 @@ class CommandMail:
         if replying:
             plan.lines.insert(0, Line("reply", "your text went to the customer"))
             self._reply(text)
-            self.conn.execute(  # the first answer stops the first-response clock
-                update(Ticket)
-                .where(Ticket.id == self.ticket.id, Ticket.first_response_at.is_(None))
-                .values(first_response_at=self.now)
-            )
+            state.first_response(self.session, self.ticket.id, self.now)
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
         elif plan.mode == "note" or not plan.lines:
             plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
         for child in self.closed_children:
-            sla.recompute(self.conn, self.p.config, child.id)
+            sla.recompute(self.conn, self.site.config, child.id)
         if not plan.quiet:
             for child in self.closed_children:
                 self._tell_customer(child, "closed_with_parent")
@@ -401,18 +377,19 @@ class CommandMail:
                 for event, extra in self.events:
                     if event in self.queue.tell_customer:
                         self._tell_customer(self.ticket, f"customer_{event}", **extra)
-        self._update()
+        state.touch(self.session, self.ticket.id, self.now)
         self._transcript(plan)
-        return Result(recipient_key, "stored", self.ticket.number, article_id, self.ticket.queue)
+        self.trip.article_id = article_id
+        return self.trip.result()
 
-    def _store(self, envelope: Envelope, recipient_key: str, text: str, *, internal: bool) -> int:
+    def _store(self, text: str, *, internal: bool) -> int:
         """The agent's mail as an article: raw as received, text as the customer sees it."""
-        return self.p.store_article(
+        return articles.store(
             self.session,
             self.ticket,
             self.mail,
-            envelope,
-            recipient_key,
+            self.trip.envelope.sender,
+            self.trip.key,
             sender_type="agent",
             direction="in" if internal else "out",
             internal=internal,
@@ -423,33 +400,21 @@ class CommandMail:
     def _expire_lock(self) -> None:
         t = self.ticket
         if t.owner_id is not None and t.lock_until is not None and t.lock_until <= self.now:
-            self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
-            self._history(t.id, "Unlock", reason="lock timed out")
+            state.unlock(self.session, t.id, actor=self.agent.address, reason="lock timed out")
             t.lock_until = None
 
     def _apply_lock(self, plan: Plan) -> None:
-        lock_for = dt.timedelta(minutes=self.p.config.agents.lock_minutes)
+        lock_for = dt.timedelta(minutes=self.site.config.agents.lock_minutes)
         t = self.ticket
+        actor = self.agent.address
         if plan.owner is not None:
-            changed = plan.owner.id != t.owner_id
-            t.owner_id, t.lock_until = plan.owner.id, self.now + lock_for
-            self.conn.execute(
-                update(Ticket)
-                .where(Ticket.id == t.id)
-                .values(owner_id=t.owner_id, lock_until=t.lock_until)
-            )
-            if changed:
-                self._history(t.id, "OwnerUpdate", owner=plan.owner.login)
-            self._history(t.id, "Lock", owner=plan.owner.login, until=t.lock_until.isoformat())
+            until = self.now + lock_for
+            state.lock(self.session, t, plan.owner.id, plan.owner.login, until, actor=actor)
         elif t.owner_id == self.agent.id and t.lock_until is not None:
-            t.lock_until = self.now + lock_for  # activity keeps the owner's lock alive
-            self.conn.execute(
-                update(Ticket).where(Ticket.id == t.id).values(lock_until=t.lock_until)
-            )
+            state.extend_lock(self.session, t, self.now + lock_for)  # activity keeps it alive
         if plan.unlock and t.lock_until is not None:
             t.lock_until = None
-            self.conn.execute(update(Ticket).where(Ticket.id == t.id).values(lock_until=None))
-            self._history(t.id, "Unlock", reason="unlock command")
+            state.unlock(self.session, t.id, actor=actor, reason="unlock command")
 
     def _reply(self, text: str) -> None:
         queue_name = self.queue.display_name or self.queue.name
@@ -474,7 +439,7 @@ class CommandMail:
             from_name=self.queue.display_name or self.queue.name,
             to=to,
             to_name=name,
-            subject=self.p.tags.build(self.ticket.number, self.ticket.title),
+            subject=self.site.tags.build(self.ticket.number, self.ticket.title),
             vars={
                 "text": text,
                 "signature": clean(f"{self.agent.name or self.agent.login}, {queue_name}"),
@@ -483,8 +448,9 @@ class CommandMail:
             auto_submitted="",
             cc=cc,
         )
-        self.p.send(
+        outbox.send(
             self.session,
+            self.site,
             self.ticket.id,
             "agent_reply",
             response,
@@ -493,7 +459,7 @@ class CommandMail:
         )
 
     def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:
-        notify.tell_customer(self.p, self.session, ticket, template, self.queue, **extra)
+        notify.tell_customer(self.site, self.session, ticket, template, self.queue, **extra)
 
     def _transcript(self, plan: Plan) -> None:
         subject = clean(self.mail.subject) or "(no subject)"
@@ -501,7 +467,7 @@ class CommandMail:
         owner = agents.by_id(self.conn, self.ticket.owner_id) if self.ticket.owner_id else None
         response = Response(
             template="transcript",
-            language=self.p.config.system.language,
+            language=self.site.config.system.language,
             from_addr=self.queue.addresses[0],
             from_name=f"{self.queue.display_name or self.queue.name} (otrs-mailgate)",
             to=self.agent.address,
@@ -520,11 +486,24 @@ class CommandMail:
             in_reply_to=self.mail.message_id,
             auto_submitted="auto-replied",
         )
-        self.p.send(self.session, self.ticket.id, "transcript", response, "TranscriptQueued")
+        outbox.send(
+            self.session, self.site, self.ticket.id, "transcript", response, "TranscriptQueued"
+        )
+
+
+def apply(trip: Trip) -> Stop:
+    """Stage commands: an accepted command mail is applied whole (or not at all) and its
+    trip ends here; any other mail goes on as customer mail."""
+    verdict = trip.verdict
+    if verdict is None or not verdict.ok:
+        return None
+    assert verdict.agent is not None and verdict.ticket_id is not None
+    trip.ticket = refs.load(trip.conn, verdict.ticket_id)
+    return CommandMail(trip, verdict.agent, trip.ticket).run()
 
 
 def refused(
-    pipeline: Pipeline, session: Session, ticket: TicketRef, mail: ParsedMail, verdict: auth.Verdict
+    site: Site, session: Session, ticket: TicketRef, mail: ParsedMail, verdict: auth.Verdict
 ) -> None:
     """A would-be command mail filed as a plain follow-up: history, and tell the agent why."""
     history.append(
@@ -533,10 +512,10 @@ def refused(
     agent = verdict.agent
     if agent is None or not agent.enabled:
         return  # nobody we may write to: the history says it all
-    queue = pipeline.config.queue_by_name(ticket.queue) or pipeline.config.queue[0]
+    queue = site.queue_of(ticket.queue)
     response = Response(
         template="command_refused",
-        language=pipeline.config.system.language,
+        language=site.config.system.language,
         from_addr=queue.addresses[0],
         from_name=f"{queue.display_name or queue.name} (otrs-mailgate)",
         to=agent.address,
@@ -545,7 +524,7 @@ def refused(
         vars={"subject": clean(mail.subject), "number": ticket.number, "reasons": verdict.reasons},
         auto_submitted="auto-replied",
     )
-    pipeline.send(session, ticket.id, "command_refused", response, "TranscriptQueued")
+    outbox.send(session, site, ticket.id, "command_refused", response, "TranscriptQueued")
 
 
 _SEL_LAST_CUSTOMER_MID = (

@@ -1,0 +1,158 @@
+"""Stages report and article: a delivery report becomes a note on the ticket whose mail
+bounced; any other mail that is no accepted command becomes a customer article, on the
+ticket it follows up or on a new one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import update
+
+from otrs_mailgate.ingest import match
+from otrs_mailgate.ingest.trip import Stop, Trip
+from otrs_mailgate.mail import bounces
+from otrs_mailgate.mail.classify import HUMAN, REPORT
+from otrs_mailgate.mail.ticketnumber import generate
+from otrs_mailgate.outbound import notify
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Outbox, TicketLink
+from otrs_mailgate.tickets import articles, history, refs, state
+from otrs_mailgate.tickets.refs import TicketRef
+
+
+def report(trip: Trip) -> Stop:
+    """A delivery report: a note on the ticket whose mail bounced, never a ticket of its
+    own, never answered; the ticket's agents are told once."""
+    if trip.kind is None or trip.kind.kind != REPORT:
+        return None
+    conn, mail = trip.conn, trip.mail
+    found = bounces.read(mail)
+    ticket = None
+    if found.original_message_id:
+        row = conn.execute(match.SEL_REFS, {"ids": [found.original_message_id]}).first()
+        ticket = refs.load(conn, row.ticket_id) if row else None
+    ticket = ticket or match.find(trip)
+    if ticket is None:  # not about mail of ours we know: keep the bytes, make nothing
+        return match.keep_raw(trip, "delivery report about no mail of ours")
+    trip.ticket = ticket
+    trip.article_id = articles.store(
+        trip.session, ticket, mail, trip.envelope.sender, trip.key,
+        sender_type="system", internal=True,
+    )  # fmt: skip
+    failures = [
+        {
+            "recipient": f.recipient,
+            "action": f.action,
+            "status": f.status,
+            "diagnostic": f.diagnostic,
+        }
+        for f in found.failures
+    ]
+    history.append(
+        trip.session, ticket.id, "Bounce", mail.from_addr or "MAILER-DAEMON",
+        article_id=trip.article_id, original=found.original_message_id, failures=failures,
+    )  # fmt: skip
+    if found.original_message_id:
+        reason = "; ".join(
+            f"{f.recipient}: {f.status} {f.diagnostic}".strip() for f in found.failures
+        )
+        conn.execute(
+            update(Outbox.__table__)
+            .where(Outbox.__table__.c.message_id == found.original_message_id)
+            .values(status="bounced", last_error=reason[:2000] or "bounced")
+        )
+    if trip.acknowledge:
+        queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
+        assert queue is not None
+        notify.notify(trip.site, trip.session, ticket, mail, queue, new=False, bounce=found)
+    trip.notes.append("delivery report")
+    return trip.result()
+
+
+def article(trip: Trip) -> Stop:
+    """The customer's article, on a new ticket when the match stage found none."""
+    mail, kind = trip.mail, trip.kind
+    assert kind is not None
+    if trip.ticket is None:
+        trip.ticket = new_ticket(trip)
+    ticket = trip.ticket
+    trip.article_id = articles.store(trip.session, ticket, mail, trip.envelope.sender, trip.key)
+    history.append(
+        trip.session,
+        ticket.id,
+        "EmailCustomer" if trip.new else "FollowUp",
+        mail.from_addr or "unknown",
+        article_id=trip.article_id,
+        message_id=mail.message_id,
+        classification=kind.kind,
+        reason=kind.reason,
+        unparsed=mail.unparsed,
+    )
+    if not trip.new:
+        state.touch(trip.session, ticket.id, trip.now)
+    if ticket.state == "pending" and kind.kind == HUMAN:  # an auto-reply leaves it waiting
+        state.set_state(
+            trip.session, ticket, "open", actor="system", reason="the customer wrote", now=trip.now
+        )
+        trip.notes.append("pending ticket opened again")
+    return None
+
+
+def new_ticket(trip: Trip) -> TicketRef:
+    site, session, mail, queue, decision = (
+        trip.site,
+        trip.session,
+        trip.mail,
+        trip.queue,
+        trip.decision,
+    )
+    assert queue is not None
+    conn = session.connection()
+    today = dt.datetime.now().date()  # the local date, as people read the number
+    config = site.config
+    number = generate(
+        config.system.ticket_number,
+        config.system.id,
+        lambda name: db.next_counter(session, name),
+        today,
+    )
+    customer_id, customer_language = articles.remember_customer(conn, mail)
+    language = site.responder.pick_language(
+        decision.language if decision else None,
+        mail.content_language,
+        customer_language,
+        queue.language,
+        config.system.language,
+    )
+    title = site.tags.remove(mail.subject) if mail.subject else "(no subject)"
+    now = trip.now
+    queue_id = site.queue_id(queue.name)
+    ticket_id = state.create(
+        session,
+        {
+            "number": number,
+            "title": title,
+            "queue_id": queue_id,
+            "customer_id": customer_id,
+            "state": "new",
+            "priority": decision.priority if decision and decision.priority else 3,
+            "language": language,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    history.append(
+        session, ticket_id, "NewTicket", mail.from_addr or "unknown",
+        number=number, queue=queue.name, **({"filter": decision.name} if decision else {}),
+    )  # fmt: skip
+    follows = trip.followed
+    if follows is not None:
+        conn.execute(
+            _INS_LINK, {"source_id": ticket_id, "target_id": follows.id, "kind": "follow-up-of"}
+        )
+        history.append(session, ticket_id, "Link", "system", follow_up_of=follows.number)
+        history.append(session, follows.id, "Link", "system", followed_by=number)
+    return TicketRef(ticket_id, number, "new", queue.name, language, title, None, queue_id)
+
+
+_INS_LINK = TicketLink.__table__.insert()

@@ -1,0 +1,119 @@
+"""The running configuration, frozen: config, tag format, templates, queue addresses.
+
+One Site is built per configuration and swapped whole on SIGHUP (a batch that
+started with the old one finishes with the old one); nothing is changed on it
+attribute by attribute. What only the database knows (queue ids, the links'
+key) is read once, when first needed, and kept in the Site it belongs to.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from otrs_mailgate.config.schema import Config, QueueConfig
+from otrs_mailgate.mail.compose import Responder
+from otrs_mailgate.mail.subject import TagFormat
+from otrs_mailgate.store import db
+from otrs_mailgate.store.models import Queue, utcnow
+from otrs_mailgate.tickets import links
+
+
+def split_plus(address: str) -> str:
+    """`hotline+extension@domain` -> `hotline@domain` (token and plus addresses)."""
+    local, _, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def pinned_keys(path: str) -> dict[str, bytes]:
+    """`selector._domainkey.domain TXT-record` lines; blank lines and # comments skipped."""
+    keys: dict[str, bytes] = {}
+    if not path:
+        return keys
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, record = line.partition(" ")
+        keys[name.strip().rstrip(".").lower()] = record.strip().strip('"').encode()
+    return keys
+
+
+@dataclass(frozen=True)
+class Site:
+    config: Config
+    tags: TagFormat
+    responder: Responder
+    addresses: Mapping[str, QueueConfig]
+    own_addresses: frozenset[str]
+    own_domains: frozenset[str]
+    dkim_keys: Mapping[str, bytes]
+    # Read from the database on first use, then kept (see module docstring).
+    _queue_ids: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _secret: list[str] = field(default_factory=list, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, config: Config) -> Site:
+        addresses = {a: q for q in config.queue for a in q.addresses}
+        return cls(
+            config=config,
+            tags=TagFormat(config.ticket.hook, config.ticket.divider),
+            responder=Responder(config),
+            addresses=addresses,
+            own_addresses=frozenset(addresses),
+            own_domains=frozenset({config.system.domain.lower()}),
+            dkim_keys=pinned_keys(config.agents.dkim_keys),
+        )
+
+    # -- queues ------------------------------------------------------------------------
+
+    def queue_for(self, recipient: str) -> QueueConfig | None:
+        """Exact address, else the address without its +extension (token addresses)."""
+        address = recipient.strip().strip("<>").lower()
+        return self.addresses.get(address) or self.addresses.get(split_plus(address))
+
+    def queue_of(self, name: str) -> QueueConfig:
+        """A ticket's queue by name; the first queue when the config no longer has it."""
+        return self.config.queue_by_name(name) or self.config.queue[0]
+
+    def is_own(self, address: str) -> bool:
+        return address in self.own_addresses or split_plus(address) in self.own_addresses
+
+    def ensure_queues(self, sessions: sessionmaker[Session]) -> None:
+        """Queue rows for the configured queues, in a transaction of their own.
+
+        Called before an ingest transaction opens (never inside one: on SQLite a
+        second writer would wait for the first), and cached only once committed, so
+        a rolled-back delivery cannot leave an id behind that does not exist.
+        """
+        wanted = [q.name for q in self.config.queue]
+        if all(name in self._queue_ids for name in wanted):
+            return
+        with db.transaction(sessions) as session:
+            for name in wanted:
+                db.insert_ignore(session, Queue, name=name, created_at=utcnow())
+            rows = session.execute(select(Queue.name, Queue.id).where(Queue.name.in_(wanted)))
+            ids = {name: id_ for name, id_ in rows}
+        with self._lock:
+            self._queue_ids.update(ids)
+
+    def queue_id(self, name: str) -> int:
+        return self._queue_ids[name]
+
+    # -- links -------------------------------------------------------------------------
+
+    def status_url(self, conn: Connection, ticket_id: int) -> str:
+        """The customer's signed link to the ticket's status page, or "" without a page."""
+        if not self.config.web.enabled:
+            return ""
+        if not self._secret:
+            secret = links.site_secret(conn)
+            with self._lock:
+                self._secret[:] = [secret]
+        return links.customer_url(self.config, self._secret[0], ticket_id)
