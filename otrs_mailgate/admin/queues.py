@@ -1,37 +1,94 @@
-"""`queue add`: queues live in the config file (their addresses feed the Postfix maps).
-
-Adding one appends a [[queue]] table to the TOML file, which is valid wherever
-the file ends, and checks the result with the same validation as `serve`
-before it replaces the file; nothing is written when the new file would not load.
-"""
+"""`otrs-mailgate queue`: add (to the config file), list, grant."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
+import sys
 
+import click
+
+from otrs_mailgate.admin.base import (
+    Ctx,
+    _dump,
+    agent_errors,
+    pass_ctx,
+)
 from otrs_mailgate.config import schema as config_mod
 
 
-def add(path: Path, name: str, addresses: list[str], language: str, display_name: str) -> None:
-    """Append a queue to the config file at path; ConfigError (file untouched) if invalid."""
-    old = path.read_text(encoding="utf-8")
-    lines = ["", "[[queue]]", f"name = {json.dumps(name)}"]
-    lines.append("addresses = [" + ", ".join(json.dumps(a) for a in addresses) + "]")
-    if language:
-        lines.append(f"language = {json.dumps(language)}")
-    if display_name:
-        lines.append(f"display_name = {json.dumps(display_name)}")
-    new = old.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".otrs-mailgate-", suffix=".toml")
+@click.group()
+def queue() -> None:
+    """Queues: their addresses (in the config file) and who may work them."""
+
+
+@queue.command("add")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, required=True)
+@click.option("--language", default="", help="Language of its mails (en, de, ...).")
+@click.option("--display-name", default="")
+@pass_ctx
+def queue_add(
+    ctx: Ctx, name: str, addresses: tuple[str, ...], language: str, display_name: str
+) -> None:
+    """Add a queue to the config file; then update Postfix and reload the daemon."""
+    from otrs_mailgate.admin import queuefile as queues
+    from otrs_mailgate.config import locate as configfile
+
+    path = configfile.find(ctx.config_path)
+    if path is None or not path.exists():
+        click.echo(
+            "otrs-mailgate: no config file to add the queue to; "
+            "copy otrs-mailgate.toml.example to otrs-mailgate.toml first",
+            err=True,
+        )
+        sys.exit(2)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-        config_mod.load(tmp)  # the same checks as the daemon's; raises ConfigError
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        queues.add(path, name, [a.lower() for a in addresses], language, display_name)
+    except config_mod.ConfigError as exc:
+        click.echo(f"otrs-mailgate: queue not added: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"added queue {name} to {path}")
+    click.echo("next: `otrs-mailgate postfix-config` for Postfix, then SIGHUP the daemon")
+
+
+@queue.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@agent_errors
+def queue_list(ctx: Ctx, as_json: bool) -> None:
+    """The configured queues, their addresses and grants."""
+    from otrs_mailgate.tickets import agents
+
+    with ctx.session() as session:
+        grants = agents.grants(session.connection())
+    rows = [
+        {"name": q.name, "addresses": q.addresses, "grants": grants.get(q.name, [])}
+        for q in ctx.config.queue
+    ]
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<16} {', '.join(r['addresses']):<40} {' '.join(r['grants'])}")
+
+
+@queue.command("grant")
+@click.argument("name")
+@click.argument("who")
+@click.argument("access", type=click.Choice(["rw", "ro", "none"]))
+@pass_ctx
+@agent_errors
+def queue_grant(ctx: Ctx, name: str, who: str, access: str) -> None:
+    """Give an agent (login or address) or a group (@name) rw, ro or no access to a queue."""
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    if ctx.config.queue_by_name(name) is None:
+        raise click.BadParameter(f"no queue named {name!r}", param_hint="NAME")
+    pipeline = ctx.pipeline()
+    pipeline.ensure_queues()
+    with db.transaction(pipeline.sessions) as session:
+        label = agents.grant(session, pipeline.queue_id(name), who, access)
+    click.echo(f"{label}: {access} on queue {name}")
+
+
+COMMANDS = [queue]

@@ -1,0 +1,223 @@
+"""`otrs-mailgate` commands that set up and look after an installation: init, serve, milter,
+dkim, postfix-config, schema, backup, migrate-db, audit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from otrs_mailgate.admin.base import (
+    Ctx,
+    _database_errors,
+    pass_ctx,
+)
+
+
+@click.command()
+@pass_ctx
+def init(ctx: Ctx) -> None:
+    """Create or upgrade the database schema (data is kept)."""
+    from otrs_mailgate.store.db import current_revision, upgrade
+
+    engine = ctx.engine()
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        click.echo(f"otrs-mailgate: cannot initialise the database: {reason}", err=True)
+        sys.exit(1)
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        click.echo(f"database {url} is up to date (revision {after})")
+    else:
+        click.echo(f"database {url} upgraded from {before or 'empty'} to revision {after}")
+
+
+@click.command()
+@pass_ctx
+def serve(ctx: Ctx) -> None:
+    """Run the daemon: LMTP server, group commit, outbox sender, scheduler, milter."""
+    from otrs_mailgate.daemon import serve as run
+
+    sys.exit(run(ctx.config_path, ctx.config))
+
+
+@click.command()
+@pass_ctx
+def milter(ctx: Ctx) -> None:
+    """Run only the milter (Postfix's smtpd_milters), e.g. on a separate MX host."""
+    from otrs_mailgate.daemon import milter_only
+
+    sys.exit(milter_only(ctx.config_path, ctx.config))
+
+
+@click.group()
+def dkim() -> None:
+    """DKIM keys for the mail we send."""
+
+
+@dkim.command("keygen")
+@click.option(
+    "--selector", default=None, help="DNS selector (default: dkim.selector or 'mailgate')."
+)
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the private key (default: dkim.key_file).",
+)
+@pass_ctx
+def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
+    """Make a 2048-bit RSA key and print the DNS TXT record to publish."""
+    from otrs_mailgate.outbound.outbox import dkim_keygen as keygen
+
+    config = ctx.config
+    selector = selector or config.dkim.selector or "mailgate"
+    path = key_file or (Path(config.dkim.key_file) if config.dkim.key_file else None)
+    if path is None:
+        raise click.UsageError("no --key-file and no dkim.key_file in the config")
+    if path.exists():
+        raise click.UsageError(f"{path} exists; move it away first (keys are never overwritten)")
+    domain = config.dkim.domain or config.system.domain
+    record = keygen(path, selector, domain)
+    click.echo(f"wrote {path} (mode 0600). Publish this record, then set in [dkim]:")
+    click.echo(f'  selector = "{selector}"\n  key_file = "{path}"')
+    click.echo(record)
+
+
+@click.command("postfix-config")
+@click.option(
+    "--write",
+    "write_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write main.cf, transport and recipients files into this folder.",
+)
+@click.option(
+    "--lmtp",
+    "lmtp",
+    multiple=True,
+    metavar="inet:HOST:PORT|unix:/PATH",
+    help="A `serve` process to deliver to; give it once per daemon to spread the mail "
+    "over several (default: this config's [lmtp]).",
+)
+@pass_ctx
+def postfix_config(ctx: Ctx, write_dir: Path | None, lmtp: tuple[str, ...]) -> None:
+    """Print the Postfix settings and maps for the configured queues."""
+    from otrs_mailgate.admin import postfix
+
+    try:
+        postfix.destinations(ctx.config, lmtp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lmtp") from None
+    parts = {
+        "main.cf": postfix.main_cf(ctx.config, lmtp=lmtp),
+        "transport": postfix.transport(ctx.config, lmtp),
+        "recipients": postfix.recipients(ctx.config),
+    }
+    if write_dir is None:
+        for name, text in parts.items():
+            click.echo(f"### {name}\n{text}")
+        return
+    write_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in parts.items():
+        (write_dir / name).write_text(text)
+        click.echo(f"wrote {write_dir / name}")
+
+
+@click.command()
+def schema() -> None:
+    """Print the schema generated from the models (what schema.sql holds)."""
+    from otrs_mailgate.store.schema import schema_sql
+
+    click.echo(schema_sql(), nl=False)
+
+
+@click.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def backup(ctx: Ctx, file: Path) -> None:
+    """A consistent copy of the SQLite database while `serve` runs (SQLite's online
+    backup); PostgreSQL: use pg_dump."""
+    from otrs_mailgate.store.db import backup_sqlite
+
+    url = ctx.config.database.url
+    if not url.startswith("sqlite"):
+        click.echo("otrs-mailgate: backup copies SQLite; for PostgreSQL use pg_dump", err=True)
+        sys.exit(2)
+    if file.exists():
+        click.echo(f"otrs-mailgate: backup: {file} exists; give a new file", err=True)
+        sys.exit(1)
+    try:
+        pages = backup_sqlite(ctx.engine(), file)
+    except Exception as exc:  # the database file missing, the disk full: one line
+        file.unlink(missing_ok=True)
+        click.echo(f"otrs-mailgate: backup failed, nothing kept: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"backup of {url} written to {file} ({pages} pages)")
+
+
+@click.command("migrate-db")
+@click.option("--to", "target_url", required=True, metavar="URL", help="The new database.")
+@pass_ctx
+def migrate_db(ctx: Ctx, target_url: str) -> None:
+    """Copy everything into another (empty) database, e.g. from SQLite to PostgreSQL;
+    then point database.url at it.  Stop `serve` first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from otrs_mailgate.admin.migratedb import MigrateError, migrate
+    from otrs_mailgate.store.db import make_engine
+
+    source = ctx.engine()
+    try:
+        target = make_engine(target_url)
+        copied = migrate(source, target)
+    except MigrateError as exc:
+        click.echo(f"otrs-mailgate: migrate-db: {exc}", err=True)
+        sys.exit(1)
+    except (SQLAlchemyError, ValueError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else repr(reason)
+        click.echo(f"otrs-mailgate: migrate-db: {first} (nothing was written)", err=True)
+        sys.exit(1)
+    for name, n in copied.tables.items():
+        if n:
+            click.echo(f"{name:<16} {n:>9}")
+    where = target.url.render_as_string(hide_password=True)
+    click.echo(f"copied {copied.rows} rows to {where}; now set database.url to it")
+
+
+@click.group()
+def audit() -> None:
+    """Check the tamper-evident history."""
+
+
+@audit.command("verify")
+@pass_ctx
+@_database_errors
+def audit_verify(ctx: Ctx) -> None:
+    """Walk every ticket's hash chain; exit 1 at a broken link."""
+    from otrs_mailgate.tickets.history import Broken, verify
+
+    broken = 0
+    with ctx.session() as session:
+        for item in verify(session):
+            if isinstance(item, Broken):
+                broken += 1
+                click.echo(
+                    f"BROKEN ticket id {item.ticket_id}, history row {item.history_id}: "
+                    f"{item.reason}"
+                )
+            else:
+                checked = item
+    if broken:
+        click.echo(f"{broken} broken link(s) in {checked} history rows", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {checked} history rows, every chain intact")
+
+
+COMMANDS = [init, serve, milter, dkim, postfix_config, schema, backup, migrate_db, audit]

@@ -1,0 +1,189 @@
+"""`otrs-mailgate` commands about tickets: list, show, create (by phone), search, and the
+jobs cron may run (locks, escalations)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from otrs_mailgate.admin.base import (
+    Ctx,
+    _database_errors,
+    _dump,
+    _instant,
+    pass_ctx,
+)
+
+
+@click.group()
+def ticket() -> None:
+    """Look at tickets."""
+
+
+@ticket.command("list")
+@click.option("--state", default=None)
+@click.option("--queue", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_list(ctx: Ctx, state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+    """The newest tickets first."""
+    from otrs_mailgate.tickets import queries as tickets
+
+    with ctx.session() as session:
+        rows = tickets.list_tickets(session, state=state, queue=queue, limit=limit)
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['number']}  {r['state']:<8} {r['queue']:<12} {r['articles']:>3}  "
+            f"{r['customer'] or '-':<30} {r['title']}"
+        )
+
+
+@ticket.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_show(ctx: Ctx, number: str, as_json: bool) -> None:
+    """One ticket with its articles and history."""
+    from otrs_mailgate.tickets import queries as tickets
+
+    with ctx.session() as session:
+        found = tickets.find(session, number)
+        if found is None:
+            click.echo(f"otrs-mailgate: no ticket {number}", err=True)
+            sys.exit(1)
+        data = tickets.show(session, found)
+    if as_json:
+        _dump(data)
+        return
+    click.echo(f"Ticket#{data['number']}  {data['title']}")
+    click.echo(
+        f"  queue {data['queue']}, state {data['state']}, priority {data['priority']}, "
+        f"customer {data['customer']}, created {data['created_at']}"
+    )
+    for a in data["articles"]:
+        click.echo(
+            f"\n--- article {a['id']} ({a['direction']}, {a['sender_type']}) "
+            f"{a['created_at']}\nFrom: {a['from_name']} <{a['from']}>\nSubject: {a['subject']}"
+        )
+        for f in a["attachments"]:
+            click.echo(f"Attachment: {f['filename']} ({f['content_type']}, {f['size']} bytes)")
+        click.echo("\n" + a["body"])
+    click.echo("\n--- history")
+    for h in data["history"]:
+        click.echo(f"{h['at']}  {h['type']:<22} {h['actor']:<30} {json.dumps(h['detail'])}")
+    if data["outbox"]:
+        click.echo("\n--- outbox")
+        for o in data["outbox"]:
+            click.echo(f"{o['created_at']}  {o['kind']:<18} {o['status']:<7} to {o['to']}")
+
+
+@ticket.command("create")
+@click.option("--customer", required=True, help="The customer's address (Name <addr> works).")
+@click.option("--subject", required=True)
+@click.option("--queue", "queue_name", required=True)
+@click.option("--body", default="", help="The text; - reads it from stdin.")
+@click.option("--no-ack", is_flag=True, help="Do not send the customer an acknowledgement.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_create(
+    ctx: Ctx, customer: str, subject: str, queue_name: str, body: str, no_ack: bool, as_json: bool
+) -> None:
+    """A ticket from a phone call: made exactly as if the customer had mailed the queue."""
+    from otrs_mailgate.entry import phone
+
+    if ctx.config.queue_by_name(queue_name) is None:
+        raise click.BadParameter(f"no queue named {queue_name!r}", param_hint="--queue")
+    text = sys.stdin.read() if body == "-" else body
+    try:
+        result = phone.create(ctx.config, customer, subject, queue_name, text, ack=not no_ack)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--customer") from None
+    if as_json:
+        _dump({"number": result.ticket_number, "queue": result.queue})
+    else:
+        click.echo(f"created ticket {result.ticket_number} in {result.queue}")
+
+
+@click.group()
+def locks() -> None:
+    """Ticket locks."""
+
+
+@locks.command("expire")
+@pass_ctx
+@_database_errors
+def locks_expire(ctx: Ctx) -> None:
+    """Release locks that saw no activity for agents.lock_minutes (the daemon does it too)."""
+    from otrs_mailgate.jobs import locks as locks_mod
+
+    with ctx.transaction() as session:
+        released = locks_mod.expire(session)
+    click.echo(f"released {released} lock(s)")
+
+
+@click.group()
+def escalations() -> None:
+    """Service level escalations, pending reminders and lock time-outs."""
+
+
+@escalations.command("check")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO-TIME",
+    help="Pretend it is this instant (without a zone: this machine's local time).",
+)
+@pass_ctx
+@_database_errors
+def escalations_check(ctx: Ctx, now_text: str | None) -> None:
+    """One pass of the daemon's scheduler: for cron, and for trying out an SLA."""
+    from otrs_mailgate.jobs.scheduler import Scheduler
+
+    now = _instant(now_text, "--now") if now_text else None
+    pipeline = ctx.pipeline()
+    result = Scheduler(lambda: pipeline.site, pipeline.sessions).run_pass(now)
+    click.echo(result.summary())
+    sys.exit(1 if result.failed else 0)
+
+
+@click.command("search")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="JSON: tickets with the matching article.")
+@pass_ctx
+@_database_errors
+def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Find tickets: words, "phrases", prefix*, AND/OR/NOT, (), and filters queue:,
+    state:, owner:, customer:, created:FROM..TO, closed:FROM..TO, priority:."""
+    from otrs_mailgate.store.searchquery import QueryError
+    from otrs_mailgate.tickets import queries
+
+    source = " ".join(words)
+    with ctx.session() as session:
+        try:
+            rows, more = queries.results(session, ctx.config, source, limit)
+        except QueryError as exc:
+            click.echo(f"otrs-mailgate: bad query: {exc}", err=True)
+            click.echo(f"  {source}\n  {' ' * (exc.position - 1)}^", err=True)
+            sys.exit(2)
+    if as_json:
+        _dump({"tickets": rows, "more": more})
+        return
+    for r in rows:
+        click.echo(f"{r['number']}  {r['state']:<8} {r['queue']:<12} {r['title']}")
+        if "article" in r:
+            click.echo(f"    {r['article']['snippet']}")
+    shown = f"{len(rows)} ticket{'s' if len(rows) != 1 else ''}"
+    click.echo(f"{shown}{', more: raise --limit' if more else ''}", err=True)
+
+
+COMMANDS = [ticket, locks, escalations, search_cmd]
