@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # One port picker for the tests and the benchmarks (re-exported from here).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 from lmtp_helpers import free_port as free_port
 

@@ -38,7 +38,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 # The tests' private Postfix instance, so a bench run and a test run set Postfix up alike.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 from ingest import scratch_databases
 from lab import MachineLoad, cli, cpu_seconds, free_port, serve

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,37 +14,9 @@ from otrs_mailgate.store.models import Article
 
 from cli_helpers import write_config
 from helpers import mail
-from lmtp_helpers import RawLMTP, free_port
+from lmtp_helpers import RawLMTP, free_port, serve, start
 
 HOT = "hotline@example.com"
-
-
-def serve(cfg: Path) -> subprocess.Popen[bytes]:
-    """The daemon started, with its log in a file (a pipe nobody reads would block it)."""
-    env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
-    log_path = cfg.with_suffix(".log")
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "otrs_mailgate.admin.cli", "serve"], env=env, stderr=log
-        )
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    return proc
-
-
-def start(cfg: Path, port: int) -> subprocess.Popen[bytes]:
-    """The daemon, once it listens."""
-    proc = serve(cfg)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.log_path.read_text()) from None  # type: ignore[attr-defined]
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("daemon did not listen")
 
 
 def config(tmp_path: Path, db_url: str, port: int, extra: str = "") -> Path:

@@ -19,9 +19,8 @@ from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Article, Outbox
 
 from helpers import IN_CI, need
-from lmtp_helpers import free_port
+from lmtp_helpers import free_port, start
 from postfix_helpers import instance, require_postfix, wait_for
-from test_daemon import start
 
 HOT = "hotline@example.com"
 CLUSTER = os.environ.get("OTRS_MAILGATE_TEST_PG_CLUSTER", "15 main").split()

@@ -19,7 +19,7 @@ from otrs_mailgate.mail.parse import POLICY
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.store.models import Outbox
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 if not CORPUS.is_dir():
     CORPUS = Path(os.environ.get("OTRS_MAILGATE_CORPUS", "../shared/corpus")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"

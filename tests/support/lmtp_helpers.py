@@ -7,10 +7,15 @@ the client here reads exactly as many as it sent accepted recipients.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.daemon import Daemon
@@ -118,3 +123,31 @@ class RawLMTP:
             self.cmd("QUIT")
         finally:
             self.sock.close()
+
+
+def serve(cfg: Path) -> subprocess.Popen[bytes]:
+    """The daemon started, with its log in a file (a pipe nobody reads would block it)."""
+    env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
+    log_path = cfg.with_suffix(".log")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otrs_mailgate.admin.cli", "serve"], env=env, stderr=log
+        )
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def start(cfg: Path, port: int) -> subprocess.Popen[bytes]:
+    """The daemon, once it listens."""
+    proc = serve(cfg)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.log_path.read_text()) from None  # type: ignore[attr-defined]
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("daemon did not listen")

@@ -11,7 +11,7 @@ from typing import Any
 
 from lmtp_helpers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(path: Path, db_url: str, extra: str = "", lmtp_port: int = 0) -> Path:

@@ -19,8 +19,7 @@ from otrs_mailgate.tickets import agents, sla
 
 from cli_helpers import cli_process, write_config
 from helpers import ALWAYS_TOML, mail
-from lmtp_helpers import RawLMTP, free_port
-from test_daemon import serve, start
+from lmtp_helpers import RawLMTP, free_port, serve, start
 
 HOT = "hotline@example.com"
 SLA = (

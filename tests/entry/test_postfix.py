@@ -26,9 +26,8 @@ from otrs_mailgate.store.models import Article, RawMessage, Ticket
 from agent_helpers import SigningDomain
 from cli_helpers import ROOT, cli
 from helpers import ALWAYS_TOML
-from lmtp_helpers import free_port
+from lmtp_helpers import free_port, start
 from postfix_helpers import Instance, instance, require_postfix, wait_for
-from test_daemon import start
 
 HOT = "hotline@example.com"
 
