@@ -8,6 +8,7 @@ pipeline.py handles that in one place.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -55,8 +56,10 @@ class Trip:
         assert isinstance(self.parsed, ParsedMail), "the parse stage comes first"
         return self.parsed
 
-    @property
+    @functools.cached_property
     def conn(self) -> Connection:
+        """The transaction's connection (asking the Session each time costs more than
+        many a statement)."""
         return self.session.connection()
 
     def result(self, status: Outcome = Outcome.STORED, *, number: str | None = None) -> Result:
