@@ -48,7 +48,7 @@ def deliver(ctx: Ctx, recipient: str, sender: str | None, direct: bool) -> None:
     Handed to the running daemon over LMTP when one answers, else stored here.
     Exit status: 0 stored, 75 try again later, 67 unknown recipient, 65 not a mail.
     """
-    from otrs_mailgate.entry.pipe import deliver as run
+    from otrs_mailgate.entry.pipe import guarded as run
 
     code, line = run(ctx.config_path, sys.stdin.buffer, recipient, sender, via_daemon=not direct)
     click.echo(line, err=bool(code))

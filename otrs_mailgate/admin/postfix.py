@@ -81,6 +81,8 @@ def main_cf(
         "recipient_delimiter = +",
         "# one LMTP session may carry many recipients; each gets its own reply",
         "lmtp_destination_recipient_limit = 50",
+        "# long lines go to the daemon whole, as they came (it takes lines of any length)",
+        "lmtp_line_length_limit = 0",
         "# the daemon answers 451 while its database is away: retry soon",
         "minimal_backoff_time = 60s",
     ]

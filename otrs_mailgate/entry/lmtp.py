@@ -29,9 +29,16 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]*)>", re.MULTILINE | re.IGN
 
 
 class LMTPServer(LMTP):
-    """aiosmtpd's LMTP, with its own post-DATA errors answered once per recipient."""
+    """aiosmtpd's LMTP, with its own post-DATA errors answered once per recipient.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Lines may be as long as a whole message: the clients are the local MTA (Postfix
+    told not to fold long lines, `postfix-config`) and the pipe client, and a line
+    they carry must arrive as it was, not as "500 Line too long" (RFC 5321's 1,000
+    octets bind SMTP relays, not our own hand-over)."""
+
+    def __init__(self, *args: Any, line_length_limit: int = 0, **kwargs: Any) -> None:
+        if line_length_limit:
+            self.line_length_limit = line_length_limit  # before aiosmtpd sizes its reader
         super().__init__(*args, **kwargs)
         self._data_recipients = 0
 
@@ -138,7 +145,7 @@ def controller(
 
     class _Controller(base):
         def factory(self) -> LMTPServer:
-            return LMTPServer(self.handler, **self.SMTP_kwargs)
+            return LMTPServer(self.handler, line_length_limit=max_size + 2, **self.SMTP_kwargs)
 
     if socket:
         return _Controller(handler, unix_socket=socket, **kwargs)

@@ -95,13 +95,26 @@ def import_line(x: Failed) -> str:
     return f"internal error: {error!r}"
 
 
+FINAL = {
+    (answer.code, answer.status): (outcome, answer.exit)
+    for outcome, answer in ANSWERS.items()
+    if answer.exit in (EX_DATAERR, EX_NOUSER)
+}
+
+
 def from_reply(code: int, text: str) -> tuple[int, str]:
-    """The pipe client's exit code for the daemon's LMTP reply to a forwarded mail."""
+    """The pipe client's exit code for the daemon's reply to a forwarded mail.
+
+    Only the daemon's deliberate refusals (the reply code and enhanced status of a
+    final Outcome: not a mail, no such queue) are final; any other refusal (a
+    protocol error, a size limit, a reply we do not know) is 75, so Postfix keeps
+    the mail instead of bouncing it to the customer."""
     reply = f"{code} {text}"
     if 200 <= code < 300:
         return EX_OK, f"forwarded: {reply}"
-    if code >= 500 and "5.1.1" in text:
-        return EX_NOUSER, f"unknown recipient: {reply}"
-    if code >= 500:
-        return EX_DATAERR, f"refused by the daemon: {reply}"
+    status = text.split(" ", 1)[0].strip()
+    final = FINAL.get((code, status))
+    if final is not None:
+        outcome, exit_code = final
+        return exit_code, f"refused by the daemon ({outcome}): {reply}"
     return EX_TEMPFAIL, f"daemon says try again later: {reply}"

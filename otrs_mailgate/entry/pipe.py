@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from otrs_mailgate.entry import outcomes
 from otrs_mailgate.entry.outcomes import EX_DATAERR, EX_OK, EX_TEMPFAIL
+from otrs_mailgate.mail import wire
 
 __all__ = ["EX_DATAERR", "EX_OK", "EX_TEMPFAIL", "deliver", "forward", "main"]
 MAX_SIZE = 100 * 1024 * 1024
@@ -39,11 +40,14 @@ def forward(
         return None
     try:
         client.ehlo()
+        # LMTP wants CRLF lines; smtplib dot-stuffs them and ends the data. The daemon
+        # stores this same canonical form whichever way a mail comes, and takes lines of
+        # any length from its local clients, so nothing is lost or changed on the way.
         code, text = client.mail(sender or "")
         if code == 250:
             code, text = client.rcpt(recipient)
         if code in (250, 251):
-            code, text = client.data(raw)
+            code, text = client.data(wire.canonical(raw))
         client.quit()
     except (OSError, smtplib.SMTPException) as exc:
         # The daemon may or may not have committed: Postfix retries, and the
@@ -94,13 +98,30 @@ def deliver(
         return EX_TEMPFAIL, f"internal error, try again later: {exc!r}"
 
 
+def guarded(
+    config_path: str | None,
+    stream: BinaryIO,
+    recipient: str,
+    sender: str | None,
+    *,
+    via_daemon: bool = True,
+) -> tuple[int, str]:
+    """deliver, where anything unforeseen (a bug, a library missing) is 75: Postfix
+    keeps the mail and tries again; it never bounces because of us."""
+    try:
+        return deliver(config_path, stream, recipient, sender, via_daemon=via_daemon)
+    except Exception as exc:
+        log.exception("internal error in the pipe entry")
+        return EX_TEMPFAIL, f"internal error, try again later: {exc!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m otrs_mailgate.entry.pipe RECIPIENT [SENDER]`, for bin/otrs-mailgate-pipe."""
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print("usage: otrs-mailgate-pipe RECIPIENT [SENDER]", file=sys.stderr)
         return EX_TEMPFAIL
-    code, line = deliver(None, sys.stdin.buffer, args[0], args[1] if len(args) > 1 else None)
+    code, line = guarded(None, sys.stdin.buffer, args[0], args[1] if len(args) > 1 else None)
     print(line, file=sys.stderr if code else sys.stdout)
     return code
 

@@ -14,6 +14,7 @@ its Result or Failed; the loop in `run` handles every end in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ from otrs_mailgate.ingest.outcome import (
     UnknownRecipient,
 )
 from otrs_mailgate.ingest.trip import Stage, Stop, Trip
-from otrs_mailgate.mail import tokens
+from otrs_mailgate.mail import tokens, wire
 from otrs_mailgate.mail.classify import AUTO, HUMAN, Classification, classify
 from otrs_mailgate.mail.compose import Responder
 from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse
@@ -165,6 +166,16 @@ def run(trip: Trip) -> Result | Failed:
     return done
 
 
+def _canonical(item: Item) -> Item:
+    """The item with its bytes in the canonical form (mail/wire.py), whichever entry
+    it came by; a mail parsed from other bytes is parsed again."""
+    raw = wire.canonical(item.raw)
+    if raw is item.raw and (item.mail is None or item.mail.raw is raw):
+        return item
+    mail = item.mail if item.mail is not None and item.mail.raw == raw else None
+    return dataclasses.replace(item, raw=raw, mail=mail)
+
+
 class Delivered(list[list[Result | Failed]]):
     """deliver_batch's answer: per item, one Result or Failed per recipient; `queued`
     says how many outbox rows the batch's transaction wrote (to wake a sender)."""
@@ -249,6 +260,7 @@ class Pipeline:
         the others.
         """
         site = self.site  # one configuration for the whole batch, whatever SIGHUP does
+        items = [_canonical(item) for item in items]
         parsed: list[ParsedMail | NotAMail] = []
         for item in items:  # before the transaction: parsing holds no lock
             try:

@@ -25,7 +25,7 @@ from otrs_mailgate.store.models import Article, RawMessage, Ticket
 
 from agent_helpers import SigningDomain
 from cli_helpers import ROOT, cli
-from helpers import ALWAYS_TOML
+from helpers import ALWAYS_TOML, need
 from lmtp_helpers import free_port, start
 from postfix_helpers import Instance, instance, require_postfix, wait_for
 
@@ -641,3 +641,101 @@ def _history(db_url: str, type_: str) -> list[str]:
         rows = conn.execute(select(History.detail).where(History.type == type_)).scalars().all()
     engine.dispose()
     return list(rows)
+
+
+def test_postfix_pipe_transport_hands_mail_to_the_daemon_unchanged(
+    tmp_path: Path, db_url: str
+) -> None:
+    """master.cf's pipe transport as postfix/master.cf has it (flags=Rq, an unprivileged
+    user): Postfix's pipe(8) gives LF lines of any length; the pipe client forwards them
+    to the daemon over LMTP. Long lines, dot lines and a mail over 1 MB arrive as sent
+    (in CRLF form); with the daemon down the client says 75 and Postfix keeps the mail
+    until it is back: nothing bounces."""
+    import shutil
+    import tempfile
+
+    from otrs_mailgate.mail.wire import canonical
+
+    require_postfix()
+    python = Path("/usr/bin/python3")  # nobody may not enter /root, where the venv's is
+    need(python.exists(), "no /usr/bin/python3 for the pipe user (Debian package python3)")
+    # The pipe runs as nobody: the client's code and config where nobody can read them.
+    # It needs the standard library only while the daemon answers.
+    home = Path(tempfile.mkdtemp(prefix="otrs-mailgate-pipe-", dir="/tmp"))
+    home.chmod(0o755)
+    shutil.copytree(ROOT / "otrs_mailgate", home / "otrs_mailgate")
+    shutil.copytree(ROOT / "bin", home / "bin")
+    for path in home.rglob("*"):
+        path.chmod(0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
+    lmtp_port = free_port()
+    # No milter in front: it is part of the daemon, which this test stops on purpose.
+    cfg_text = daemon_config(db_url, lmtp_port).replace("[milter]\n", "[milter]\nenabled = false\n")
+    cfg = home / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    cfg.chmod(0o644)
+    env = f"OTRS_MAILGATE_CONFIG={cfg} OTRS_MAILGATE_PYTHON={python} PYTHONPATH={home}"
+    main = (
+        "import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE "
+        f"POSTLOG_HOSTNAME {env}\n"
+        "export_environment = TZ MAIL_CONFIG LANG OTRS_MAILGATE_CONFIG OTRS_MAILGATE_PYTHON "
+        "PYTHONPATH\n"
+    )
+    master = (
+        "otrs-mailgate unix - n n - 10 pipe flags=Rq user=nobody "
+        f"argv={home}/bin/otrs-mailgate-pipe ${{recipient}} ${{sender}}\n"
+    )
+    bodies = {
+        "long lines": b"x" * 5000 + b"\n" + b"y" * 70_000 + b"\nend\n",
+        "dots": b".\n..\n. leading dot\n...three\n.\nend\n",
+        "big": (b"0123456789abcdef" * 62 + b"\n") * 1300,
+        "plain": "Håvard wrote: the printer is on fire.\n".encode(),
+    }
+
+    def send(pf: Instance, subject: str, body: bytes) -> None:
+        data = tmp_path / f"{subject}.eml"
+        data.write_bytes(
+            f"From: Havard <havard@customer.test>\nTo: {HOT}\nSubject: {subject}\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n".encode()
+            + body.removesuffix(b"\n")  # swaks ends the data with a line end of its own
+        )
+        sent = pf.swaks("--from", "havard@customer.test", "--to", HOT, "--data", f"@{data}")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+    try:
+        with instance(load(cfg), [], main, transport=f"{HOT}\totrs-mailgate:\n",
+                      extra_master=master) as pf:  # fmt: skip
+            cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+            send(pf, "while the daemon is down", b"kept by Postfix meanwhile\n")
+            try:
+                wait_for(lambda: "status=deferred" in pf.log(), 60, "a deferral")
+            except TimeoutError:
+                raise AssertionError(pf.log()[-4000:]) from None
+            assert "status=bounced" not in pf.log()
+            daemon = start(cfg, lmtp_port)
+            try:
+                for subject, body in bodies.items():
+                    send(pf, subject, body)
+                pf.postfix("flush")
+                wait_for(lambda: len(_tickets(db_url)) == 5, 120, "five tickets")
+                pf.wait_queue_empty()
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(30)
+            log = pf.log()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert "status=bounced" not in log and log.count("relay=otrs-mailgate") >= 5, log[-3000:]
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Article.subject, RawMessage.data).join(
+                RawMessage, RawMessage.id == Article.raw_id
+            )
+        ).all()
+    engine.dispose()
+    stored = {subject: bytes(data) for subject, data in rows}
+    assert set(stored) == {*bodies, "while the daemon is down"}
+    for subject, body in bodies.items():
+        raw = stored[subject]
+        assert raw.startswith(b"Return-Path: <havard@customer.test>\r\n"), raw[:200]
+        assert raw.split(b"\r\n\r\n", 1)[1] == canonical(body), subject

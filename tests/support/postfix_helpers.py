@@ -138,10 +138,12 @@ def instance(
     extra_transport: str = "",
     extra_master: str = "",
     lmtp: Sequence[str] = (),
+    transport: str | None = None,
 ) -> Iterator[Instance]:
     """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user,
     or @domain: one Maildir named for the domain takes all its mail);
-    lmtp: several daemons to spread the deliveries over (postfix-config --lmtp)."""
+    lmtp: several daemons to spread the deliveries over (postfix-config --lmtp);
+    transport: a transport map of the test's own instead of postfix-config's."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
     root.chmod(0o755)
@@ -152,7 +154,8 @@ def instance(
     os.chown(root / "data", pf.pw_uid, pf.pw_gid)
     os.chown(root / "mail", pf.pw_uid, pf.pw_gid)
     etc = root / "etc"
-    (etc / "transport").write_text(postfix.transport(config, lmtp) + extra_transport)
+    routes = postfix.transport(config, lmtp) if transport is None else transport
+    (etc / "transport").write_text(routes + extra_transport)
     (etc / "recipients").write_text(postfix.recipients(config))
     (etc / "vmailbox").write_text("".join(f"{m} {_box(m)}/\n" for m in mailboxes))
     domains = ", ".join(sorted({m.split("@")[1] for m in mailboxes} | {"customer.test"}))
