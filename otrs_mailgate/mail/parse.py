@@ -23,6 +23,7 @@ from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 
+from otrs_mailgate.mail import charsets
 from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.subject import clean
 
@@ -168,16 +169,11 @@ def looks_like_mail(raw: bytes) -> bool:
 
 
 def fix_surrogates(text: str) -> str:
-    """Raw 8-bit header bytes arrive as surrogate escapes; decode them as UTF-8, else cp1252."""
+    """Raw 8-bit header bytes arrive as surrogate escapes: UTF-8 if they are, else what
+    the detector makes of them (charsets.guess), never cp1252 by force."""
     if text.isascii() or not _SURROGATE.search(text):
         return text
-    data = text.encode("utf-8", "surrogateescape")
-    for charset in ("utf-8", "cp1252"):
-        try:
-            return data.decode(charset)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")
+    return charsets.guess(text.encode("utf-8", "surrogateescape"))
 
 
 def decode_words(text: str) -> str:
@@ -199,14 +195,7 @@ def decode_words(text: str) -> str:
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
-    for cs in (charset, "utf-8", "cp1252"):
-        if not cs:
-            continue
-        try:
-            return data.decode(cs)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return data.decode("latin-1")
+    return charsets.decode(data, charset)
 
 
 def raw_headers(msg: Message, name: str) -> list[str]:
@@ -245,31 +234,38 @@ def _part_text(part: Message) -> str:
 
 
 def _decode_part(part: Message) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        if isinstance(content, str):
-            return fix_surrogates(content)
-        if isinstance(content, bytes):
-            return _decode_bytes(content, part.get_content_charset())
-    except Exception:
-        pass
+    """A text part's text from its bytes and its label, read as charsets.decode reads
+    them (get_content would put U+FFFD wherever the bytes outgrow the label)."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    return _decode_bytes(payload, part.get_content_charset())
+    return charsets.decode(payload, part.get_content_charset())
 
 
 def _filename(part: Message) -> str:
-    name = None
-    try:
-        name = part.get_filename() or part.get_param("name")  # RFC 2231 continuations
-    except Exception:
-        name = None
-    if isinstance(name, tuple):  # an undecoded RFC 2231 triple
-        name = email.utils.collapse_rfc2231_value(name)
+    name = _param(part, "content-disposition", "filename") or _param(part, "content-type", "name")
+    if isinstance(name, tuple):
+        charset, _language, text = name
+        data = str(text).encode("raw-unicode-escape")  # how the stdlib unquotes them
+        name = charsets.decode(data, charset)
     if not name:
         return ""
-    return clean(decode_words(fix_surrogates(str(name))))
+    return clean(decode_words(fix_surrogates(email.utils.unquote(str(name)))))
+
+
+def _param(part: Message, header: str, name: str) -> object:
+    """A header parameter from the header as received: the parsed header objects of
+    policy.default have put U+FFFD for raw 8-bit bytes already. RFC 2231 values come
+    back as (charset, language, text) for _filename to decode."""
+    values = raw_headers(part, header)
+    if not values:
+        return None
+    bare = Message()  # compat32: keeps the value as it is
+    bare[header] = values[0]
+    try:
+        return bare.get_param(name, header=header)
+    except Exception:
+        return None
 
 
 def _attachment_bytes(part: Message) -> bytes:
