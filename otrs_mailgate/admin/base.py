@@ -55,11 +55,13 @@ class Ctx:
 
         return transaction(self.sessions())
 
-    def pipeline(self, *, acknowledge: bool = True) -> Any:
+    def pipeline(self, *, acknowledge: bool = True, import_clocks: bool = False) -> Any:
         """The ingest pipeline on the command's engine."""
         from otrs_mailgate.ingest.pipeline import Pipeline
 
-        return Pipeline(self.config, self.engine(), acknowledge=acknowledge)
+        return Pipeline(
+            self.config, self.engine(), acknowledge=acknowledge, import_clocks=import_clocks
+        )
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

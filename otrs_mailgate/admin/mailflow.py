@@ -65,13 +65,28 @@ def deliver(ctx: Ctx, recipient: str, sender: str | None, direct: bool) -> None:
     show_default=True,
     help="Send acknowledgements for new tickets (off: history is being imported).",
 )
+@click.option(
+    "--sla/--no-sla",
+    default=False,
+    show_default=True,
+    help="Start SLA clocks for imported tickets (off: old mail escalates nothing).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
 @_database_errors
 def import_(
-    ctx: Ctx, path: Path, queue: str | None, recipient: str | None, ack: bool, as_json: bool
+    ctx: Ctx,
+    path: Path,
+    queue: str | None,
+    recipient: str | None,
+    ack: bool,
+    sla: bool,
+    as_json: bool,
 ) -> None:
-    """Import an mbox file, a Maildir, or a folder of .eml files (resumable)."""
+    """Import an mbox file, a Maildir, or a folder of .eml files (resumable).
+
+    Each article keeps its mail's date (Date, else the newest Received), a new ticket
+    the date of its first mail; the history says it was imported."""
     from otrs_mailgate.entry import importer
 
     config = ctx.config
@@ -79,7 +94,7 @@ def import_(
         raise click.BadParameter(
             f"no queue named {queue!r} in {config.source}", param_hint="--queue"
         )
-    pipeline = ctx.pipeline(acknowledge=ack)
+    pipeline = ctx.pipeline(acknowledge=ack, import_clocks=sla)
     total, items = importer.sources(path)
     with click.progressbar(length=total, label="importing", file=sys.stderr) as bar:
         summary = importer.run(

@@ -81,7 +81,9 @@ def run(
     while chunk := list(itertools.islice(items, batch)):
         labels = [label for label, _ in chunk]
         try:
-            done = pipeline.deliver_batch([Item(raw, [recipient], None, queue) for _, raw in chunk])
+            done = pipeline.deliver_batch(
+                [Item(raw, [recipient], None, queue, imported=True) for _, raw in chunk]
+            )
         except TemporaryFailure as exc:
             summary.stopped = (
                 f"database unavailable at {labels[0]}: {exc}; run the import again to resume"

@@ -76,7 +76,9 @@ def article(trip: Trip) -> Stop:
     if trip.ticket is None:
         trip.ticket = new_ticket(trip)
     ticket = trip.ticket
-    trip.article_id = articles.store(trip.session, ticket, mail, trip.envelope.sender, trip.key)
+    trip.article_id = articles.store(
+        trip.session, ticket, mail, trip.envelope.sender, trip.key, at=trip.now
+    )
     history.append(
         trip.session,
         ticket.id,
@@ -88,6 +90,11 @@ def article(trip: Trip) -> Stop:
         reason=kind.reason,
         unparsed=mail.unparsed,
     )
+    if trip.item.imported:
+        history.append(
+            trip.session, ticket.id, "Imported", "system",
+            article_id=trip.article_id, dated=trip.now.isoformat(), by=trip.dated_by,
+        )  # fmt: skip
     if not trip.new:
         state.touch(trip.session, ticket.id, trip.now)
     if ticket.state == "pending" and kind.kind == HUMAN:  # an auto-reply leaves it waiting

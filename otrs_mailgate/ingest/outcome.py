@@ -57,6 +57,7 @@ class Item:
     sender: str | None = None
     queue: str | None = None
     mail: ParsedMail | None = None  # parsed already by the entry point
+    imported: bool = False  # from an archive: dated by the mail, no clocks unless asked
 
 
 @dataclass

@@ -37,7 +37,7 @@ from otrs_mailgate.ingest.trip import Stage, Stop, Trip
 from otrs_mailgate.mail import tokens, wire
 from otrs_mailgate.mail.classify import AUTO, HUMAN, Classification, classify
 from otrs_mailgate.mail.compose import Responder
-from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse
+from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse, written_at
 from otrs_mailgate.mail.subject import TagFormat
 from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
@@ -74,6 +74,10 @@ def parse_stage(trip: Trip) -> Stop:
             trip.parsed = exc
     if isinstance(trip.parsed, NotAMail):
         return Failed(trip.recipient or "", trip.parsed, Outcome.NOT_A_MAIL)
+    if trip.item.imported:  # an archive's mail is dated by itself, not by the import
+        written, source = written_at(trip.parsed)
+        if written is not None and written < trip.now:
+            trip.now, trip.dated_by = written, source
     return None
 
 
@@ -132,7 +136,7 @@ def notify_stage(trip: Trip) -> Stop:
 
 def clocks(trip: Trip) -> None:
     """The ticket's SLA due instants and next escalation, after whatever changed it."""
-    if trip.ticket is not None and trip.ticket.number and trip.site.config.sla:
+    if trip.clocks and trip.ticket is not None and trip.ticket.number and trip.site.config.sla:
         sla.recompute(trip.conn, trip.site.config, trip.ticket.id)
 
 
@@ -187,11 +191,17 @@ class Pipeline:
     """Holds what is expensive to make (engine, Site); one per process."""
 
     def __init__(
-        self, config: Config, engine: Engine | None = None, *, acknowledge: bool = True
+        self,
+        config: Config,
+        engine: Engine | None = None,
+        *,
+        acknowledge: bool = True,
+        import_clocks: bool = False,
     ) -> None:
         self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
         self.sessions = db.sessionmaker_for(self.engine)
         self.acknowledge = acknowledge
+        self.import_clocks = import_clocks  # imported mail starts SLA clocks (import --sla)
         # DNS for DKIM keys not pinned in agents.dkim_keys; None: the resolver (tests
         # answer through this hook instead of the network).
         self.dns: auth.DNSFunc | None = None
@@ -339,9 +349,13 @@ class Pipeline:
         recipient: str | None,
         careful: bool,
     ) -> Result | Failed:
+        clocks = not item.imported or self.import_clocks
+
         def trip() -> Trip:
             envelope = Envelope(item.sender, [recipient] if recipient else [])
-            return Trip(site, session, item, recipient, envelope, mail, self.acknowledge, self.dns)
+            return Trip(
+                site, session, item, recipient, envelope, mail, self.acknowledge, self.dns, clocks
+            )
 
         if not careful:  # any exception rolls back the batch, which is then done carefully
             return run(trip())

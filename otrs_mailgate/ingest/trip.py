@@ -37,6 +37,7 @@ class Trip:
     parsed: ParsedMail | NotAMail | None  # parsed before the transaction, or None
     acknowledge: bool = True  # False: no automatic mail at all (an import, --no-ack)
     dns: DNSFunc | None = None  # DKIM key lookups past the pinned keys (tests answer here)
+    clocks: bool = True  # set the SLA clocks of what it stores (off: an archive's mail)
     now: dt.datetime = field(default_factory=utcnow)
     # What the stages find, in their order:
     queue: QueueConfig | None = None  # route
@@ -50,6 +51,7 @@ class Trip:
     rejected: bool = False  # match: a follow-up the closed ticket's queue refuses
     article_id: int | None = None  # article
     notes: list[str] = field(default_factory=list)
+    dated_by: str = "arrival"  # what `now` is: the time it came, or (imports) the mail's own
 
     @property
     def mail(self) -> ParsedMail:

@@ -9,6 +9,7 @@ bytes are still stored by the caller.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.header
 import email.utils
 import functools
@@ -158,6 +159,25 @@ def significant_bytes(raw: bytes) -> bytes:
         if keep:
             kept.append(line)
     return b"\n".join(kept) + b"\n\n" + body
+
+
+def written_at(mail: ParsedMail) -> tuple[dt.datetime | None, str]:
+    """When a mail was written, as far as it says: its Date, else the newest Received
+    line's date (an archive's mail, imported long after); (None, "") when neither reads."""
+    candidates = [("Date", mail.date)]
+    if mail.message is not None:
+        received = raw_headers(mail.message, "Received")
+        if received:
+            candidates.append(("Received", received[0].rsplit(";", 1)[-1]))
+    for source, text in candidates:
+        try:
+            when = email.utils.parsedate_to_datetime(text.strip())
+        except (TypeError, ValueError, IndexError):
+            continue
+        if when is None:
+            continue
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC), source
+    return None, ""
 
 
 def looks_like_mail(raw: bytes) -> bool:

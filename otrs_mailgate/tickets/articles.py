@@ -4,6 +4,7 @@ remembered on first contact."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 from sqlalchemy import Connection, Table, insert
@@ -37,6 +38,7 @@ def store(
     internal: bool = False,
     agent_id: int | None = None,
     body_text: str | None = None,
+    at: dt.datetime | None = None,
 ) -> int:
     """The article of a received mail (an agent's mail: what of it the customer sees)."""
     conn = session.connection()
@@ -65,7 +67,7 @@ def store(
             "envelope_recipient": recipient[:320],
             "unparsed": mail.unparsed,
             "problem": mail.problem,
-            "created_at": utcnow(),
+            "created_at": at or utcnow(),
         },
     ).scalar_one()
     if mail.attachments:

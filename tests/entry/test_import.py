@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, select
 
 from otrs_mailgate.entry import importer
 from otrs_mailgate.ingest.pipeline import Pipeline
-from otrs_mailgate.store.models import Article
+from otrs_mailgate.store.models import Article, Ticket
 
 from cli_helpers import cli, cli_json, write_config
 from helpers import count, mail
@@ -109,3 +110,63 @@ def test_database_outage_stops_the_import_resumably(pipeline: Pipeline, tmp_path
     rest = importer.run(pipeline, iter(items), batch=2)
     assert (rest.imported, rest.duplicates) == (3, 2)
     assert count(pipeline, Article) == 5
+
+
+SLA = """
+[[sla]]
+name = "std"
+queues = ["Hotline"]
+first_response = 60
+solution = 600
+"""
+
+
+def _old_mbox(path: Path) -> Path:
+    """Two mails from an archive: one dated by its Date, one only by its Received line."""
+    box = mailbox.mbox(str(path))
+    dated = mail("Archived question")
+    box.add(dated.replace(b"Sun, 22 Nov 2026 10:00:00 +0100", b"Sat, 01 Mar 2025 09:30:00 +0100"))
+    undated = mail("Received only").replace(b"Date: ", b"X-Old-Date: ")
+    box.add(
+        b"Received: from mx.customer.test by mx.example.com; Mon, 3 Mar 2025 10:00:00 +0000\n"
+        + undated
+    )
+    box.flush()
+    box.close()
+    return path
+
+
+def test_imported_mail_keeps_its_own_dates_and_starts_no_clock(tmp_path: Path, db_url: str) -> None:
+    """An archive's mail is dated by itself: the article and its new ticket carry the
+    mail's date, stats count it in its own month, and no SLA clock or acknowledgement
+    starts for mail that is months old; the history says it was imported."""
+    cfg = write_config(tmp_path / "otrs-mailgate.toml", db_url, extra=SLA)
+    done = cli_json(cfg, "import", str(_old_mbox(tmp_path / "old.mbox")))
+    assert (done["imported"], done["failed"]) == (2, [])
+    tickets = {t["title"]: t for t in cli_json(cfg, "ticket", "list")}
+    first = cli_json(cfg, "ticket", "show", tickets["Archived question"]["number"])
+    assert first["created_at"].startswith("2025-03-01T08:30:00")
+    assert first["articles"][0]["created_at"].startswith("2025-03-01T08:30:00")
+    assert first["outbox"] == []
+    [imported] = [h for h in first["history"] if h["type"] == "Imported"]
+    assert imported["detail"]["by"] == "Date"
+    second = cli_json(cfg, "ticket", "show", tickets["Received only"]["number"])
+    assert second["created_at"].startswith("2025-03-03T10:00:00")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        due = conn.execute(select(Ticket.solution_due, Ticket.escalation_at)).all()
+    engine.dispose()
+    assert due == [(None, None), (None, None)]  # no clock: nothing escalates
+    stats = cli_json(cfg, "stats", "--from", "2025-03-01", "--to", "2025-03-31")
+    assert sum(p["created"] for p in stats["periods"]) == 2
+
+
+def test_import_with_sla_starts_the_clocks(tmp_path: Path, db_url: str) -> None:
+    cfg = write_config(tmp_path / "otrs-mailgate.toml", db_url, extra=SLA)
+    done = cli_json(cfg, "import", "--sla", str(_old_mbox(tmp_path / "old.mbox")))
+    assert done["imported"] == 2
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        due = conn.execute(select(Ticket.solution_due)).scalars().all()
+    engine.dispose()
+    assert len(due) == 2 and all(d is not None for d in due)
