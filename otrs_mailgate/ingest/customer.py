@@ -89,6 +89,7 @@ def article(trip: Trip) -> Stop:
         classification=kind.kind,
         reason=kind.reason,
         unparsed=mail.unparsed,
+        **({} if trip.customer_from == "From" else {"customer_from": trip.customer_from}),
     )
     if trip.item.imported:
         history.append(

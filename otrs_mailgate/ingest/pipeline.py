@@ -4,8 +4,8 @@ LMTP, the pipe entry, `import` and phone tickets all call Pipeline.deliver_batch
 (deliver_one is a batch of one); none of them touches the tables themselves.
 Each (message, recipient) makes a Trip through STAGES, in this order:
 
-    parse  route  dedup  classify  authenticate  commands  report  match  article
-    respond  notify                    and then, for whatever was stored:  record  clocks
+    parse  route  dedup  classify  authenticate  commands  customer  report  match
+    article  respond  notify                    and then, for whatever was stored:  record  clocks
 
 A stage that ends the trip (not a mail, unknown recipient, ignored by a filter,
 a duplicate, an accepted command mail, a delivery report, mail kept raw) returns
@@ -101,6 +101,24 @@ def authenticate(trip: Trip) -> Stop:
     return None
 
 
+def customer_stage(trip: Trip) -> Stop:
+    """Who the customer is when From names nobody (missing, empty, unreadable): Reply-To,
+    then Sender, then the envelope sender; the history says which. After the commands
+    stage on purpose: an agent's identity comes from From alone, never from these."""
+    mail = trip.mail
+    if mail.from_addr:
+        return None
+    envelope = trip.envelope.sender or ""
+    candidates = [*mail.other_senders, ("envelope sender", "", envelope.strip("<>").lower())]
+    for source, name, address in candidates:
+        if "@" in address:
+            trip.parsed = dataclasses.replace(mail, from_addr=address, from_name=name)
+            trip.customer_from = source
+            trip.notes.append(f"no usable From: the customer is {address} ({source})")
+            return None
+    return None
+
+
 def respond(trip: Trip) -> Stop:
     """The customer's automatic answer: acknowledgement, or a word on a follow-up."""
     ticket, kind = trip.ticket, trip.kind
@@ -147,6 +165,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("classify", classify_stage),
     Stage("authenticate", authenticate),
     Stage("commands", commands.apply),
+    Stage("customer", customer_stage),
     Stage("report", customer.report),
     Stage("match", match.match),
     Stage("article", customer.article),

@@ -51,6 +51,7 @@ class Trip:
     rejected: bool = False  # match: a follow-up the closed ticket's queue refuses
     article_id: int | None = None  # article
     notes: list[str] = field(default_factory=list)
+    customer_from: str = "From"  # the header (or "envelope sender") the customer came from
     dated_by: str = "arrival"  # what `now` is: the time it came, or (imports) the mail's own
 
     @property

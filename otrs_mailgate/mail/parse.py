@@ -97,6 +97,9 @@ class ParsedMail:
     to: list[str] = field(default_factory=list)
     cc: list[str] = field(default_factory=list)
     reply_to: list[str] = field(default_factory=list)
+    # Who else the mail names as its sender, (header, name, address) in the order a
+    # customer is taken from them when From names nobody: Reply-To, then Sender.
+    other_senders: list[tuple[str, str, str]] = field(default_factory=list)
     message_id: str = ""
     in_reply_to: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
@@ -178,6 +181,40 @@ def written_at(mail: ParsedMail) -> tuple[dt.datetime | None, str]:
             continue
         return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC), source
     return None, ""
+
+
+_SPACED_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:")  # "Subject : x", RFC 5322's obsolete form
+
+
+def mend_headers(raw: bytes) -> bytes:
+    """The bytes the parser reads: a header block where one malformed line (no colon, or a
+    continuation without leading white space) would end the headers (the stdlib takes it
+    for the start of the body, and every header after it is lost) has that line folded
+    into the subject it continues, or set apart as an X-Unreadable-Header-Line where it
+    would garble an address; "Name :" becomes "Name:". The raw bytes stored are the
+    ones that came; this is only what is parsed."""
+    found = _BLANK_LINE.search(raw)
+    end = found.start() if found else len(raw)
+    lines = raw[:end].split(b"\n")
+    mended: list[bytes] = []
+    changed = False
+    current = b""  # the header the lines belong to
+    for line in lines:
+        if not mended or _HEADER_LINE.match(line) or line[:1] in (b" ", b"\t"):
+            mended.append(line)  # the first line (looks_like_mail checked it), a header
+            if line[:1] not in (b" ", b"\t"):
+                current = line.split(b":", 1)[0].lower()
+            continue
+        changed = True
+        spaced = _SPACED_NAME.match(line)
+        if spaced:
+            mended.append(_SPACED_NAME.sub(rb"\1:", line, count=1))
+            current = spaced.group(1).lower()
+        elif current == b"subject":  # a subject folded without its space: still the subject
+            mended.append(b" " + line)
+        else:  # anything else stays out of the addresses and ids it would garble
+            mended.append(b"X-Unreadable-Header-Line: " + line)
+    return b"\n".join(mended) + raw[end:] if changed else raw
 
 
 def looks_like_mail(raw: bytes) -> bool:
@@ -349,7 +386,7 @@ def parse(raw: bytes) -> ParsedMail:
         out.problem = f"{containers} multipart containers (at most {MAX_MULTIPARTS}): stored raw"
         return out
     try:
-        msg = BytesParser(policy=POLICY).parsebytes(raw)
+        msg = BytesParser(policy=POLICY).parsebytes(mend_headers(raw))
     except Exception as exc:
         out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
         return out
@@ -360,7 +397,10 @@ def parse(raw: bytes) -> ParsedMail:
         out.from_name, out.from_addr = froms[0]
     out.to = [a for _, a in _addresses(msg, "To")]
     out.cc = [a for _, a in _addresses(msg, "Cc")]
-    out.reply_to = [a for _, a in _addresses(msg, "Reply-To")]
+    replies = _addresses(msg, "Reply-To")
+    out.reply_to = [a for _, a in replies]
+    out.other_senders = [("Reply-To", n, a) for n, a in replies[:1]]
+    out.other_senders += [("Sender", n, a) for n, a in _addresses(msg, "Sender")[:1]]
     ids = _msgids(header_str(msg, "Message-ID"))
     out.message_id = ids[0] if ids else ""
     out.in_reply_to = _msgids(header_str(msg, "In-Reply-To"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,49 @@ def test_auto_response_types_per_queue(db_url: str) -> None:
     with p.sessions() as s:
         link = s.execute(select(TicketLink)).scalar_one()
     assert link.kind == "follow-up-of"
+
+
+@pytest.mark.parametrize(
+    ("from_line", "extra", "envelope", "customer", "source"),
+    [
+        (
+            b"",
+            b"Reply-To: Bob <bob@customer.test>\r\n",
+            "env@customer.test",
+            "bob@customer.test",
+            "Reply-To",
+        ),
+        (
+            b"From: <>\r\n",
+            b"Sender: Carol <carol@customer.test>\r\n",
+            None,
+            "carol@customer.test",
+            "Sender",
+        ),
+        (
+            b"From: not an address\r\n",
+            b"",
+            "<dave@customer.test>",
+            "dave@customer.test",
+            "envelope sender",
+        ),
+    ],
+)
+def test_no_usable_from_takes_the_customer_from_reply_to_sender_or_envelope(
+    pipeline: Pipeline,
+    from_line: bytes,
+    extra: bytes,
+    envelope: str | None,
+    customer: str,
+    source: str,
+) -> None:
+    raw = from_line + extra + b"To: hotline@example.com\r\nSubject: Who am I\r\n\r\nHelp.\r\n"
+    r = pipeline.deliver_one(raw, HOT, envelope)
+    assert r.new_ticket and f"the customer is {customer} ({source})" in r.notes[0]
+    [ack] = outbox_mails(pipeline)
+    assert ack["To"].addresses[0].addr_spec == customer
+    with pipeline.sessions() as s:
+        t = s.execute(select(Ticket)).scalar_one()
+        assert t.customer.address == customer
+        [entry] = s.execute(select(History).where(History.type == "EmailCustomer")).scalars()
+    assert json.loads(entry.detail)["customer_from"] == source

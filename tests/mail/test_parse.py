@@ -152,3 +152,23 @@ def test_dedup_key_ignores_trace_headers_only() -> None:
     d = parse(b"Message-ID: <m@x>\r\nSubject: another subject\r\n\r\nbody\r\n")
     assert a.dedup_key == b.dedup_key
     assert len({a.dedup_key, c.dedup_key, d.dedup_key}) == 3
+
+
+def test_one_malformed_header_line_loses_no_other_header() -> None:
+    """A line without a colon and a continuation without leading white space used to end
+    the header (the stdlib starts the body there): Subject, To and Message-ID were lost
+    and landed in the body. Every header that can be read is read; the bytes stay."""
+    raw = (
+        b"From: Alice <alice@customer.test>\nThis line has no colon\nTo: hotline@example.com\n"
+        b"broken continuation line\nSubject : Printer on\nfire again\nMessage-ID: <x@y.test>\n"
+        b"\nbody text\n"
+    )
+    m = parse(raw)
+    assert (m.from_addr, m.to, m.subject, m.message_id, m.body_text) == (
+        "alice@customer.test",
+        ["hotline@example.com"],
+        "Printer on fire again",
+        "x@y.test",
+        "body text",
+    )
+    assert m.raw == raw  # what is stored is what came; only the parser saw it mended
