@@ -9,6 +9,7 @@ bytes are still stored by the caller.
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email.header
 import email.utils
@@ -282,6 +283,15 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     return [(clean(decode_words(n)), a.strip().lower()) for n, a in pairs if "@" in a]
 
 
+_COMMENTED = re.compile(r"\(\s*<?([^\s()<>@,;:\"]+@[^\s()<>@,;:\"]+?)>?\s*\)")
+
+
+def _commented(msg: Message, name: str) -> list[str]:
+    """Addresses that appear only inside a comment, `To: (hotline@example.com)`: kept
+    when the header holds nothing else (a strict parser reads no address there)."""
+    return [a.lower() for value in raw_headers(msg, name) for a in _COMMENTED.findall(value)]
+
+
 def _msgids(text: str) -> list[str]:
     return _MSGID.findall(text)
 
@@ -293,10 +303,7 @@ def _part_text(part: Message) -> str:
 def _decode_part(part: Message) -> str:
     """A text part's text from its bytes and its label, read as charsets.decode reads
     them (get_content would put U+FFFD wherever the bytes outgrow the label)."""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return charsets.decode(payload, part.get_content_charset())
+    return charsets.decode(payload_bytes(part), part.get_content_charset())
 
 
 def _filename(part: Message) -> str:
@@ -325,29 +332,101 @@ def _param(part: Message, header: str, name: str) -> object:
         return None
 
 
-def _attachment_bytes(part: Message) -> bytes:
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_RFC822 = re.compile(rb"message/rfc822", re.IGNORECASE)
+
+
+def payload_bytes(part: Message) -> bytes:
+    """A leaf part's decoded bytes. Base64 is decoded as mail readers do it: characters
+    outside the alphabet skipped, a broken length or padding mended (the stdlib hands
+    back the undecoded text then)."""
+    if part.get("Content-Transfer-Encoding", "").strip().lower() == "base64":
+        text = part.get_payload(decode=False)
+        encoded = text.encode("ascii", "ignore") if isinstance(text, str) else b""
+        try:
+            return binascii.a2b_base64(encoded)  # what the stdlib does, when it works
+        except binascii.Error:
+            data = _B64_JUNK.sub(b"", encoded.split(b"=", 1)[0])
+            data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    decoded = part.get_payload(decode=True)
+    return decoded if isinstance(decoded, bytes) else b""
+
+
+def _attachment_bytes(part: Message, raw: bytes | None) -> bytes:
+    """An attachment's bytes; an attached message's are the bytes that came (raw, when
+    the part's own bytes could be found), not a re-serialised copy with refolded headers."""
     if part.get_content_maintype() == "message" or part.is_multipart():
+        if raw is not None and part.get("Content-Transfer-Encoding", "").strip().lower() in (
+            "",
+            "7bit",
+            "8bit",
+            "binary",
+        ):
+            return _split_head(raw)[1]
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else payload
         if isinstance(inner, Message):
             return inner.as_bytes(policy=policy.compat32)
         return b""
-    data = part.get_payload(decode=True)
-    return data if isinstance(data, bytes) else b""
+    return payload_bytes(part)
 
 
-def _walk(msg: Message, out: ParsedMail, plain: list[str], html: list[str]) -> None:
-    """Depth-first over the leaf parts, not descending into attached messages."""
+def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block, body) of a part's bytes."""
+    found = _BLANK_LINE.search(raw)
+    if found is None:
+        return raw, b""
+    return raw[: found.start()], raw[found.end() :]
+
+
+def _raw_children(raw: bytes, boundary: str) -> list[bytes] | None:
+    """The bytes of each child of a multipart part, found by its boundary lines; None
+    when they do not line up (the parser's view is used then)."""
+    _head, body = _split_head(raw)
+    marker = re.escape(b"--" + boundary.encode("ascii", "surrogateescape"))
+    pieces = re.split(rb"(?:^|\r?\n)" + marker + rb"(?:--)?[ \t]*(?=\r?\n|$)", body)
+    if len(pieces) < 2:
+        return None
+    children = []
+    for piece in pieces[1:]:
+        children.append(
+            piece[2:]
+            if piece.startswith(b"\r\n")
+            else piece[1:]
+            if piece.startswith(b"\n")
+            else piece
+        )
+    return children
+
+
+def _walk(
+    msg: Message, out: ParsedMail, plain: list[str], html: list[str], raw: bytes | None = None
+) -> None:
+    """Depth-first over the leaf parts, not descending into attached messages; raw is the
+    part's own bytes where the boundaries let them be found."""
     if msg.is_multipart() and msg.get_content_maintype() == "multipart":
-        for sub in msg.get_payload():
-            if isinstance(sub, Message):
-                _walk(sub, out, plain, html)
+        subs = [sub for sub in msg.get_payload() if isinstance(sub, Message)]
+        boundary = msg.get_boundary()
+        children = _raw_children(raw, boundary) if raw is not None and boundary else None
+        if children is not None:
+            children = children[: len(subs)] if len(children) >= len(subs) else None
+        for index, sub in enumerate(subs):
+            _walk(sub, out, plain, html, children[index] if children else None)
         return
     ctype = msg.get_content_type()
+    if msg.get_content_maintype() == "multipart":  # no boundary: the text is the body
+        ctype = "text/plain"
     filename = _filename(msg)
     disposition = (msg.get_content_disposition() or "").lower()
     if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
-        (plain if ctype == "text/plain" else html).append(_part_text(msg))
+        text = _part_text(msg)
+        if ctype == "text/plain" and "begin " in text:
+            text, files = _uudecode(text)
+            for name, data in files:
+                kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                out.attachments.append(Attachment(clean(name), kind, data))
+        (plain if ctype == "text/plain" else html).append(text)
         return
     if ctype == "message/rfc822" and not filename:
         inner = msg.get_payload()
@@ -363,8 +442,36 @@ def _walk(msg: Message, out: ParsedMail, plain: list[str], html: list[str]) -> N
         filename = f"part-{len(out.attachments) + 1}{ext}"
     cid = header_str(msg, "Content-ID").strip("<> ")
     out.attachments.append(
-        Attachment(filename, ctype, _attachment_bytes(msg), cid, disposition == "inline")
+        Attachment(filename, ctype, _attachment_bytes(msg, raw), cid, disposition == "inline")
     )
+
+
+_UU_BLOCK = re.compile(r"^begin [0-7]{3,4} ([^\n]*?)[ \t]*\n(.*?)^end[ \t]*$\n?", re.M | re.S)
+
+
+def _uudecode(text: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Inline uuencoded files (`begin 644 name` ... `end`) out of a text: the text without
+    them, and each (name, bytes). A damaged line costs that line, not the file."""
+    files: list[tuple[str, bytes]] = []
+
+    def take(found: re.Match[str]) -> str:
+        data = bytearray()
+        for line in found.group(2).splitlines():
+            if not line.strip() or line.strip() == "`":
+                continue
+            chunk = line.encode("latin-1", "replace")
+            try:
+                data += binascii.a2b_uu(chunk)
+            except binascii.Error:  # trailing junk: the length byte says what counts
+                size = (chunk[0] - 32) & 63
+                try:
+                    data += binascii.a2b_uu(chunk[: 1 + (size + 2) // 3 * 4])
+                except binascii.Error:
+                    continue
+        files.append((found.group(1).strip() or "uuencoded.bin", bytes(data)))
+        return ""
+
+    return _UU_BLOCK.sub(take, text), files
 
 
 def parse(raw: bytes) -> ParsedMail:
@@ -395,8 +502,8 @@ def parse(raw: bytes) -> ParsedMail:
     froms = _addresses(msg, "From")
     if froms:
         out.from_name, out.from_addr = froms[0]
-    out.to = [a for _, a in _addresses(msg, "To")]
-    out.cc = [a for _, a in _addresses(msg, "Cc")]
+    out.to = [a for _, a in _addresses(msg, "To")] or _commented(msg, "To")
+    out.cc = [a for _, a in _addresses(msg, "Cc")] or _commented(msg, "Cc")
     replies = _addresses(msg, "Reply-To")
     out.reply_to = [a for _, a in replies]
     out.other_senders = [("Reply-To", n, a) for n, a in replies[:1]]
@@ -411,7 +518,8 @@ def parse(raw: bytes) -> ParsedMail:
     plain: list[str] = []
     html: list[str] = []
     try:
-        _walk(msg, out, plain, html)
+        # The parts' own bytes are looked for only where an attached message needs them.
+        _walk(msg, out, plain, html, raw if _RFC822.search(raw) else None)
     except Exception as exc:
         log.warning("MIME structure unreadable: %r", exc)
         out.unparsed, out.problem = True, f"MIME structure unreadable: {exc!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,56 @@ def test_one_malformed_header_line_loses_no_other_header() -> None:
         "body text",
     )
     assert m.raw == raw  # what is stored is what came; only the parser saw it mended
+
+
+def test_inline_uuencoded_files_become_attachments() -> None:
+    data = bytes(range(256)) * 3
+    uu = b"".join(binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45))
+    raw = (
+        b"From: a@customer.test\nTo: hotline@example.com\nSubject: scan\n\n"
+        b"Here is the scan:\n\nbegin 644 scan.pdf\n" + uu + b"`\nend\n\nRegards\n"
+    )
+    m = parse(raw)
+    assert [(a.filename, a.content_type, a.data) for a in m.attachments] == [
+        ("scan.pdf", "application/pdf", data)
+    ]
+    assert "begin 644" not in m.body_text and m.body_text.endswith("Regards")
+
+
+def test_an_attached_message_keeps_the_bytes_that_came() -> None:
+    inner = (
+        b"From: inner@x.test\r\nSubject: a very long subject line that a serialiser would fold"
+        b" because it goes on and on well beyond seventy-eight characters\r\n\r\ninner body\r\n"
+    )
+    raw = (
+        b"From: a@b.test\r\nTo: h@example.com\r\nSubject: fwd\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n"
+    )
+    [attached] = parse(raw).attachments
+    assert attached.data == inner  # not refolded by a serialiser
+
+
+@pytest.mark.parametrize(("encoded", "data"), [(b"QUJDR", b"ABC"), (b"QUJ!DRA=", b"ABCD")])
+def test_base64_with_bad_length_or_junk_is_decoded_leniently(encoded: bytes, data: bytes) -> None:
+    raw = (
+        b"From: a@b.test\nTo: h@example.com\nSubject: s\n"
+        b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nx\n"
+        b"--b\nContent-Type: application/octet-stream; name=a.bin\n"
+        b"Content-Transfer-Encoding: base64\n\n" + encoded + b"\n--b--\n"
+    )
+    assert [a.data for a in parse(raw).attachments] == [data]
+
+
+def test_multipart_without_boundary_shows_its_text() -> None:
+    raw = b"From: a@b.test\nTo: h@example.com\nSubject: s\nContent-Type: multipart/mixed\n\n"
+    raw += b"the text\n"
+    m = parse(raw)
+    assert m.body_text == "the text" and m.attachments == []
+
+
+def test_an_address_only_inside_a_comment_is_kept() -> None:
+    raw = b"From: a@b.test\nTo: (hotline@example.com)\nCc: Bob (bob@example.org)\nSubject: s\n\nx\n"
+    m = parse(raw)
+    assert (m.to, m.cc) == (["hotline@example.com"], ["bob@example.org"])
