@@ -110,8 +110,7 @@ def import_(
             click.echo(f"  {where}: {reason}")
     if summary.stopped:
         click.echo(f"otrs-mailgate: import stopped: {summary.stopped}", err=True)
-        sys.exit(75)
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(summary.exit_code)
 
 
 COMMANDS = [outbox, deliver, import_]

@@ -26,6 +26,15 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
     new_tickets: int = 0
     stopped: str = ""  # why the import stopped early (database unavailable)
+    temporary: int = 0  # failures that may pass on another run (a conflict, a bug)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all taken; 75 (EX_TEMPFAIL) when another run may take what is missing, as
+        for the pipe entry; 1 when only final refusals (not a mail, no queue) remain."""
+        if self.stopped or self.temporary:
+            return outcomes.EX_TEMPFAIL
+        return 1 if self.failed else 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -34,6 +43,7 @@ class Summary:
             "failed": [{"message": w, "reason": r} for w, r in self.failed],
             "new_tickets": self.new_tickets,
             "stopped": self.stopped,
+            "temporary": self.temporary,
         }
 
 
@@ -104,3 +114,4 @@ def _count(summary: Summary, label: str, outcome: Result | Failed) -> None:
             summary.new_tickets += int(outcome.new_ticket)
         return
     summary.failed.append((label, outcomes.import_line(outcome)))
+    summary.temporary += outcome.outcome.temporary

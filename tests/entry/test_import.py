@@ -170,3 +170,31 @@ def test_import_with_sla_starts_the_clocks(tmp_path: Path, db_url: str) -> None:
         due = conn.execute(select(Ticket.solution_due)).scalars().all()
     engine.dispose()
     assert len(due) == 2 and all(d is not None for d in due)
+
+
+def test_a_failure_that_may_pass_next_time_is_75_like_the_pipe(
+    tmp_path: Path, db_url: str, monkeypatch
+) -> None:
+    """The pipe's rule for import: a final refusal (not a mail, no queue) is listed and
+    exit 1; a failure that another run may get past (a bug that was fixed, a conflict)
+    makes the run 75, so a cron job tries again. Nothing of the failed mail is stored."""
+    import otrs_mailgate.ingest.pipeline as ingest_mod
+
+    from helpers import make_config
+
+    real = ingest_mod.run
+
+    def run(trip):
+        if getattr(trip.parsed, "subject", "") == "boom":
+            raise RuntimeError("a bug")
+        return real(trip)
+
+    monkeypatch.setattr(ingest_mod, "run", run)
+    items = [("a", mail("fine")), ("b", mail("boom")), ("c", b"\x00 junk")]
+    pipeline = Pipeline(make_config(db_url), acknowledge=False)
+    summary = importer.run(pipeline, iter(items))
+    assert (summary.imported, summary.temporary, len(summary.failed)) == (1, 1, 2)
+    assert summary.exit_code == 75
+    assert count(pipeline, Article) == 1
+    final = importer.run(pipeline, iter([("c", b"\x00 junk")]))
+    assert (final.temporary, final.exit_code) == (0, 1)
