@@ -16,6 +16,7 @@ from otrs_mailgate.store.models import Article, Delivery, History, Outbox, RawMe
 
 from cli_helpers import ROOT, cli, cli_json, write_config
 from helpers import mail
+from lmtp_helpers import free_port
 
 TABLES = (Ticket, Article, RawMessage, Delivery, History, Outbox)
 
@@ -91,7 +92,9 @@ def test_database_down_is_75(tmp_path: Path) -> None:
 
 def test_broken_config_is_75_for_postfix(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[system]\nnope = 1\n")
+    # a port nobody listens on: a daemon a developer runs on the default port (make run)
+    # would otherwise take the mail, and its config is not this one
+    bad.write_text(f"[system]\nnope = 1\n[lmtp]\nport = {free_port()}\n")
     proc = cli(bad, "deliver", "--recipient", "hotline@example.com", stdin=mail("x"))
     assert proc.returncode == 75
     assert b"config error" in proc.stderr and b"system.nope: unknown key" in proc.stderr
