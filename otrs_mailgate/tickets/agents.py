@@ -211,7 +211,10 @@ def workers(conn: Connection, queue_id: int) -> list[AgentRef]:
     return [_ref(r) for r in rows]
 
 
-_MEMBER_OF = select(_M.c.group_id).where(_M.c.agent_id == _A.c.id)
+# Correlated to the agent of the statement it stands in, two levels up in _SEL_WORKERS:
+# left to auto-correlation it took its own FROM agent there, and every agent counted
+# as a member of every group (all agents got every granted queue's mail).
+_MEMBER_OF = select(_M.c.group_id).where(_M.c.agent_id == _A.c.id).correlate(_A)
 _SEL_ACCESS = (
     select(_GR.c.access)
     .select_from(_GR)
