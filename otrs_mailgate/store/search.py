@@ -224,13 +224,19 @@ def _ranges(
 ) -> Any:
     conditions = []
     for start, end in ranges:
-        parts = []
-        if start is not None:
+        # The calendar's first and last days bound nothing (and would overflow), but a
+        # range still asks that the instant exists (closed: a ticket that was closed).
+        parts = [column.is_not(None)]
+        if start is not None and start > _FIRST_DAY:
             parts.append(column >= _day_start(start, zone))
-        if end is not None:
+        if end is not None and end < _LAST_DAY:
             parts.append(column < _day_start(end + dt.timedelta(days=1), zone))
         conditions.append(and_(*parts))
     return or_(*conditions)
+
+
+_FIRST_DAY = dt.date.min + dt.timedelta(days=1)
+_LAST_DAY = dt.date.max - dt.timedelta(days=1)
 
 
 def _filters(stmt: Any, filters: Filters, zone: ZoneInfo) -> Any:

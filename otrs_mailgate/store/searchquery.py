@@ -370,6 +370,8 @@ def _day(text: str, first: bool) -> dt.date:
         start = dt.date(year, month, 1)
         if first:
             return start
+        if (year, month) == (dt.MAXYEAR, 12):
+            return dt.date.max
         following = dt.date(year + month // 12, month % 12 + 1, 1)
         return following - dt.timedelta(days=1)
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):

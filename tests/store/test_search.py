@@ -332,3 +332,25 @@ def test_cli_search_and_its_errors(tmp_path: Path, db_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Ticket)).scalar_one() == 1
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("created:2026-01-01..9999-12-31", True),
+        ("printer created:..9999-12-31", True),
+        ("created:0001-01-01..", True),
+        ("created:0001..9999", True),
+        ("created:9999-12", False),
+        ("closed:0001..9999", False),
+    ],
+)
+def test_the_calendars_ends_are_dates_not_overflows(
+    pipeline: Pipeline, query: str, found: bool
+) -> None:
+    """A range to 9999-12-31 (or from 0001-01-01) was an OverflowError: HTTP 500 on the
+    agents' page and a traceback in the CLI. The calendar's ends bound nothing."""
+    number = pipeline.deliver_one(mail("Printer", "on fire"), HOT).ticket_number
+    with pipeline.sessions() as s:
+        rows, _ = queries.results(s, pipeline.config, query, 10)
+    assert [r["number"] for r in rows] == ([number] if found else [])
