@@ -153,6 +153,17 @@ CREATE INDEX ix_ticket_state ON ticket (state);
 
 CREATE INDEX ix_ticket_update_due ON ticket (update_due) WHERE update_due IS NOT NULL;
 
+CREATE TABLE web_session (
+	id VARCHAR(64) NOT NULL,
+	agent_id INTEGER NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	expires_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_web_session PRIMARY KEY (id),
+	CONSTRAINT fk_web_session_agent_id_agent FOREIGN KEY(agent_id) REFERENCES agent (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_web_session_agent_id ON web_session (agent_id);
+
 CREATE TABLE article (
 	id SERIAL NOT NULL,
 	ticket_id INTEGER NOT NULL,
@@ -207,6 +218,7 @@ CREATE TABLE history (
 	detail TEXT NOT NULL,
 	prev_hash VARCHAR(64) NOT NULL,
 	hash VARCHAR(64) NOT NULL,
+	key_id VARCHAR(16) DEFAULT '' NOT NULL,
 	CONSTRAINT pk_history PRIMARY KEY (id),
 	CONSTRAINT uq_history_ticket_id_prev_hash UNIQUE (ticket_id, prev_hash),
 	CONSTRAINT fk_history_ticket_id_ticket FOREIGN KEY(ticket_id) REFERENCES ticket (id)

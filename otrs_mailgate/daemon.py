@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from otrs_mailgate.metrics import Metrics
 from otrs_mailgate.outbound.outbox import Sender
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
+from otrs_mailgate.tickets import history
 from otrs_mailgate.web.statuspage import StatusPage
 
 log = logging.getLogger("otrs_mailgate.daemon")
@@ -37,6 +39,7 @@ STOP_TIMEOUT = 30.0
 OUTBOX_IDLE = 2.0
 CLAIM = 25  # rows a sender's pass takes: fewer than all, so a backlog spreads out
 SCHEDULER_MAX_SLEEP = 60.0  # look again at least this often (other daemons' changes)
+HEAD_EVERY = 24 * 3600.0  # the history's head goes to the log this often (and at start)
 SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
 EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
 
@@ -135,6 +138,12 @@ class Daemon:
             with contextlib.suppress(ValueError):
                 self._idle_senders.remove(wakeup)
 
+    def log_head(self) -> None:
+        """The history's head, at start and daily: a copy of the log kept elsewhere
+        (syslog, a log host) is what shows rows deleted since (`audit verify --head`)."""
+        with self.pipeline.sessions() as session:
+            log.info("audit head %s", history.head(session))
+
     async def scheduler_loop(self) -> None:
         """Locks, pending times and escalations: sleep until the earliest due instant.
 
@@ -142,10 +151,14 @@ class Daemon:
         sooner); mail committed by another daemon is seen within SCHEDULER_MAX_SLEEP.
         """
         loop = asyncio.get_running_loop()
+        head_logged = -HEAD_EVERY
         while not self.stopping.is_set():
             self.scheduler_wakeup.clear()
             delay = SCHEDULER_MAX_SLEEP
             try:
+                if time.monotonic() - head_logged >= HEAD_EVERY:
+                    await loop.run_in_executor(None, self.log_head)
+                    head_logged = time.monotonic()
                 result = await loop.run_in_executor(None, self.scheduler.run_pass)
                 self.metrics.escalations.inc(result.escalated)
                 self._wake_if_queued(result.queued)  # escalations and reminders go now
@@ -216,6 +229,11 @@ class Daemon:
         if page is not None:
             wc = self.config.web
             log.info("status page on http://%s:%s/ (links: %s)", wc.host, wc.port, wc.base_url())
+        if not history.keys_for(self.config, create=False).keys:
+            log.warning(
+                "no audit key (set system.audit_keys): the history chain is plain SHA-256, "
+                "which whoever can write the database can recompute"
+            )
         self.started.set()
         outbox_tasks = [asyncio.create_task(self.outbox_loop(s)) for s in self.senders]
         scheduler_task = asyncio.create_task(self.scheduler_loop())

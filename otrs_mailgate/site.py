@@ -17,17 +17,13 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config, QueueConfig
+from otrs_mailgate.mail import addresses as addr
+from otrs_mailgate.mail import tokens
 from otrs_mailgate.mail.compose import Responder
 from otrs_mailgate.mail.subject import TagFormat
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Queue, utcnow
 from otrs_mailgate.tickets import links
-
-
-def split_plus(address: str) -> str:
-    """`hotline+extension@domain` -> `hotline@domain` (token and plus addresses)."""
-    local, _, domain = address.partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def pinned_keys(path: str) -> dict[str, bytes]:
@@ -52,6 +48,7 @@ class Site:
     addresses: Mapping[str, QueueConfig]
     own_addresses: frozenset[str]
     own_domains: frozenset[str]
+    queue_domains: frozenset[str]
     dkim_keys: Mapping[str, bytes]
     # Read from the database on first use, then kept (see module docstring).
     _queue_ids: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -60,30 +57,44 @@ class Site:
 
     @classmethod
     def build(cls, config: Config) -> Site:
-        addresses = {a: q for q in config.queue for a in q.addresses}
+        by_address = {addr.normalize(a): q for q in config.queue for a in q.addresses}
         return cls(
             config=config,
             tags=TagFormat(config.ticket.hook, config.ticket.divider),
             responder=Responder(config),
-            addresses=addresses,
-            own_addresses=frozenset(addresses),
+            addresses=by_address,
+            own_addresses=frozenset(by_address),
             own_domains=frozenset({config.system.domain.lower()}),
+            queue_domains=frozenset(addr.domain_of(a) for a in by_address),
             dkim_keys=pinned_keys(config.agents.dkim_keys),
         )
 
     # -- queues ------------------------------------------------------------------------
 
     def queue_for(self, recipient: str) -> QueueConfig | None:
-        """Exact address, else the address without its +extension (token addresses)."""
-        address = recipient.strip().strip("<>").lower()
-        return self.addresses.get(address) or self.addresses.get(split_plus(address))
+        """Exact address, else the address without its +extension (token and plus
+        addresses); any form Postfix accepts (quoted, trailing dot, source route)."""
+        address = addr.normalize(recipient)
+        return self.addresses.get(address) or self.addresses.get(addr.base(address))
+
+    def is_our_domain(self, recipient: str) -> bool:
+        """The address is at a domain one of our queues answers at."""
+        return addr.domain_of(recipient) in self.queue_domains
+
+    def delivery_key(self, recipient: str) -> str:
+        """What one delivery of a message is counted against: the reply address with its
+        token, else the plain queue address, so `hotline+1@`, `"hotline+2"@` and
+        `hotline@` in one message make one ticket (issue 19, item 9)."""
+        address = addr.normalize(recipient)
+        return address if tokens.token_of(address) else addr.base(address)
 
     def queue_of(self, name: str) -> QueueConfig:
         """A ticket's queue by name; the first queue when the config no longer has it."""
         return self.config.queue_by_name(name) or self.config.queue[0]
 
     def is_own(self, address: str) -> bool:
-        return address in self.own_addresses or split_plus(address) in self.own_addresses
+        address = addr.normalize(address)
+        return address in self.own_addresses or addr.base(address) in self.own_addresses
 
     def ensure_queues(self, sessions: sessionmaker[Session]) -> None:
         """Queue rows for the configured queues, in a transaction of their own.

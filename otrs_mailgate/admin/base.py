@@ -40,10 +40,11 @@ class Ctx:
         return self._engine
 
     def sessions(self) -> Any:
-        """A sessionmaker on the command's engine."""
+        """A sessionmaker on the command's engine (its history rows keyed like the daemon's)."""
         from otrs_mailgate.store.db import sessionmaker_for
+        from otrs_mailgate.tickets import history
 
-        return sessionmaker_for(self.engine())
+        return sessionmaker_for(self.engine(), {history.INFO: history.keys_for(self.config)})
 
     def session(self) -> Any:
         """A session for reading (the caller closes it, `with ctx.session() as s`)."""

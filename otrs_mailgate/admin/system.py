@@ -197,27 +197,72 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option("--head", "head_text", default="", help="a head `audit head` printed earlier")
 @pass_ctx
 @_database_errors
-def audit_verify(ctx: Ctx) -> None:
-    """Walk every ticket's hash chain; exit 1 at a broken link."""
-    from otrs_mailgate.tickets.history import Broken, verify
+def audit_verify(ctx: Ctx, head_text: str) -> None:
+    """Walk every ticket's hash chain; exit 1 at a broken link or a missing row."""
+    from otrs_mailgate.tickets.history import Broken, Head, keys_for, verify
 
-    broken = 0
+    try:
+        published = Head.parse(head_text) if head_text else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head") from exc
+    keys = keys_for(ctx.config, create=False)
+    broken, checked, now = 0, 0, None
     with ctx.session() as session:
-        for item in verify(session):
+        for item in verify(session, keys, published):
             if isinstance(item, Broken):
                 broken += 1
                 click.echo(
                     f"BROKEN ticket id {item.ticket_id}, history row {item.history_id}: "
                     f"{item.reason}"
                 )
+            elif isinstance(item, Head):
+                now = item
             else:
                 checked = item
     if broken:
         click.echo(f"{broken} broken link(s) in {checked} history rows", err=True)
         sys.exit(1)
-    click.echo(f"ok: {checked} history rows, every chain intact")
+    if not keys.keys:
+        click.echo(
+            "warning: no audit key (system.audit_keys): the chain is plain SHA-256, and "
+            "whoever can write the database can recompute it",
+            err=True,
+        )
+    click.echo(f"ok: {checked} history rows, every chain intact; head {now}")
+
+
+@audit.command("head")
+@pass_ctx
+@_database_errors
+def audit_head(ctx: Ctx) -> None:
+    """Print the history's head (last row and a digest of every chain's tail); keep it
+    elsewhere, and `audit verify --head` shows whether rows up to it went missing."""
+    from otrs_mailgate.tickets.history import head
+
+    with ctx.session() as session:
+        click.echo(str(head(session)))
+
+
+@audit.command("rotate-key")
+@pass_ctx
+def audit_rotate_key(ctx: Ctx) -> None:
+    """Add a new audit key: it signs new history rows; older keys stay to verify.
+    Restart or SIGHUP the daemons so they sign with it."""
+    from otrs_mailgate.tickets.history import AuditKeyError, add_key, key_path
+
+    path = key_path(ctx.config)
+    if path is None:
+        click.echo("otrs-mailgate: set system.audit_keys to a file path first", err=True)
+        sys.exit(1)
+    try:
+        key_id = add_key(path)
+    except AuditKeyError as exc:
+        click.echo(f"otrs-mailgate: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"audit key {key_id} added to {path}; it signs from the next daemon start")
 
 
 COMMANDS = [init, serve, milter, dkim, postfix_config, schema, backup, migrate_db, audit]

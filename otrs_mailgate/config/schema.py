@@ -65,6 +65,10 @@ class SystemConfig(_Section):
     trusted_relay: str = ""
     # The days of search filters (created:2026-01-05) and of reports are days here.
     timezone: str = "UTC"
+    # The keys of the history's HMAC chain, kept outside the database (`id hexkey` lines,
+    # the last one signs; `audit rotate-key` adds one).  Empty: beside an SQLite database
+    # file (<file>.audit-keys, made on first use); with PostgreSQL, set a path.
+    audit_keys: str = ""
 
     _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
 
@@ -85,6 +89,10 @@ class LMTPConfig(_Section):
     port: int = Field(8024, ge=1, le=65535)
     socket: str = ""  # a UNIX socket path instead of host/port
     max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    # MIME parts made into attachments, for every entry (LMTP, pipe, import): beyond
+    # this the rest of the mail stays in its raw bytes only (15,000 parts took seconds
+    # of parsing and as many rows while other mail waited).
+    max_parts: int = Field(1000, ge=10)
     # Committer threads: 0 picks 1 for SQLite (one writer anyway), 4 for PostgreSQL.
     workers: int = Field(0, ge=0, le=64)
 

@@ -3,20 +3,27 @@
 Refusing at SMTP time what the daemon would refuse later means no backscatter:
 the sender's own MTA tells the sender why.  Checks, in the order they can act:
 
+- Every address is first put in the form Postfix delivers it (quoted local part,
+  trailing dot, source route, user%domain: mail/addresses.py), so no form of one
+  of our addresses passes as somebody else's.
 - RCPT to one of our addresses: more than max_per_hour_* accepted mails this hour
   from the envelope sender or the client IP -> 451 4.7.1; a SIZE= over the
   queue's limit -> 552 5.3.4; an agent's reply address whose token is invalid,
-  expired, foreign (no agent of ours) or whose agent is disabled -> 550 5.7.1.
+  expired, foreign (no agent of ours) or whose agent is disabled -> 550 5.7.1 (one
+  text for every reason; the reasons go to the log).  `hotline+anything@` that is
+  no token is the queue address.
 - The body grows over the smallest limit of its queues -> 552 5.3.4.
 - End of message: our own X-Loop -> 550 5.7.1 (mail loop); a command mail whose
   From is not the agent, whose DKIM fails under `dkim = required`, that is a
-  replay or too old -> 550 5.7.1 with every reason; a queue taking no new
+  replay, too old or has a second From/To/Cc/Subject/Date/Message-ID -> 550 5.7.1,
+  the same text; a queue taking no new
   tickets, a sender who is no customer and no ticket followed up -> 550 5.7.1
   with the queue's reject_text.  Otherwise the mail goes on, with our
-  Authentication-Results (forged ones carrying our authserv-id removed) and
+  Authentication-Results (any that claims our authserv-id, or cannot be read,
+  removed) and
   X-OTRS-Mailgate-Ticket when it follows up a ticket (forged ones removed).
 
-Mail to none of our addresses is waved through untouched.  Database and DKIM work
+Mail to no address at our domains is waved through untouched.  Database and DKIM work
 runs in worker threads, so the event loop serves every other connection meanwhile.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,11 +41,12 @@ import authres
 from otrs_mailgate.config.schema import Config, QueueConfig
 from otrs_mailgate.ingest import auth
 from otrs_mailgate.ingest.pipeline import Pipeline
-from otrs_mailgate.mail import tokens
+from otrs_mailgate.mail import addresses, tokens
 from otrs_mailgate.mail.parse import parse
 from otrs_mailgate.store.db import read_only
 from otrs_mailgate.store.models import utcnow
 
+log = logging.getLogger("otrs_mailgate.entry.milter")
 AR = "Authentication-Results"
 TICKET_HEADER = "X-OTRS-Mailgate-Ticket"
 HOUR = 3600.0
@@ -53,6 +62,11 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text}"
+
+
+# One answer for every way a reply address or a command mail fails, so the answer does
+# not tell an attacker which part was wrong; the log has the reasons (issue 19, item 3).
+REFUSED_TOKEN = Reply("550", "5.7.1", "this reply address does not take this mail")
 
 
 @dataclass
@@ -120,6 +134,7 @@ class Message:
         self.size_claim = 0
         self.queues: list[QueueConfig] = []
         self.tokens: list[str] = []
+        self.at_our_domain = False
         self.headers: list[tuple[str, bytes]] = []
         self.body = bytearray()
 
@@ -129,20 +144,25 @@ class Message:
 
     @property
     def ours(self) -> bool:
-        """Some recipient is one of our addresses: the checks apply."""
-        return bool(self.queues)
+        """Some recipient is one of our addresses, or at one of our domains: the checks
+        apply (never accepted unchecked at DATA)."""
+        return bool(self.queues) or self.at_our_domain
 
     def mail_from(self, sender: str, arguments: list[str]) -> None:
-        self.sender = sender.strip().strip("<>").lower()
+        self.sender = addresses.normalize(sender)
         for arg in arguments:
             name, _, value = arg.partition("=")
             if name.upper() == "SIZE" and value.isdigit():
                 self.size_claim = int(value)
 
     async def rcpt(self, recipient: str) -> Reply | None:
-        queue = self.gate.pipeline.queue_for(recipient)
+        site = self.gate.pipeline.site
+        address = addresses.normalize(recipient)  # the form Postfix delivers (item 1)
+        queue = site.queue_for(address)
         if queue is None:
-            return None  # not ours: Postfix decides
+            if site.is_our_domain(address):
+                self.at_our_domain = True  # not a queue: Postfix decides, headers still checked
+            return None
         milter = self.config.milter
         if self.gate.senders.over(self.sender):
             return Reply("451", "4.7.1", f"too many mails from {self.sender}, try again later")
@@ -151,11 +171,12 @@ class Message:
         limit = self.config.size_limit(queue)
         if milter.size and self.size_claim > limit:
             return Reply("552", "5.3.4", f"message too big for {queue.name} ({limit} bytes)")
-        token = tokens.token_of(recipient.strip().strip("<>"))
+        token = tokens.token_of(address)
         if token and milter.tokens:
             verdict = await asyncio.to_thread(self._token, token)
             if verdict.reasons:
-                return Reply("550", "5.7.1", "; ".join(verdict.reasons))
+                log.info("refused rcpt %s from %s: %s", address, self.sender, verdict.reasons)
+                return REFUSED_TOKEN
             self.tokens.append(token)
         self.queues.append(queue)
         return None
@@ -169,7 +190,7 @@ class Message:
 
     def body_chunk(self, chunk: bytes) -> Reply | None:
         self.body += chunk
-        if not self.config.milter.size:
+        if not self.config.milter.size or not self.queues:
             return None
         limit = min(self.config.size_limit(q) for q in self.queues)
         if len(self.body) > limit:
@@ -196,7 +217,7 @@ class Message:
         config, pipeline = self.config, self.gate.pipeline
         milter = config.milter
         raw = self.raw()
-        mail = parse(raw)
+        mail = parse(raw, config.lmtp.max_parts)
         if milter.loops and any(
             _text(v).strip().lower() in pipeline.own_addresses for v in self._values("X-Loop")
         ):
@@ -207,15 +228,18 @@ class Message:
         if milter.dkim:
             found = auth.signatures(raw, dns)
             dkim_checked = auth.dkim_verdict(found, (mail.from_addr or "").rpartition("@")[2])
-            edits.delete += self._ours(AR, lambda v: _authserv_id(v) == config.authserv_id.lower())
+            edits.delete += self._ours(AR, lambda v: auth.claims_ours(v, config.authserv_id))
             edits.insert.append((AR, _results(config.authserv_id, found)))
         now = utcnow()
         with read_only(pipeline.engine) as conn:
             for token in self.tokens:
                 verdict = auth.check(conn, config.agents, mail, token, now, dns, dkim_checked)
-                if verdict.reasons:
-                    return Reply("550", "5.7.1", "; ".join(verdict.reasons))
+                if verdict.reasons:  # the reasons are logged, never told (item 3)
+                    log.info("refused mail from %s: %s", self.sender, verdict.reasons)
+                    return REFUSED_TOKEN
             ticket_id = pipeline.match_id(conn, mail)
+            if not self.queues:  # only at our domains: stripped, nothing more to decide
+                return edits
             closed = [q for q in self.queues if q.new_tickets == "reject"]
             new = milter.new_tickets and closed and ticket_id is None and not self.tokens
             if new and not pipeline.is_customer(conn, mail):
@@ -238,12 +262,6 @@ class Message:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
-
-
-def _authserv_id(value: str) -> str:
-    """The authserv-id an Authentication-Results value starts with, lower-cased."""
-    head = value.strip().split(";", 1)[0].strip()
-    return head.split(None, 1)[0].lower() if head else ""
 
 
 def _results(authserv_id: str, found: list[auth.Signature]) -> str:

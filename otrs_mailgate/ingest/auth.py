@@ -7,7 +7,8 @@
   header with our own authserv-id says so (only when one is configured), unless
   the policy is `dkim = optional`;
 - the Message-ID has not been seen before (no replays);
-- the Date is within the configured window.
+- the Date is within the configured window;
+- no From, Sender, To, Cc, Subject, Date, Message-ID or In-Reply-To comes twice.
 
 Every failing check is named, so the transcript can say exactly why.
 """
@@ -34,6 +35,9 @@ from otrs_mailgate.tickets.agents import AgentRef
 
 log = logging.getLogger(__name__)
 DNSFunc = Callable[..., bytes | None]
+# Headers a command mail has once: with two, the DKIM verifier (the bottom one) and the
+# parser (the top one) would read different mails.
+SINGLE_HEADERS = ("From", "Sender", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To")
 
 
 @dataclass
@@ -41,7 +45,8 @@ class Verdict:
     token: tokens.Token | None  # what the token says (verified only when ok)
     agent: AgentRef | None  # whom to tell: the agent the token names, if it exists
     reasons: list[str] = field(default_factory=list)
-    ticket_id: int | None = None  # the token's ticket, once known to exist
+    ticket_id: int | None = None  # the token's ticket: its MAC holds and the ticket exists
+    authentic: bool = False  # the token's MAC holds (it may still be expired or the like)
 
     @property
     def ok(self) -> bool:
@@ -132,17 +137,33 @@ def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, s
     return dkim_verdict(signatures(raw, dnsfunc), from_domain)
 
 
+def _parse_results(value: str) -> authres.AuthenticationResultsHeader | None:
+    try:
+        return authres.AuthenticationResultsHeader.parse_value(value)
+    except Exception:
+        return None
+
+
+def claims_ours(value: str, authserv_id: str) -> bool:
+    """An Authentication-Results value the milter deletes: it names our authserv-id, or
+    it cannot be read (so nobody reads it one way here and another way there).  The
+    daemon reads with the same parser (authres), so a comment glued to the id
+    (`mx.example(x); dkim=pass`) is ours to both (issue 19, item 4)."""
+    header = _parse_results(value)
+    if header is None:
+        return True
+    return bool(authserv_id) and str(header.authserv_id).lower() == authserv_id.lower()
+
+
 def trusted_results(mail: ParsedMail, authserv_id: str, from_domain: str) -> tuple[bool, str]:
-    """An Authentication-Results header of ours (the milter's) with an aligned dkim=pass."""
+    """The milter's Authentication-Results with an aligned dkim=pass.  Only the topmost
+    such header is read: the milter inserts its own at the top and deletes every other
+    that claims our authserv-id, so anything below is somebody else's."""
     if not authserv_id or mail.message is None:
         return False, ""
-    for value in raw_headers(mail.message, "Authentication-Results"):
-        try:
-            header = authres.AuthenticationResultsHeader.parse_value(value)
-        except Exception:
-            continue
-        if str(header.authserv_id).lower() != authserv_id.lower():
-            continue
+    values = raw_headers(mail.message, "Authentication-Results")
+    header = _parse_results(values[0]) if values else None
+    if header is not None and str(header.authserv_id).lower() == authserv_id.lower():
         for result in header.results:
             if result.method != "dkim" or result.result != "pass":
                 continue
@@ -164,6 +185,7 @@ def check_token(conn: Connection, token_text: str, now: dt.datetime) -> Verdict:
     if agent is None:
         verdict.reasons.append("the token names no agent of ours")
         return verdict
+    verdict.authentic = tokens.authentic(token_text, agent.secret)
     try:
         verdict.token = tokens.verify(token_text, agent.secret, "command", now.date())
     except tokens.TokenError as exc:
@@ -192,6 +214,10 @@ def check(
     if len(froms) != 1 or froms[0][1].strip().lower() != agent.address:
         shown = mail.from_addr or "(none)"
         verdict.reasons.append(f"From is {shown}, not the agent's address {agent.address}")
+    for name in SINGLE_HEADERS:
+        count = len(raw_headers_of(mail, name))
+        if count > 1:  # DKIM covers the bottom one, a reader sees the top one (item 2)
+            verdict.reasons.append(f"the mail has {count} {name} headers, a command mail one")
     if config.dkim == "required":
         from_domain = (mail.from_addr or "").rpartition("@")[2]
         if dkim_checked is not None:
@@ -244,8 +270,8 @@ def verify(
 ) -> Verdict:
     """check, plus: the ticket the token names exists and is the one the subject names."""
     verdict = check(conn, site.config.agents, mail, token, now, dns_with_pins(site.dkim_keys, dns))
-    if verdict.token is None:
-        return verdict
+    if verdict.token is None or not verdict.authentic:
+        return verdict  # nothing from a token is used before its MAC holds (item 3)
     number = refs.number_of(conn, verdict.token.ticket_id)
     if number is None:
         verdict.reasons.append("the ticket of this reply address does not exist")

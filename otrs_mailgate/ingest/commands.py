@@ -23,11 +23,12 @@ from otrs_mailgate.ingest import auth
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import commands
+from otrs_mailgate.mail.classify import HUMAN, Classification
 from otrs_mailgate.mail.commands import Command
 from otrs_mailgate.mail.compose import Response
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
-from otrs_mailgate.outbound import notify, outbox
+from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
@@ -494,7 +495,10 @@ class CommandMail:
 def apply(trip: Trip) -> Stop:
     """Stage commands: an accepted command mail is applied whole (or not at all) and its
     trip ends here; any other mail goes on as customer mail."""
-    verdict = trip.verdict
+    verdict, kind = trip.verdict, trip.kind
+    if verdict is not None and verdict.ok and kind is not None and kind.kind != HUMAN:
+        # an agent's out-of-office answering a notification is no answer (item 8)
+        verdict.reasons.append(f"machine mail ({kind.reason}): filed internally, not executed")
     if verdict is None or not verdict.ok:
         return None
     assert verdict.agent is not None and verdict.ticket_id is not None
@@ -503,15 +507,25 @@ def apply(trip: Trip) -> Stop:
 
 
 def refused(
-    site: Site, session: Session, ticket: TicketRef, mail: ParsedMail, verdict: auth.Verdict
+    site: Site,
+    session: Session,
+    ticket: TicketRef,
+    mail: ParsedMail,
+    verdict: auth.Verdict,
+    kind: Classification,
 ) -> None:
-    """A would-be command mail filed as a plain follow-up: history, and tell the agent why."""
+    """A would-be command mail filed as an internal note: history, and tell the agent
+    why (not a machine, and within the loop limit: an answer would only feed a loop)."""
     history.append(
         session, ticket.id, "CommandRefused", mail.from_addr or "unknown", reasons=verdict.reasons
     )
     agent = verdict.agent
     if agent is None or not agent.enabled:
         return  # nobody we may write to: the history says it all
+    why_not = replies.why_not(session, site, kind, agent.address)
+    if why_not:
+        history.append(session, ticket.id, "AutoResponseSuppressed", "system", reason=why_not)
+        return
     queue = site.queue_of(ticket.queue)
     response = Response(
         template="command_refused",

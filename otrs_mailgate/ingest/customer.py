@@ -77,12 +77,13 @@ def article(trip: Trip) -> Stop:
         trip.ticket = new_ticket(trip)
     ticket = trip.ticket
     trip.article_id = articles.store(
-        trip.session, ticket, mail, trip.envelope.sender, trip.key, at=trip.now
-    )
+        trip.session, ticket, mail, trip.envelope.sender, trip.key, at=trip.now,
+        internal=trip.internal,
+    )  # fmt: skip
     history.append(
         trip.session,
         ticket.id,
-        "EmailCustomer" if trip.new else "FollowUp",
+        "EmailCustomer" if trip.new else ("RefusedMail" if trip.internal else "FollowUp"),
         mail.from_addr or "unknown",
         article_id=trip.article_id,
         message_id=mail.message_id,
@@ -98,7 +99,7 @@ def article(trip: Trip) -> Stop:
         )  # fmt: skip
     if not trip.new:
         state.touch(trip.session, ticket.id, trip.now)
-    if ticket.state == "pending" and kind.kind == HUMAN:  # an auto-reply leaves it waiting
+    if ticket.state == "pending" and kind.kind == HUMAN and not trip.internal:
         state.set_state(
             trip.session, ticket, "open", actor="system", reason="the customer wrote", now=trip.now
         )

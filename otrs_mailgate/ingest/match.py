@@ -103,9 +103,9 @@ def match(trip: Trip) -> Stop:
     mail from new senders make no ticket (their bytes are kept)."""
     kind, queue, verdict = trip.kind, trip.queue, trip.verdict
     assert kind is not None and queue is not None
+    if verdict is not None:
+        return _refused(trip, verdict.ticket_id)
     ticket = find(trip)
-    if ticket is None and verdict is not None and verdict.ticket_id is not None:
-        ticket = refs.load(trip.conn, verdict.ticket_id)
     if ticket is not None and not ticket.is_open:
         ticket = _closed_followup(trip, ticket)
     trip.ticket = ticket
@@ -117,6 +117,20 @@ def match(trip: Trip) -> Stop:
             trip.session, trip.site, trip.mail, queue, kind, trip.notes, enabled=trip.acknowledge
         )
         return keep_raw(trip, "mail from a new sender")
+    return None
+
+
+def _refused(trip: Trip, token_ticket: int | None) -> Stop:
+    """Mail to a reply address that was refused (issue 19, items 3, 6, 8): an internal
+    article, for agents only, on the ticket the subject or References name, else on the
+    one the token names once its MAC holds; never a new ticket, never reopened, never
+    shown or answered to anyone.  Matching nothing, its bytes are kept."""
+    ticket = find(trip)
+    if ticket is None and token_ticket is not None:
+        ticket = refs.load(trip.conn, token_ticket)
+    if ticket is None:
+        return keep_raw(trip, "mail to a refused reply address")
+    trip.ticket, trip.new, trip.internal = ticket, False, True
     return None
 
 

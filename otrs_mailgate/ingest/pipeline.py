@@ -42,7 +42,7 @@ from otrs_mailgate.mail.subject import TagFormat
 from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
-from otrs_mailgate.tickets import refs, sla
+from otrs_mailgate.tickets import history, refs, sla
 from otrs_mailgate.tickets.refs import TicketRef
 
 log = logging.getLogger("otrs_mailgate.ingest")
@@ -69,7 +69,7 @@ def parse_stage(trip: Trip) -> Stop:
     mail that came without that step is parsed here."""
     if trip.parsed is None:
         try:
-            trip.parsed = trip.item.mail or parse(trip.item.raw)
+            trip.parsed = trip.item.mail or parse(trip.item.raw, trip.site.config.lmtp.max_parts)
         except NotAMail as exc:
             trip.parsed = exc
     if isinstance(trip.parsed, NotAMail):
@@ -144,7 +144,8 @@ def notify_stage(trip: Trip) -> Stop:
     ticket, verdict = trip.ticket, trip.verdict
     assert ticket is not None and trip.queue is not None
     if verdict is not None:
-        commands.refused(trip.site, trip.session, ticket, trip.mail, verdict)
+        assert trip.kind is not None
+        commands.refused(trip.site, trip.session, ticket, trip.mail, verdict, trip.kind)
         trip.notes.append("not processed as commands: " + "; ".join(verdict.reasons))
     elif trip.acknowledge:
         queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
@@ -218,7 +219,7 @@ class Pipeline:
         import_clocks: bool = False,
     ) -> None:
         self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
-        self.sessions = db.sessionmaker_for(self.engine)
+        self.sessions = db.sessionmaker_for(self.engine, {history.INFO: history.keys_for(config)})
         self.acknowledge = acknowledge
         self.import_clocks = import_clocks  # imported mail starts SLA clocks (import --sla)
         # DNS for DKIM keys not pinned in agents.dkim_keys; None: the resolver (tests
@@ -227,8 +228,10 @@ class Pipeline:
         self.site = Site.build(config)
 
     def reconfigure(self, config: Config) -> None:
-        """Take a new config (SIGHUP): a new Site, swapped whole; the engine stays."""
+        """Take a new config (SIGHUP): a new Site, swapped whole; the engine stays, the
+        audit keys are read again (`audit rotate-key`)."""
         self.site = Site.build(config)
+        self.sessions.configure(info={history.INFO: history.keys_for(config)})
 
     # Views of the Site in force, for the entry points and the tests.
 
@@ -293,7 +296,7 @@ class Pipeline:
         parsed: list[ParsedMail | NotAMail] = []
         for item in items:  # before the transaction: parsing holds no lock
             try:
-                parsed.append(item.mail or parse(item.raw))
+                parsed.append(item.mail or parse(item.raw, site.config.lmtp.max_parts))
             except NotAMail as exc:
                 parsed.append(exc)
         site.ensure_queues(self.sessions)

@@ -49,7 +49,7 @@ def route(trip: Trip) -> Stop:
         target = target or queue_for_mail(site, trip.recipient, mail)
     except UnknownRecipient as exc:
         return Failed(trip.recipient or "", exc, Outcome.UNKNOWN_RECIPIENT)
-    trip.key = trip.recipient.lower() if trip.recipient else f"queue:{target.name}"
+    trip.key = site.delivery_key(trip.recipient) if trip.recipient else f"queue:{target.name}"
     trip.decision = decision = decide(site, mail)
     if decision is not None and decision.ignore:
         log.info("ignored by filter %r: <%s>", decision.name, mail.message_id)

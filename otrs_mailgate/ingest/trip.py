@@ -49,6 +49,7 @@ class Trip:
     followed: TicketRef | None = None  # match: a closed ticket a new one follows up
     new: bool = False  # match: a new ticket is made
     rejected: bool = False  # match: a follow-up the closed ticket's queue refuses
+    internal: bool = False  # match: a refused reply-address mail, for agents' eyes only
     article_id: int | None = None  # article
     notes: list[str] = field(default_factory=list)
     customer_from: str = "From"  # the header (or "envelope sender") the customer came from

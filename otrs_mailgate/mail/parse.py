@@ -70,6 +70,11 @@ _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 MAX_HEADER_BLOCK = 1 << 20  # bytes before the first empty line
 _BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
 MAX_MULTIPARTS = 200
+MAX_PARTS = 1000  # the default of lmtp.max_parts
+# A line that starts a MIME part (or closes a container): `--` and a boundary.  "-- "
+# (a signature separator) is none; a text line such as "--help" counts, which only
+# makes the cap act a little early on such a mail.
+_DELIMITER = re.compile(rb"^--[^\s]", re.MULTILINE)
 
 
 class NotAMail(ValueError):
@@ -474,8 +479,22 @@ def _uudecode(text: str) -> tuple[str, list[tuple[str, bytes]]]:
     return _UU_BLOCK.sub(take, text), files
 
 
-def parse(raw: bytes) -> ParsedMail:
-    """Parse raw bytes; raises NotAMail only for input without any header."""
+def _cut_parts(raw: bytes, max_parts: int) -> tuple[bytes, int]:
+    """The bytes up to the part after the first max_parts, and how many delimiter lines
+    the whole has; the bytes themselves when there are no more than that."""
+    found = 0
+    for match in _DELIMITER.finditer(raw):
+        found += 1
+        if found == max_parts + 2:  # the first part is the text, then max_parts more
+            cut = match.start()
+            return raw[:cut], found + len(_DELIMITER.findall(raw, cut + 1))
+    return raw, found
+
+
+def parse(raw: bytes, max_parts: int = MAX_PARTS) -> ParsedMail:
+    """Parse raw bytes; raises NotAMail only for input without any header.  Of a mail
+    with more than max_parts MIME parts only those are read (text and attachments);
+    the rest is in the raw bytes, which are always kept whole."""
     if not looks_like_mail(raw):
         raise NotAMail("no mail header found")
     out = ParsedMail(raw=raw)
@@ -492,8 +511,14 @@ def parse(raw: bytes) -> ParsedMail:
         out.unparsed = True
         out.problem = f"{containers} multipart containers (at most {MAX_MULTIPARTS}): stored raw"
         return out
+    readable, parts = _cut_parts(raw, max_parts)
+    if readable is not raw:
+        out.problem = (
+            f"{parts} MIME parts (at most {max_parts} are read): the rest is in the raw "
+            "message only"
+        )
     try:
-        msg = BytesParser(policy=POLICY).parsebytes(mend_headers(raw))
+        msg = BytesParser(policy=POLICY).parsebytes(mend_headers(readable))
     except Exception as exc:
         out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
         return out
@@ -519,7 +544,7 @@ def parse(raw: bytes) -> ParsedMail:
     html: list[str] = []
     try:
         # The parts' own bytes are looked for only where an attached message needs them.
-        _walk(msg, out, plain, html, raw if _RFC822.search(raw) else None)
+        _walk(msg, out, plain, html, readable if _RFC822.search(readable) else None)
     except Exception as exc:
         log.warning("MIME structure unreadable: %r", exc)
         out.unparsed, out.problem = True, f"MIME structure unreadable: {exc!r}"

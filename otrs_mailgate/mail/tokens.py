@@ -18,6 +18,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 
+from otrs_mailgate.mail import addresses
+
 PURPOSES = {"command": 1, "login": 2, "customer": 3, "session": 4}
 _LAYOUT = struct.Struct(">IIHB")  # agent id, ticket id, expiry (days since 1970), purpose
 _MAC_BYTES = 16
@@ -72,6 +74,12 @@ def peek(text: str) -> Token | None:
     return decoded[0] if decoded else None
 
 
+def authentic(text: str, secret: str) -> bool:
+    """The token's MAC holds under this secret (whatever its purpose and expiry)."""
+    decoded = _decode(text)
+    return decoded is not None and hmac.compare_digest(decoded[2], _mac(secret, decoded[1]))
+
+
 def verify(text: str, secret: str, purpose: str, today: dt.date) -> Token:
     decoded = _decode(text)
     if decoded is None:
@@ -90,9 +98,11 @@ def verify(text: str, secret: str, purpose: str, today: dt.date) -> Token:
 
 
 def token_of(recipient: str) -> str:
-    """The +extension of an address, or "" (`hotline+abc@x` -> `abc`)."""
-    local = recipient.strip().strip("<>").partition("@")[0]
-    return local.partition("+")[2].lower()
+    """The reply token in an address, or "".  Only an extension shaped like a token of
+    ours (44 characters of canonical base32) is one; any other `hotline+whatever@` is
+    the plain queue address, for the milter and the daemon alike (issue 19, item 9)."""
+    ext = addresses.extension(recipient)
+    return ext if _decode(ext) is not None else ""
 
 
 def address(queue_address: str, token: str) -> str:

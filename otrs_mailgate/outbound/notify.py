@@ -122,6 +122,9 @@ def notify(
         recipients = queue_workers(session, ticket.queue_id)
     else:
         recipients = owner_or_queue(session, ticket.owner_id, ticket.queue_id)
+    # An agent is not told of what it wrote itself: an agent's robot answering a
+    # notification at the queue address would otherwise be notified of its own answer.
+    recipients = [a for a in recipients if a.address != (mail.from_addr or "").lower()]
     template = "notification_new" if new else "notification_followup"
     if bounce is not None:
         template = "notification_bounce"

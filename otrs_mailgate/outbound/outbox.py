@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
@@ -44,6 +44,17 @@ def queued(session: Session) -> int:
     return int(session.info.get(QUEUED, 0))
 
 
+def join_recipients(recipients: list[str]) -> str:
+    """Envelope recipients, one a line: a quoted local part may hold a comma
+    (`"victim@third.example,x"@evil.example` is one address, issue 19 item 5), a line
+    end it cannot; an address with one (or a NUL) is dropped, never split."""
+    return "\n".join(r for r in recipients if r and not any(c in r for c in "\r\n\0"))
+
+
+def split_recipients(rcpt_to: str) -> list[str]:
+    return [r for r in rcpt_to.split("\n") if r]
+
+
 def enqueue(
     session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
 ) -> None:
@@ -56,7 +67,7 @@ def enqueue(
             "ticket_id": ticket_id,
             "kind": kind,
             "mail_from": response.from_addr,
-            "rcpt_to": ",".join(response.recipients),
+            "rcpt_to": join_recipients(response.recipients),
             "message_id": message_id,
             "spec": response.to_json(),
             "status": "queued",
@@ -99,23 +110,20 @@ def send(
     return message_id
 
 
-RESPONSE_KINDS = (
-    "acknowledgement",
-    "followup_rejected",
-    "followup_received",
-    "new_ticket_rejected",
-    "closed_with_parent",
-)
+# What a person asked for or wrote; every other kind of mail is automatic and counts
+# toward the loop limit of its recipient (issue 19, item 8: notifications and refusal
+# notices too, so an agent's or customer's robot cannot keep a ping-pong going).
+PERSONAL_KINDS = ("agent_reply", "agent_login")
 
 
 def responses_since(session: Session, address: str, since: dt.datetime, at_most: int) -> int:
-    """Automatic answers to one address put into the outbox since then (the loop limit),
+    """Automatic mails to one address put into the outbox since then (the loop limit),
     those of the current batch included, counted up to at_most: a sender that writes
     all day (a monitoring system) would otherwise cost a count of all its rows a mail."""
     pending = sum(
         1
         for row in db.deferred(session, _O)
-        if row["rcpt_to"] == address and row["kind"] in RESPONSE_KINDS
+        if row["rcpt_to"] == address and row["kind"] not in PERSONAL_KINDS
     )
     if pending >= at_most:
         return pending
@@ -163,8 +171,8 @@ _COUNT_RESPONSES = select(func.count()).select_from(
     .where(
         _O.c.rcpt_to == bindparam("to"),
         _O.c.created_at >= bindparam("since"),
-        # equalities, not IN: an IN of constants is rendered anew at every execution
-        or_(*(_O.c.kind == kind for kind in RESPONSE_KINDS)),
+        # inequalities, not NOT IN: an IN of constants is rendered anew at every execution
+        *(_O.c.kind != kind for kind in PERSONAL_KINDS),
     )
     .limit(bindparam("n"))
     .subquery()
@@ -279,7 +287,9 @@ class Sender:
                             self.config.smtp.port,
                             timeout=self.config.smtp.timeout,
                         )
-                    refused = smtp.sendmail(row.mail_from, row.rcpt_to.split(","), self.sign(data))
+                    refused = smtp.sendmail(
+                        row.mail_from, split_recipients(row.rcpt_to), self.sign(data)
+                    )
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = next(iter(exc.recipients.values()))
                     self._finish(row, code, _text(text), result, now)

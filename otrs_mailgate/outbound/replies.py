@@ -16,7 +16,7 @@ from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import utcnow
-from otrs_mailgate.tickets import faq, history
+from otrs_mailgate.tickets import customers, faq, history
 from otrs_mailgate.tickets.refs import TicketRef
 
 log = logging.getLogger("otrs_mailgate.outbound.replies")
@@ -37,6 +37,14 @@ def why_not(session: Session, site: Site, kind: Classification, to: str) -> str:
     return ""
 
 
+def stranger(session: Session, ticket: TicketRef, to: str) -> str:
+    """Why a word about an existing ticket must not go to this sender, or "": ticket
+    numbers can be guessed, and the answer carries the ticket's title (issue 19, item 7)."""
+    if customers.is_party(session.connection(), ticket.id, ticket.customer_id, to):
+        return ""
+    return f"{to} is not the ticket's customer (its title is not shown to others)"
+
+
 def respond(
     session: Session,
     site: Site,
@@ -55,6 +63,8 @@ def respond(
         return
     to = mail.from_addr
     reason = why_not(session, site, kind, to)
+    if not reason and template != "acknowledgement":
+        reason = stranger(session, ticket, to)
     if reason:
         history.append(session, ticket.id, "AutoResponseSuppressed", "system", reason=reason)
         notes.append(f"no auto response: {reason}")

@@ -92,9 +92,10 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
-def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
-    """No autoflush: the pipeline flushes where it needs ids (flushes dominate its CPU time)."""
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def sessionmaker_for(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
+    """No autoflush: the pipeline flushes where it needs ids (flushes dominate its CPU time).
+    `info` is copied into every session's .info (the history's audit keys)."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})
 
 
 class WriterGate:

@@ -318,6 +318,7 @@ class History(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16), default="", server_default="")  # "": SHA-256
 
 
 class Outbox(Base):
@@ -332,7 +333,7 @@ class Outbox(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     mail_from: Mapped[str] = mapped_column(String(320))
-    rcpt_to: Mapped[str] = mapped_column(Text)  # comma separated envelope recipients
+    rcpt_to: Mapped[str] = mapped_column(Text)  # envelope recipients, one a line
     message_id: Mapped[str] = mapped_column(String(998), index=True)
     # A response (responses.Response as JSON) is rendered when it is sent and its
     # bytes kept in data from then on; mail composed up front has data at once.
@@ -352,6 +353,17 @@ class Counter(Base):
     __tablename__ = "counter"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebSession(Base):
+    """An agent's login on the status page: the cookie is random per login and only its
+    SHA-256 is kept here; logout deletes the row, `session_hours` ends it."""
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the cookie
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class SiteSecret(Base):

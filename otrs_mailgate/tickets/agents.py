@@ -17,7 +17,15 @@ from sqlalchemy.orm import Session
 from otrs_mailgate.config.schema import LOGIN
 from otrs_mailgate.mail import tokens
 from otrs_mailgate.store import db
-from otrs_mailgate.store.models import Agent, AgentGroup, GroupMember, Queue, QueueGrant, utcnow
+from otrs_mailgate.store.models import (
+    Agent,
+    AgentGroup,
+    GroupMember,
+    Queue,
+    QueueGrant,
+    WebSession,
+    utcnow,
+)
 
 ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 ACCESS = ("ro", "rw")
@@ -112,6 +120,8 @@ def set_enabled(session: Session, who: str, enabled: bool) -> AgentRef:
     conn = session.connection()
     agent = _need(conn, who)
     conn.execute(update(_A).where(_A.c.id == agent.id).values(enabled=enabled))
+    if not enabled:
+        conn.execute(delete(WebSession).where(WebSession.agent_id == agent.id))
     return _need(conn, who)
 
 
@@ -120,6 +130,7 @@ def rotate_secret(session: Session, who: str) -> AgentRef:
     conn = session.connection()
     agent = _need(conn, who)
     conn.execute(update(_A).where(_A.c.id == agent.id).values(secret=tokens.new_secret()))
+    conn.execute(delete(WebSession).where(WebSession.agent_id == agent.id))  # and logins
     return _need(conn, who)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from otrs_mailgate.store.models import Customer
+from otrs_mailgate.store.models import Customer, TicketCc
 
 
 class CustomerError(ValueError):
@@ -41,3 +41,16 @@ def label(conn: Connection, customer_id: int | None) -> str:
     """A customer as an agent reads it: `Name <address>`."""
     address, name, _ = contact(conn, customer_id)
     return f"{name} <{address}>" if name else (address or "(unknown)")
+
+
+def is_party(conn: Connection, ticket_id: int, customer_id: int | None, address: str) -> bool:
+    """The address is the ticket's customer or one of its Cc: somebody who may read it."""
+    address = address.strip().lower()
+    if not address:
+        return False
+    if contact(conn, customer_id)[0] == address:
+        return True
+    found = conn.execute(
+        select(TicketCc.id).where(TicketCc.ticket_id == ticket_id, TicketCc.address == address)
+    )
+    return found.first() is not None

@@ -1,33 +1,123 @@
 """Append-only, tamper-evident ticket history.
 
-Each row carries the hash of the previous row of its ticket and its own hash over
-(previous hash, ticket, time, actor, type, detail).  A unique (ticket, prev_hash)
-constraint keeps the chain linear even if two writers race; `audit verify` walks
-every chain and names the first broken link.
+Each row carries the hash of the previous row of its ticket and its own HMAC-SHA256
+over (previous hash, ticket, time, actor, type, detail), keyed by an audit key kept
+outside the database (AuditKeys: a file of `id hexkey` lines, the last one signs,
+older ones still verify), so whoever can write the database cannot forge a chain.
+A unique (ticket, prev_hash) constraint keeps the chain linear even if two writers
+race; `audit verify` walks every chain and names the first broken link.  Deleting
+the newest rows leaves an intact chain behind, so the scheduler logs the `head` (the
+last row id and a digest of every chain's tail) daily, and `audit verify --head`
+finds any row missing up to a head once published.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.config.schema import Config
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import History, utcnow
 
 GENESIS = "0" * 64
+INFO = "audit_keys"  # where a sessionmaker's sessions find the AuditKeys (session.info)
 
 
-def _digest(prev: str, ticket_id: int, at: dt.datetime, actor: str, type_: str, detail: str) -> str:
+class AuditKeyError(ValueError):
+    """The audit key file cannot be read or written; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """The history's keys by id; `current` signs new rows ("" : none, plain SHA-256)."""
+
+    keys: dict[str, bytes]
+    current: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> AuditKeys:
+        try:
+            lines = path.read_text(encoding="ascii").split("\n")
+        except FileNotFoundError:
+            return cls({})
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditKeyError(f"cannot read the audit keys {path}: {exc}") from exc
+        keys: dict[str, bytes] = {}
+        current = ""
+        for line in lines:
+            if not line.strip() or line.startswith("#"):
+                continue
+            key_id, _, hexkey = line.strip().partition(" ")
+            try:
+                keys[key_id] = bytes.fromhex(hexkey.strip())
+            except ValueError as exc:
+                raise AuditKeyError(f"{path}: bad line for key {key_id!r}") from exc
+            current = key_id
+        return cls(keys, current)
+
+
+def key_path(config: Config) -> Path | None:
+    """Where the audit keys are: system.audit_keys, else beside an SQLite file."""
+    if config.system.audit_keys:
+        return Path(config.system.audit_keys)
+    url = config.database.url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///") + ".audit-keys")
+    return None
+
+
+def add_key(path: Path) -> str:
+    """A new key at the end of the file (made with mode 0600): it signs from now on."""
+    old = AuditKeys.load(path)
+    key_id = f"k{len(old.keys) + 1}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="ascii") as fh:
+            fh.write(f"{key_id} {secrets.token_hex(32)}\n")
+    except OSError as exc:
+        raise AuditKeyError(f"cannot write the audit keys {path}: {exc}") from exc
+    return key_id
+
+
+def keys_for(config: Config, *, create: bool = True) -> AuditKeys:
+    """The keys this installation signs with; a first key is made when there is none."""
+    path = key_path(config)
+    if path is None:
+        return AuditKeys({})
+    keys = AuditKeys.load(path)
+    if not keys.current and create:
+        add_key(path)
+        keys = AuditKeys.load(path)
+    return keys
+
+
+def _digest(
+    prev: str,
+    ticket_id: int,
+    at: dt.datetime,
+    actor: str,
+    type_: str,
+    detail: str,
+    key: bytes | None = None,
+) -> str:
     stamp = at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     payload = json.dumps([prev, ticket_id, stamp, actor, type_, detail], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    if key is None:
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _tails(session: Session) -> dict[int, str]:
@@ -60,7 +150,10 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
     prev = _last_hash(session, ticket_id)
     at = utcnow()
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
-    digest = _digest(prev, ticket_id, at, actor, type_, text)
+    keys: AuditKeys | None = session.info.get(INFO)
+    key_id = keys.current if keys is not None else ""
+    key = keys.keys[key_id] if keys is not None and key_id else None
+    digest = _digest(prev, ticket_id, at, actor, type_, text, key)
     db.defer_insert(
         session,
         _TABLE,
@@ -72,6 +165,7 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
             "detail": text,
             "prev_hash": prev,
             "hash": digest,
+            "key_id": key_id,
         },
     )
     _tails(session)[ticket_id] = digest
@@ -94,11 +188,41 @@ class Broken:
     reason: str
 
 
-def verify(session: Session, batch: int = 5000) -> Iterator[Broken | int]:
-    """Walk all chains in id order; yields each broken link, then the number of rows checked."""
+@dataclass(frozen=True)
+class Head:
+    """Where the history stood: its last row and a digest of every chain's tail then."""
+
+    last_id: int
+    digest: str
+
+    def __str__(self) -> str:
+        return f"{self.last_id}:{self.digest}"
+
+    @classmethod
+    def parse(cls, text: str) -> Head:
+        last, _, digest = text.strip().partition(":")
+        if not last.isdigit() or len(digest) != 64:
+            raise ValueError(f"not a history head (ID:DIGEST as `audit head` prints): {text!r}")
+        return cls(int(last), digest.lower())
+
+
+def _head(last_id: int, tails: dict[int, str]) -> Head:
+    text = "".join(f"{t}:{h}\n" for t, h in sorted(tails.items()))
+    return Head(last_id, hashlib.sha256(f"{last_id}\n{text}".encode()).hexdigest())
+
+
+def verify(
+    session: Session, keys: AuditKeys, head: Head | None = None, batch: int = 5000
+) -> Iterator[Broken | int | Head]:
+    """Walk all chains in id order; yields each broken link, the head as it stands now,
+    then the number of rows checked.  Once a row is keyed, every later one must be
+    (a row rewritten as plain SHA-256 to dodge the key is broken); a published head
+    must be met exactly, or rows up to it went missing or changed."""
     last: dict[int, str] = {}
     checked = 0
     after = 0
+    keyed_since: int | None = None
+    head_seen = head is None
     while True:
         rows = (
             session.execute(
@@ -110,15 +234,42 @@ def verify(session: Session, batch: int = 5000) -> Iterator[Broken | int]:
         if not rows:
             break
         for row in rows:
+            if not head_seen and head is not None and row.id > head.last_id:
+                head_seen = True
+                if _head(head.last_id, last) != head:
+                    yield Broken(0, head.last_id, "rows up to the published head are missing")
             after = row.id
             checked += 1
             expected_prev = last.get(row.ticket_id, GENESIS)
+            key = keys.keys.get(row.key_id) if row.key_id else None
+            if row.key_id and keyed_since is None:
+                keyed_since = row.id
             if row.prev_hash != expected_prev:
                 yield Broken(row.ticket_id, row.id, "prev_hash does not match the row before it")
+            elif row.key_id and key is None:
+                yield Broken(row.ticket_id, row.id, f"key {row.key_id!r} is not in the key file")
+            elif not row.key_id and keyed_since is not None:
+                yield Broken(row.ticket_id, row.id, f"unkeyed row after keyed row {keyed_since}")
             elif row.hash != _digest(
-                row.prev_hash, row.ticket_id, row.created_at, row.actor, row.type, row.detail
+                row.prev_hash, row.ticket_id, row.created_at, row.actor, row.type, row.detail, key
             ):
                 yield Broken(row.ticket_id, row.id, "hash does not match the row's content")
             last[row.ticket_id] = row.hash
         session.expunge_all()
+    if not head_seen and head is not None and _head(head.last_id, last) != head:
+        yield Broken(0, head.last_id, "rows up to the published head are missing")
+    yield _head(after, last)
     yield checked
+
+
+def head(session: Session) -> Head:
+    """The history's head now (what the scheduler logs daily, to be kept elsewhere)."""
+    rows = session.execute(_SEL_TAILS).all()
+    last_id = max((r.id for r in rows), default=0)
+    return _head(last_id, {r.ticket_id: r.hash for r in rows})
+
+
+_LAST_IDS = select(func.max(_TABLE.c.id).label("id")).group_by(_TABLE.c.ticket_id).subquery()
+_SEL_TAILS = select(_TABLE.c.id, _TABLE.c.ticket_id, _TABLE.c.hash).where(
+    _TABLE.c.id.in_(select(_LAST_IDS.c.id))
+)

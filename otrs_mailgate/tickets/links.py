@@ -1,23 +1,25 @@
 """Signed, expiring links to the status page, in the format of the agents' reply tokens
 (tokens.py): the customer's link to one ticket, keyed by the site secret; an agent's
-login link and session cookie, keyed by the agent's own secret, so `agent
-rotate-secret` and `agent disable` void them at once."""
+login link, keyed by the agent's own secret, so `agent rotate-secret` and `agent
+disable` void them at once.  A session is a random cookie per login, kept (hashed) in
+web_session: logout, session_hours, rotate-secret and disable end it."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail import tokens
 from otrs_mailgate.mail.tokens import TokenError
-from otrs_mailgate.store.models import SiteSecret
+from otrs_mailgate.store.models import SiteSecret, WebSession, utcnow
 from otrs_mailgate.tickets.agents import AgentRef, by_id
 
-_S = SiteSecret.__table__
+_S, _W = SiteSecret.__table__, WebSession.__table__
 
 
 def site_secret(conn: Connection) -> str:
@@ -60,10 +62,40 @@ def agent_login_url(config: Config, agent: AgentRef, day: dt.date | None = None)
     return f"{config.web.base_url()}/agent/login/{token}"
 
 
-def session_token(config: Config, agent: AgentRef, day: dt.date | None = None) -> str:
-    hours = config.web.session_hours
-    expires = (day or today()) + dt.timedelta(days=(hours + 23) // 24)
-    return tokens.make(agent.secret, agent.id, 0, "session", expires)
+def open_session(conn: Connection, config: Config, agent: AgentRef) -> str:
+    """A new login: a random cookie value (only its SHA-256 is stored), good for
+    web.session_hours or until logout; expired rows of anybody are swept here."""
+    now = utcnow()
+    cookie = secrets.token_urlsafe(32)
+    conn.execute(delete(_W).where(_W.c.expires_at <= now))
+    conn.execute(
+        insert(_W).values(
+            id=_session_id(cookie),
+            agent_id=agent.id,
+            created_at=now,
+            expires_at=now + dt.timedelta(hours=config.web.session_hours),
+        )
+    )
+    return cookie
+
+
+def session_agent(conn: Connection, cookie: str) -> AgentRef:
+    """The enabled agent of a live session; TokenError for an unknown, ended or expired one."""
+    row = conn.execute(
+        select(_W.c.agent_id).where(_W.c.id == _session_id(cookie), _W.c.expires_at > utcnow())
+    ).first()
+    agent = by_id(conn, row.agent_id) if row is not None else None
+    if agent is None or not agent.enabled:
+        raise TokenError("no such session, or it ended")
+    return agent
+
+
+def close_session(conn: Connection, cookie: str) -> None:
+    conn.execute(delete(_W).where(_W.c.id == _session_id(cookie)))
+
+
+def _session_id(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode("utf-8", "replace")).hexdigest()
 
 
 def agent_of(conn: Connection, token: str, purpose: str, day: dt.date | None = None) -> AgentRef:

@@ -107,7 +107,7 @@ def show(session: Session, ticket: Ticket) -> dict[str, Any]:
         {
             "id": o.id,
             "kind": o.kind,
-            "to": o.rcpt_to,
+            "to": o.rcpt_to.replace("\n", ", "),
             "status": o.status,
             "message_id": o.message_id,
             "created_at": _iso(o.created_at),

@@ -116,6 +116,15 @@ class StatusPage:
 
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(conn, *args) in a transaction of its own (a login or logout), in a thread."""
+
+        def run() -> Any:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
+
     def env(self) -> jinja2.Environment:
         config = self.config
         if self._env is None or self._env[0] != id(config):
@@ -155,7 +164,7 @@ class StatusPage:
 
         def who(conn: Any) -> tuple[AgentRef, dict[int, str]] | None:
             try:
-                agent = links.agent_of(conn, token, "session")
+                agent = links.session_agent(conn, token)
             except TokenError:
                 return None
             return agent, views.visible_queues(conn, agent)
@@ -205,10 +214,11 @@ class StatusPage:
         agent = await self._read(check)
         if agent is None:
             return self.forbidden()
+        cookie = await self._write(links.open_session, config, agent)
         response = web.HTTPSeeOther("/agent")
         response.set_cookie(
             COOKIE,
-            links.session_token(config, agent),
+            cookie,
             max_age=config.web.session_hours * 3600,
             path="/agent",
             httponly=True,
@@ -219,6 +229,9 @@ class StatusPage:
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
+        cookie = request.cookies.get(COOKIE, "")
+        if cookie:
+            await self._write(links.close_session, cookie)
         response = web.HTTPSeeOther("/")
         response.del_cookie(COOKIE, path="/agent")
         raise response

@@ -228,7 +228,7 @@ def test_cc_list_gets_copies_of_replies(desk: Desk) -> None:
     assert first["Cc"] == "boss@customer.test"
     with desk.p.sessions() as s:
         rcpts = s.execute(select(Outbox.rcpt_to).where(Outbox.kind == "agent_reply")).scalar()
-    assert rcpts == f"{CUSTOMER},boss@customer.test"
+    assert rcpts == f"{CUSTOMER}\nboss@customer.test"
     desk.command("alice", n, "cc-=boss@customer.test", "Second answer.")
     assert customer_mails(desk)[-1]["Cc"] is None
 
@@ -279,7 +279,7 @@ def _refused(desk: Desk, n: str, r, reason: str, told: str | None) -> None:
     assert customer_mails(desk) == []
     with desk.p.sessions() as s:
         article = s.execute(select(Article).order_by(Article.id.desc())).scalars().first()
-    assert article.sender_type == "customer"  # filed as a plain follow-up
+    assert article.internal, "a refused reply-address mail is for agents only (issue 19)"
     assert "CommandRefused" in history_types(desk, n)
     if told:
         [notice] = [

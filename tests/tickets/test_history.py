@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
 
+from otrs_mailgate.config.schema import load
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import History
@@ -26,7 +28,8 @@ def _fill(pipeline: Pipeline) -> str:
 
 def _verify(pipeline: Pipeline) -> tuple[list[history.Broken], int]:
     with pipeline.sessions() as s:
-        items = list(history.verify(s, batch=2))  # small batches: the paging is exercised
+        keys = history.keys_for(pipeline.config, create=False)
+        items = list(history.verify(s, keys, batch=2))  # small batches: the paging is exercised
     return [i for i in items if isinstance(i, history.Broken)], items[-1]
 
 
@@ -90,4 +93,89 @@ def test_cli_ok(pipeline: Pipeline, tmp_path: Path, db_url: str) -> None:
     _fill(pipeline)
     proc = cli(write_config(tmp_path / "c.toml", db_url), "audit", "verify")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == b"ok: 7 history rows, every chain intact"
+    assert proc.stdout.startswith(b"ok: 7 history rows, every chain intact; head ")
+
+
+# -- issue 19, item 12: a keyed chain, and a head that shows truncation ----------------
+
+
+@pytest.fixture
+def keyed(db_url: str, tmp_path: Path) -> Iterator[tuple[Pipeline, Path]]:
+    """A pipeline whose history is keyed by a file outside the database, on either kind."""
+    keys = tmp_path / "audit.keys"
+    cfg = write_config(tmp_path / "c.toml", db_url)
+    domain = 'domain = "mailgate.test"'
+    cfg.write_text(cfg.read_text().replace(domain, f'{domain}\naudit_keys = "{keys}"'))
+    p = Pipeline(load(cfg))
+    yield p, cfg
+    p.engine.dispose()
+
+
+def test_whoever_writes_the_database_cannot_recompute_the_chain(
+    keyed: tuple[Pipeline, Path],
+) -> None:
+    pipeline, cfg = keyed
+    _fill(pipeline)
+    with pipeline.sessions() as s:
+        assert set(s.execute(select(History.key_id)).scalars()) == {"k1"}
+        row = s.get(History, 2)
+        args = (
+            row.prev_hash,
+            row.ticket_id,
+            row.created_at,
+            "mallory@evil.test",
+            row.type,
+            row.detail,
+        )
+    plain = history._digest(*args)  # what an attacker without the key can compute
+    guessed = history._digest(*args, key=b"\0" * 32)
+    for key_id, digest, reason in (
+        ("", plain, "unkeyed row after keyed row 1"),
+        ("k1", guessed, "hash does not match the row's content"),
+    ):
+        with db.transaction(pipeline.sessions) as s:
+            s.execute(
+                update(History)
+                .where(History.id == 2)
+                .values(actor="mallory@evil.test", hash=digest, key_id=key_id)
+            )
+        broken, _ = _verify(pipeline)
+        assert (2, reason) in [(b.history_id, b.reason) for b in broken], broken
+    proc = cli(cfg, "audit", "verify")
+    assert proc.returncode == 1 and b"BROKEN" in proc.stdout
+
+
+def test_deleting_the_newest_rows_shows_against_a_published_head(
+    keyed: tuple[Pipeline, Path],
+) -> None:
+    pipeline, cfg = keyed
+    _fill(pipeline)
+    published = cli(cfg, "audit", "head")
+    assert published.returncode == 0
+    head = published.stdout.decode().strip()
+    assert cli(cfg, "audit", "verify", "--head", head).returncode == 0
+    pipeline.deliver_one(mail("three"), "hotline@example.com")  # later rows are fine
+    assert cli(cfg, "audit", "verify", "--head", head).returncode == 0
+    with db.transaction(pipeline.sessions) as s:  # the newest row of ticket 1, before the head
+        newest = s.execute(select(History.id).where(History.ticket_id == 1)).scalars().all()[-1]
+        s.execute(delete(History).where(History.id == newest))
+    assert cli(cfg, "audit", "verify").returncode == 0  # the chain alone cannot tell
+    proc = cli(cfg, "audit", "verify", "--head", head)
+    assert proc.returncode == 1
+    assert b"rows up to the published head are missing" in proc.stdout
+    bad = cli(cfg, "audit", "verify", "--head", "nonsense")
+    assert bad.returncode == 2 and b"not a history head" in bad.stderr
+
+
+def test_rotate_key_signs_new_rows_and_old_ones_still_verify(
+    keyed: tuple[Pipeline, Path],
+) -> None:
+    pipeline, cfg = keyed
+    _fill(pipeline)
+    proc = cli(cfg, "audit", "rotate-key")
+    assert proc.returncode == 0 and b"audit key k2 added" in proc.stdout
+    pipeline.reconfigure(load(cfg))  # what SIGHUP does
+    pipeline.deliver_one(mail("after rotation"), "hotline@example.com")
+    with pipeline.sessions() as s:
+        assert set(s.execute(select(History.key_id)).scalars()) == {"k1", "k2"}
+    assert cli(cfg, "audit", "verify").returncode == 0
