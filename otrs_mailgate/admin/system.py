@@ -159,6 +159,11 @@ def backup(ctx: Ctx, file: Path) -> None:
         click.echo(f"otrs-mailgate: backup failed, nothing kept: {exc}", err=True)
         sys.exit(1)
     click.echo(f"backup of {url} written to {file} ({pages} pages)")
+    from otrs_mailgate.tickets.history import key_path
+
+    keys = key_path(ctx.config)
+    if keys is not None:  # the database alone cannot prove its history
+        click.echo(f"keep the audit keys {keys} with it: `audit verify` needs them")
 
 
 @click.command("migrate-db")

@@ -66,8 +66,8 @@ class SystemConfig(_Section):
     # The days of search filters (created:2026-01-05) and of reports are days here.
     timezone: str = "UTC"
     # The keys of the history's HMAC chain, kept outside the database (`id hexkey` lines,
-    # the last one signs; `audit rotate-key` adds one).  Empty: beside an SQLite database
-    # file (<file>.audit-keys, made on first use); with PostgreSQL, set a path.
+    # the last one signs; `audit rotate-key` adds one); made on first use.  Empty:
+    # audit.keys beside the config file; without a config file, beside an SQLite file.
     audit_keys: str = ""
 
     _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
@@ -493,6 +493,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         config.database.url = _resolve_sqlite_path(config.database.url, file.parent)
         if config.system.templates:
             config.system.templates = str(file.parent / config.system.templates)
+        # the audit keys live with the config (as DKIM keys do), whatever the database
+        keys = file.parent.absolute() / (config.system.audit_keys or "audit.keys")
+        config.system.audit_keys = str(keys)
         if config.dkim.key_file:
             config.dkim.key_file = str(file.parent / config.dkim.key_file)
         if config.agents.dkim_keys:

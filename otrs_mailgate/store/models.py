@@ -318,7 +318,7 @@ class History(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
-    key_id: Mapped[str] = mapped_column(String(16), default="", server_default="")  # "": SHA-256
+    key_id: Mapped[str] = mapped_column(String(16), server_default="")  # "": plain SHA-256
 
 
 class Outbox(Base):

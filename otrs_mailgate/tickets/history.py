@@ -69,12 +69,13 @@ class AuditKeys:
 
 
 def key_path(config: Config) -> Path | None:
-    """Where the audit keys are: system.audit_keys, else beside an SQLite file."""
+    """Where the audit keys are: system.audit_keys (a config file sets it, default
+    audit.keys beside it), else audit.keys beside an SQLite file; None: nowhere."""
     if config.system.audit_keys:
         return Path(config.system.audit_keys)
     url = config.database.url
     if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url.removeprefix("sqlite:///") + ".audit-keys")
+        return Path(url.removeprefix("sqlite:///")).parent / "audit.keys"
     return None
 
 
@@ -154,20 +155,18 @@ def append(session: Session, ticket_id: int, type_: str, actor: str, **detail: A
     key_id = keys.current if keys is not None else ""
     key = keys.keys[key_id] if keys is not None and key_id else None
     digest = _digest(prev, ticket_id, at, actor, type_, text, key)
-    db.defer_insert(
-        session,
-        _TABLE,
-        {
-            "ticket_id": ticket_id,
-            "created_at": at,
-            "actor": actor[:320],
-            "type": type_,
-            "detail": text,
-            "prev_hash": prev,
-            "hash": digest,
-            "key_id": key_id,
-        },
-    )
+    row = {
+        "ticket_id": ticket_id,
+        "created_at": at,
+        "actor": actor[:320],
+        "type": type_,
+        "detail": text,
+        "prev_hash": prev,
+        "hash": digest,
+    }
+    if key_id:  # else the column's default, "" (one session: always or never keyed)
+        row["key_id"] = key_id
+    db.defer_insert(session, _TABLE, row)
     _tails(session)[ticket_id] = digest
     return digest
 

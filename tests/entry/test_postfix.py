@@ -16,6 +16,7 @@ from email import policy
 from pathlib import Path
 
 import dkim
+import pytest
 from sqlalchemy import create_engine, select
 
 from otrs_mailgate.admin import postfix
@@ -739,3 +740,62 @@ def test_postfix_pipe_transport_hands_mail_to_the_daemon_unchanged(
         raw = stored[subject]
         assert raw.startswith(b"Return-Path: <havard@customer.test>\r\n"), raw[:200]
         assert raw.split(b"\r\n\r\n", 1)[1] == canonical(body), subject
+
+
+def test_issue_19_attacks_through_postfix_and_the_milter(tmp_path: Path, db_url: str) -> None:
+    """Each form Postfix accepts of a reply address gets the milter's checks (item 1):
+    an unsigned `close` with a forged Authentication-Results (our authserv-id with a
+    comment glued on, item 4) is refused with the one generic text (item 3) and closes
+    nothing; a second Subject above alice's signed mail is refused (item 2); a plus
+    address that is no token makes a ticket the agent hears of (item 9)."""
+    import smtplib
+
+    from agent_helpers import agent_mail
+
+    ar = 'authserv_id = "mx.mailgate.test"\n'
+    with alice_desk(tmp_path, db_url, ar) as (pf, signer, _):
+        sent = pf.swaks("--from", "cus@customer.test", "--to", HOT, "--header", "Subject: Fire")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        [(number, ticket_id)] = wait_for(lambda: _tickets(db_url), 60, "the ticket")
+        note = wait_for(lambda: pf.inbox("alice"), 60, "the notification")[0]
+        reply_to = str(note["Reply-To"])
+        local, _, domain = reply_to.partition("@")
+        glued = "Authentication-Results: mx.mailgate.test(x); dkim=pass header.d=agents.test"
+        for form in (f'"{local}"@{domain}', f"{reply_to}.", f"@relay.example:{reply_to}"):
+            forged = pf.swaks(
+                "--from", "alice@agents.test", "--to", form, "--header",
+                f"Subject: Re: [Ticket#{number} close] Fire", "--header", glued,
+                "--header", "From: alice@agents.test",
+            )  # fmt: skip
+            assert "<** 550 5.7.1 this reply address does not take this mail" in forged.stdout, (
+                form,
+                forged.stdout,
+            )
+        old = signer.sign(
+            agent_mail("alice@agents.test", reply_to, f"Re: [Ticket#{number}] Fire", "Looking.")
+        )
+        doubled = f"Subject: Re: [Ticket#{number} close] Fire\r\n".encode() + old
+        with (
+            smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp,
+            pytest.raises(smtplib.SMTPDataError) as refused,
+        ):
+            smtp.sendmail("alice@agents.test", [reply_to], doubled)
+        assert refused.value.smtp_code == 550
+        plus = pf.swaks(
+            "--from", "new@customer.test", "--to", "hotline+sales@example.com",
+            "--header", "Subject: Via a plus address", "--header", glued,
+        )  # fmt: skip
+        assert plus.returncode == 0, plus.stdout
+        wait_for(lambda: len(_tickets(db_url)) == 2, 60, "the plus address's ticket")
+        wait_for(
+            lambda: [m for m in pf.inbox("alice") if "plus address" in str(m["Subject"])],
+            60,
+            "alice told of the ticket made at a plus address",
+        )
+        stored = _raw_messages(db_url)[-1]
+        assert b"mx.mailgate.test(x)" not in stored  # the glued A-R was deleted
+        engine = create_engine(db_url)
+        with engine.connect() as conn:
+            state = conn.execute(select(Ticket.state).where(Ticket.id == ticket_id)).scalar()
+        engine.dispose()
+        assert state == "new", "nothing refused above may have closed the ticket"

@@ -208,6 +208,7 @@ def test_upgrade_indexes_articles_stored_before(tmp_path: Path) -> None:
     from helpers import make_config
 
     p = Pipeline(make_config(url, web={"enabled": False}))  # no site_secret before 0008
+    p.sessions.configure(info={})  # no audit key before 0010 either
     p.ensure_queues()
     # store as the code of revision 0006 would: without the index table
     monkey = search.index
