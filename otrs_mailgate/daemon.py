@@ -229,6 +229,11 @@ class Daemon:
         if page is not None:
             wc = self.config.web
             log.info("status page on http://%s:%s/ (links: %s)", wc.host, wc.port, wc.base_url())
+        log.info(
+            "outgoing mail goes to %s; until it is sent it waits in the outbox "
+            "(`otrs-mailgate outbox list`, `outbox show ID`)",
+            self.senders[0].where(),
+        )
         if not history.keys_for(self.config, create=False).keys:
             log.warning(
                 "no audit key (set system.audit_keys): the history chain is plain SHA-256, "

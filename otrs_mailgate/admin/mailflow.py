@@ -37,6 +37,58 @@ def outbox_send(ctx: Ctx) -> None:
     click.echo(f"sent: {total.sent}, deferred: {total.retried}, failed: {total.failed}")
 
 
+@outbox.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "sent", "failed", "bounced", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@_database_errors
+def outbox_list(ctx: Ctx, status: str, limit: int, as_json: bool) -> None:
+    """The newest mails of the outbox: what went out, what waits, and why."""
+    from otrs_mailgate.outbound.outbox import listing
+
+    with ctx.session() as session:
+        rows = listing(session, "" if status == "all" else status, limit)
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        line = f"{r['id']:>6} {r['status']:<8} {r['kind']:<22} {', '.join(r['to'])}"
+        if r["status"] == "queued":
+            line += f"  (attempts {r['attempts']}, next {r['next_attempt_at']})"
+        click.echo(line)
+        if r["last_error"] and r["status"] != "sent":
+            click.echo(f"{'':>6} {r['last_error'][:200]}")
+    if not rows:
+        click.echo("the outbox is empty" if status == "all" else f"no {status} mail")
+
+
+@outbox.command("show")
+@click.argument("row_id", metavar="ID", type=int)
+@pass_ctx
+@_database_errors
+def outbox_show(ctx: Ctx, row_id: int) -> None:
+    """One mail of the outbox as it goes (or went) out: headers and body, DKIM-signed
+    when signing is set up."""
+    from otrs_mailgate.outbound.outbox import Sender, render, row_by_id, split_recipients
+
+    with ctx.session() as session:
+        row = row_by_id(session, row_id)
+    if row is None:
+        click.echo(f"otrs-mailgate: no outbox mail {row_id} (`outbox list` shows them)", err=True)
+        sys.exit(1)
+    sender = Sender(ctx.config, ctx.sessions())
+    data = bytes(row.data) if row.data is not None else render(sender.responder, row)
+    to = ", ".join(split_recipients(row.rcpt_to))
+    click.echo(f"outbox mail {row.id}: {row.status}, from {row.mail_from} to {to}", err=True)
+    sys.stdout.buffer.write(sender.sign(data).replace(b"\r\n", b"\n"))
+
+
 @click.command()
 @click.option("--recipient", required=True, help="Envelope recipient (Postfix: ${recipient}).")
 @click.option("--sender", default=None, help="Envelope sender (Postfix: ${sender}); empty for <>.")

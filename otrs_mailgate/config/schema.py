@@ -32,7 +32,14 @@ from pydantic import (
 from otrs_mailgate.config import locate as configfile
 from otrs_mailgate.config.locate import template_dirs
 
-_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+_ADDRESS = re.compile(r'^[^@\s<>"(),;:\\]+@[^@\s<>"(),;:\\.]+(\.[^@\s<>"(),;:\\.]+)*$')
+
+
+def is_address(text: str) -> bool:
+    """The one rule for an address we are given (queue addresses, agents, cc+=, phone
+    customers): local@domain, no spaces or separators, a domain of one or more labels,
+    so `bob@localhost` is one, as our default `hotline@localhost` is."""
+    return bool(_ADDRESS.match(text.strip()))
 
 
 class ConfigError(Exception):
@@ -372,7 +379,7 @@ class QueueConfig(_Section):
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
-            if not _ADDRESS.match(address):
+            if not is_address(address):
                 raise ValueError(f"{address!r} is not a mail address")
         return [a.lower() for a in value]
 

@@ -41,9 +41,11 @@ class LMTPServer(LMTP):
             self.line_length_limit = line_length_limit  # before aiosmtpd sizes its reader
         super().__init__(*args, **kwargs)
         self._data_recipients = 0
+        self.handled = False
 
     async def smtp_DATA(self, arg: str) -> None:
         self._data_recipients = len(self.envelope.rcpt_tos) if self.envelope else 0
+        self.handled = False  # the handler answered (and counted) this message itself
         try:
             await super().smtp_DATA(arg)
         finally:
@@ -57,6 +59,12 @@ class LMTPServer(LMTP):
         if count and not status.startswith("354") and "\r\n" not in status:
             if status.startswith("552"):
                 status = "552 5.3.4 Message exceeds the size limit"
+            if not self.handled and status[:1] in "45":  # aiosmtpd refused it whole
+                metrics = getattr(self.event_handler, "metrics", None)
+                for _ in range(count):
+                    if metrics is not None:
+                        metrics.reply(int(status[:3]))
+                log.info("refused whole message rcpts=%d status=%s", count, status[:60])
             status = "\r\n".join([status] * count)
         await super().push(status)
 
@@ -85,6 +93,8 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: LMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        if isinstance(server, LMTPServer):
+            server.handled = True
         started = time.monotonic()
         raw = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)

@@ -9,6 +9,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.ingest.pipeline import Pipeline, Result
+from otrs_mailgate.mail import addresses
 from otrs_mailgate.mail.parse import POLICY
 from otrs_mailgate.mail.subject import clean
 from otrs_mailgate.store.models import utcnow
@@ -24,7 +25,7 @@ def create(
     """
 
     name, address = parseaddr(customer)
-    if "@" not in address:
+    if not addresses.is_address(address):
         raise ValueError(f"{customer!r} is not a mail address")
     queue_config = config.queue_by_name(queue)
     assert queue_config is not None
@@ -36,7 +37,7 @@ def create(
     msg["Message-ID"] = make_msgid("phone", domain=f"phone.{config.system.domain}")
     msg["X-OTRS-Mailgate-Origin"] = "phone"
     msg.set_content(body or "(entered by phone)")
-    pipeline = Pipeline(config, acknowledge=ack)
+    pipeline = Pipeline(config, customer_ack=ack)  # the agents are told either way
     try:
         return pipeline.deliver_one(msg.as_bytes(), queue_config.addresses[0], address, queue=queue)
     finally:

@@ -145,7 +145,10 @@ class CommandMail:
         if name in ("reply", "note"):
             plan.mode = name
             plan.ok(
-                c.text, "your text goes to the customer" if name == "reply" else "kept internal"
+                c.text,
+                "your text goes to the customer"
+                if name == "reply"
+                else "your text was kept internal",
             )
         elif name == "quiet":
             plan.quiet = True
@@ -362,12 +365,13 @@ class CommandMail:
             commands=[c.text for c in parsed.commands],
         )
         if replying:
+            plan.lines = [ln for ln in plan.lines if ln.command != "reply"]  # each command once
             plan.lines.insert(0, Line("reply", "your text went to the customer"))
             self._reply(text)
             state.first_response(self.session, self.ticket.id, self.now)
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
-        elif plan.mode == "note" or not plan.lines:
+        elif not any(line.command == "note" for line in plan.lines):  # each command once
             plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
         for child in self.closed_children:
             sla.recompute(self.conn, self.site.config, child.id)

@@ -124,6 +124,9 @@ def respond(trip: Trip) -> Stop:
     ticket, kind = trip.ticket, trip.kind
     assert ticket is not None and kind is not None and trip.queue is not None
     queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
+    if trip.new and queue.acknowledge and not trip.customer_ack:
+        trip.notes.append("no acknowledgement (asked for none)")
+        return None
     if trip.new and queue.acknowledge:
         template = "acknowledgement"
     elif trip.rejected:
@@ -217,10 +220,14 @@ class Pipeline:
         *,
         acknowledge: bool = True,
         import_clocks: bool = False,
+        customer_ack: bool = True,
     ) -> None:
         self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
         self.sessions = db.sessionmaker_for(self.engine, {history.INFO: history.keys_for(config)})
         self.acknowledge = acknowledge
+        # False: new tickets get no acknowledgement (`ticket create --no-ack`), while the
+        # agents are still notified; `acknowledge` False silences every automatic mail.
+        self.customer_ack = customer_ack
         self.import_clocks = import_clocks  # imported mail starts SLA clocks (import --sla)
         # DNS for DKIM keys not pinned in agents.dkim_keys; None: the resolver (tests
         # answer through this hook instead of the network).
@@ -376,8 +383,9 @@ class Pipeline:
         def trip() -> Trip:
             envelope = Envelope(item.sender, [recipient] if recipient else [])
             return Trip(
-                site, session, item, recipient, envelope, mail, self.acknowledge, self.dns, clocks
-            )
+                site, session, item, recipient, envelope, mail, self.acknowledge, self.dns, clocks,
+                customer_ack=self.customer_ack,
+            )  # fmt: skip
 
         if not careful:  # any exception rolls back the batch, which is then done carefully
             return run(trip())

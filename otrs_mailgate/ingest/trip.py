@@ -35,9 +35,10 @@ class Trip:
     recipient: str | None
     envelope: Envelope
     parsed: ParsedMail | NotAMail | None  # parsed before the transaction, or None
-    acknowledge: bool = True  # False: no automatic mail at all (an import, --no-ack)
+    acknowledge: bool = True  # False: no automatic mail at all (an import)
     dns: DNSFunc | None = None  # DKIM key lookups past the pinned keys (tests answer here)
     clocks: bool = True  # set the SLA clocks of what it stores (off: an archive's mail)
+    customer_ack: bool = True  # False: a new ticket's customer gets no acknowledgement
     now: dt.datetime = field(default_factory=utcnow)
     # What the stages find, in their order:
     queue: QueueConfig | None = None  # route

@@ -11,6 +11,10 @@ somebody else's (issue 19).
 
 from __future__ import annotations
 
+from otrs_mailgate.config.schema import is_address
+
+__all__ = ["base", "domain_of", "extension", "is_address", "normalize", "split"]
+
 
 def _unquote(local: str) -> str:
     """`"a b\\"c"` -> `a b"c`; an unquoted local part is returned as it is."""

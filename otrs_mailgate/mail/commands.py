@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from otrs_mailgate.mail import addresses
+
 # name -> (takes a value, help shown in transcripts)
 VOCABULARY: dict[str, tuple[bool, str]] = {
     "reply": (False, "send your text to the customer (the default)"),
@@ -37,7 +39,6 @@ PRIORITIES = {"very-low": 1, "low": 2, "normal": 3, "high": 4, "very-high": 5}
 _DURATION = re.compile(r"(\d+)\s*([wdhm])")
 _UNITS = {"w": 7 * 24 * 60, "d": 24 * 60, "h": 60, "m": 1}
 _LINE = re.compile(r"^([A-Za-z][A-Za-z+-]*)\s*:\s*(.*?)\s*$")
-_ADDRESS = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _check_value(name: str, value: str) -> str:
             priority(value)
         elif name == "faq" and not value.isdigit():
             return f"{value!r} is not a FAQ entry number (`otrs-mailgate faq list`)"
-        elif name in ("cc+", "cc-") and not _ADDRESS.match(value):
+        elif name in ("cc+", "cc-") and not addresses.is_address(value):
             return f"{value!r} is not a mail address"
     except ValueError as exc:
         return str(exc)

@@ -133,6 +133,32 @@ def responses_since(session: Session, address: str, since: dt.datetime, at_most:
     return pending + int(found.scalar_one())
 
 
+def listing(session: Session, status: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    """The newest outbox rows (of one status, or all), for `outbox list`."""
+    stmt = select(_O).order_by(_O.c.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(_O.c.status == status)
+    return [
+        {
+            "id": row.id,
+            "status": row.status,
+            "kind": row.kind,
+            "ticket_id": row.ticket_id,
+            "to": split_recipients(row.rcpt_to),
+            "attempts": row.attempts,
+            "created_at": row.created_at.isoformat(timespec="seconds"),
+            "next_attempt_at": row.next_attempt_at.isoformat(timespec="seconds"),
+            "last_error": row.last_error,
+        }
+        for row in session.execute(stmt)
+    ]
+
+
+def row_by_id(session: Session, row_id: int) -> Any:
+    """One outbox row, or None."""
+    return session.execute(select(_O).where(_O.c.id == row_id)).first()
+
+
 def render(responder: Responder, row: Any) -> bytes:
     """The bytes of an outbox row: stored ones, else its response rendered now."""
     if row.data is not None:
@@ -221,7 +247,14 @@ class Sender:
         self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
         self._stalled = False  # the database did not take them: send nothing more
         self._recorded_at = time.monotonic()
+        self._down = ""  # why the MTA could not be reached, while it cannot
         self.reconfigure(config)
+
+    def where(self) -> str:
+        """Where outgoing mail goes, for the one line the daemon logs at start."""
+        smtp, dkim = self.config.smtp, self.config.dkim
+        signed = f"DKIM-signed as {dkim.selector}._domainkey" if self._dkim_key else "unsigned"
+        return f"SMTP {smtp.host}:{smtp.port} ({signed})"
 
     def reconfigure(self, config: Config) -> None:
         """A new config (SIGHUP) from the next mail on; outcomes not yet written stay."""
@@ -308,9 +341,25 @@ class Sender:
         finally:
             _reset(smtp)
             self._flush(result)
-        if unreachable:
-            log.warning("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
+        self._report(unreachable, result)
         return result
+
+    def _report(self, unreachable: str, result: PassResult) -> None:
+        """An MTA that cannot be reached is said once (not once a pass), with where the
+        mail waits meanwhile; when it can be reached again, that is said too."""
+        if unreachable and unreachable != self._down:
+            log.warning(
+                "outbox: %s; %d mail(s) deferred, kept in the outbox until it answers "
+                "(`otrs-mailgate outbox list` shows them)",
+                unreachable,
+                result.retried,
+            )
+        elif unreachable:
+            log.debug("outbox: %s; %d mail(s) deferred", unreachable, result.retried)
+        elif self._down and result.sent:
+            log.info("outbox: the MTA answers again; %d mail(s) sent", result.sent)
+        if unreachable or result.sent:
+            self._down = unreachable
 
     def _finish(
         self,

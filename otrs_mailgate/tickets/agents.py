@@ -7,7 +7,6 @@ A disabled agent has no access at all and its tokens stop working at once.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import LOGIN
-from otrs_mailgate.mail import tokens
+from otrs_mailgate.mail import addresses, tokens
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import (
     Agent,
@@ -27,7 +26,6 @@ from otrs_mailgate.store.models import (
     utcnow,
 )
 
-ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 ACCESS = ("ro", "rw")
 
 
@@ -84,7 +82,7 @@ def add(session: Session, login: str, address: str, name: str, groups: list[str]
     login, address = login.strip().lower(), address.strip().lower()
     if not LOGIN.match(login):
         raise AgentError(f"login {login!r}: use lower-case letters, digits, '.', '_', '-'")
-    if not ADDRESS.match(address):
+    if not addresses.is_address(address):
         raise AgentError(f"{address!r} is not a mail address")
     conn = session.connection()
     if by_login(conn, login):

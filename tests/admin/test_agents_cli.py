@@ -166,7 +166,20 @@ def test_ticket_create_is_a_mail_from_the_customer(cfg: Path) -> None:
             )
         )
     )["number"]
-    assert cli_json(cfg, "ticket", "show", quiet)["outbox"] == []
+    assert cli_json(cfg, "ticket", "show", quiet)["outbox"] == []  # nobody works Support-DE
+    # --no-ack drops the customer's acknowledgement only: the queue's agents are told
+    out(cli(cfg, "agent", "add", "alice", "alice@localhost"))  # an address as ours are
+    out(cli(cfg, "queue", "grant", "Support-DE", "alice", "rw"))
+    told = json.loads(
+        out(
+            cli(
+                cfg, "ticket", "create", "--customer", "y@customer.test", "--subject", "s",
+                "--queue", "Support-DE", "--no-ack", "--json",
+            )
+        )
+    )["number"]  # fmt: skip
+    outbox = cli_json(cfg, "ticket", "show", told)["outbox"]
+    assert [(o["kind"], o["to"]) for o in outbox] == [("notification_new", "alice@localhost")]
     bad = cli(
         cfg, "ticket", "create", "--customer", "nobody", "--subject", "s", "--queue", "Hotline"
     )

@@ -44,6 +44,10 @@ def test_over_size_is_552_per_recipient_and_nothing_stored(db_url: str) -> None:
         c.close()
         assert ok[0].startswith("250")
         assert count(d.pipeline, Article) == 1
+        metrics = d.metrics.render().decode()
+    # the whole-message refusal counts once per recipient it refused (issue 20)
+    assert 'otrs_mailgate_mails_total{outcome="rejected"} 2.0' in metrics
+    assert 'otrs_mailgate_mails_total{outcome="accepted"} 1.0' in metrics
 
 
 def test_locked_database_is_451_per_recipient_then_retry_works(sqlite_url: str) -> None:

@@ -478,3 +478,16 @@ def test_customer_language_decides_the_template(desk: Desk, tmp_path) -> None:
         db.transaction(desk.p.sessions) as s,
     ):
         customers.set_language(s, "nobody@x.test", "de", known)
+
+
+def test_transcript_shows_the_final_state_and_each_command_once(desk: Desk) -> None:
+    with db.transaction(desk.p.sessions) as s:
+        agents.grant(s, desk.p.queue_id("Support-DE"), "alice", "rw")
+    n = new_ticket(desk)
+    desk.command("alice", n, "priority=5 queue=Support-DE note", "Moving it.")
+    desk.command("alice", n, "reply", "Done.")
+    first, second = transcripts(desk, ALICE)
+    text = first.get_content()
+    assert text.count("> note") == 1 and "your text was kept internal" in text
+    assert "queue: Support-DE, priority: 5." in text  # after the commands, not before
+    assert second.get_content().count("> reply") == 1

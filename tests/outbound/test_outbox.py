@@ -122,13 +122,21 @@ def test_5xx_fails_and_lands_in_history(db_url: str, sink: Sink) -> None:
     assert sender.run_pass().failed == 0
 
 
-def test_mta_down_defers_everything_once(db_url: str) -> None:
+def test_mta_down_defers_everything_once(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
     _, pipeline, sender = _setup(db_url, free_port())
     for i in range(3):
         pipeline.deliver_one(mail(f"x{i}", sender=f"c{i}@customer.test"), HOT)
+    caplog.set_level("DEBUG", "otrs_mailgate.outbound.outbox")
     result = sender.run_pass()
     assert result.retried == 3
     assert all("MTA unreachable" in r.last_error for r in _rows(pipeline))
+    with db.transaction(pipeline.sessions) as s:  # due again at once
+        s.execute(update(Outbox).values(next_attempt_at=utcnow()))
+    assert sender.run_pass().retried == 3
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, "an MTA that stays down is said once, not once a pass"
+    assert "`otrs-mailgate outbox list` shows them" in warned[0].getMessage()
+    assert sender.where().startswith("SMTP 127.0.0.1:")
 
 
 def test_dkim_signature_verifies(db_url: str, sink: Sink, tmp_path: Path) -> None:
