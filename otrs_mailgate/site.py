@@ -77,6 +77,20 @@ class Site:
         address = addr.normalize(recipient)
         return self.addresses.get(address) or self.addresses.get(addr.base(address))
 
+    @property
+    def catch_all(self) -> QueueConfig | None:
+        """The raw queue, if one is configured."""
+        name = self.config.system.catch_all
+        return self.config.queue_by_name(name) if name else None
+
+    def accepts(self, recipient: str) -> QueueConfig | None:
+        """The queue mail to this recipient goes to before any filter: its own, else the
+        raw queue for any other address at one of our domains; None: not ours."""
+        queue = self.queue_for(recipient)
+        if queue is None and self.is_our_domain(recipient):
+            queue = self.catch_all
+        return queue
+
     def is_our_domain(self, recipient: str) -> bool:
         """The address is at a domain one of our queues answers at."""
         return addr.domain_of(recipient) in self.queue_domains

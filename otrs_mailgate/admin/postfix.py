@@ -108,10 +108,15 @@ def transport(config: Config, lmtp: Sequence[str] = ()) -> str:
     if len(destinations(config, lmtp)) > 1:
         lines.append("# (main.cf's randmap replaces the daemon named here by one of all)")
     lines += [f"{a}\t{dest}" for a in addresses(config)]
+    if config.system.catch_all:  # every other address of these domains: the raw queue
+        lines += [f"{d}\t{dest}" for d in domains(config)]
     return "\n".join(lines) + "\n"
 
 
 def recipients(config: Config) -> str:
     lines = ["# otrs-mailgate: postmap this file; the addresses Postfix accepts for us"]
     lines += [f"{a}\tOK" for a in addresses(config)]
+    if config.system.catch_all:
+        lines.append(f"# system.catch_all = {config.system.catch_all}: any other address too")
+        lines += [f"@{d}\tOK" for d in domains(config)]
     return "\n".join(lines) + "\n"

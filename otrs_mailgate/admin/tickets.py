@@ -113,6 +113,49 @@ def ticket_create(
         click.echo(f"created ticket {result.ticket_number} in {result.queue}")
 
 
+@ticket.command("move")
+@click.argument("number")
+@click.argument("queue_name", metavar="QUEUE")
+@click.option("--quiet", is_flag=True, help="Do not tell the customer.")
+@pass_ctx
+@_database_errors
+def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
+    """Move a ticket to another queue (dispatch from the raw queue): the history says
+    so, the new queue's agents are told, and the customer where the old queue's
+    tell_customer lists "moved"."""
+    import getpass
+
+    from otrs_mailgate.outbound import notify
+    from otrs_mailgate.site import Site
+    from otrs_mailgate.store.models import utcnow
+    from otrs_mailgate.tickets import refs, state
+
+    target = ctx.config.queue_by_name(queue_name)
+    if target is None:
+        known = ", ".join(q.name for q in ctx.config.queue)
+        raise click.BadParameter(f"no queue named {queue_name!r}; queues are: {known}")
+    site = Site.build(ctx.config)
+    site.ensure_queues(ctx.sessions())
+    actor = f"{getpass.getuser()} (command line)"
+    with ctx.transaction() as session:
+        ticket_id = refs.id_of(session.connection(), number.strip())
+        if ticket_id is None:
+            click.echo(f"otrs-mailgate: no ticket {number}", err=True)
+            sys.exit(1)
+        ticket = refs.load(session.connection(), ticket_id)
+        old = site.queue_of(ticket.queue)
+        if ticket.queue == target.name:
+            click.echo(f"ticket {ticket.number} is in {target.name} already")
+            return
+        state.move(
+            session, ticket, target.name, site.queue_id(target.name), actor=actor, now=utcnow()
+        )
+        told = notify.moved(site, session, ticket, old.name, actor, tell=None if quiet else old)
+    click.echo(
+        f"ticket {ticket.number} moved from {old.name} to {target.name}; {told} agent(s) told"
+    )
+
+
 @click.group()
 def locks() -> None:
     """Ticket locks."""

@@ -76,6 +76,9 @@ class SystemConfig(_Section):
     # the last one signs; `audit rotate-key` adds one); made on first use.  Empty:
     # audit.keys beside the config file; without a config file, beside an SQLite file.
     audit_keys: str = ""
+    # OTRS's "raw" queue: mail to any other address at a domain of our queues lands in
+    # this queue (a [[queue]] name) unless a filter places it; empty: such mail is refused.
+    catch_all: str = ""
 
     _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
 
@@ -422,6 +425,8 @@ class Config(_Section):
     @model_validator(mode="after")
     def _filter_queues(self) -> Config:
         names = {q.name for q in self.queue}
+        if self.system.catch_all and self.system.catch_all not in names:
+            raise ValueError(f"system.catch_all: no queue named {self.system.catch_all!r}")
         for i, f in enumerate(self.filter):
             if f.queue is not None and f.queue not in names:
                 raise ValueError(f"filter[{i}] ({f.name}): no queue named {f.queue!r}")

@@ -85,7 +85,7 @@ class Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if self.committer.pipeline.queue_for(address) is None:
+        if self.committer.pipeline.site.accepts(address) is None:
             log.info("rejected rcpt=%s status=550 reason=unknown-recipient", address)
             self.metrics.reply(550)
             return f"550 5.1.1 <{address}>: Recipient address rejected: unknown queue address"

@@ -158,7 +158,7 @@ class Message:
     async def rcpt(self, recipient: str) -> Reply | None:
         site = self.gate.pipeline.site
         address = addresses.normalize(recipient)  # the form Postfix delivers (item 1)
-        queue = site.queue_for(address)
+        queue = site.accepts(address)  # a queue's address, or the raw queue's domain
         if queue is None:
             if site.is_our_domain(address):
                 self.at_our_domain = True  # not a queue: Postfix decides, headers still checked

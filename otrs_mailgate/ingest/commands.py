@@ -224,6 +224,7 @@ class CommandMail:
 
         def move() -> None:
             self.events.append(("moved", {"new_queue": target.display_name or target.name}))
+            old = self.ticket.queue
             state.move(
                 self.session,
                 self.ticket,
@@ -232,6 +233,7 @@ class CommandMail:
                 actor=self.agent.address,
                 now=self.now,
             )
+            notify.moved(self.site, self.session, self.ticket, old, self.agent.address)
 
         plan.ok(c.text, f"moved to queue {target.name}", move)
 

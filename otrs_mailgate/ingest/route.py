@@ -17,9 +17,10 @@ log = logging.getLogger("otrs_mailgate.ingest")
 
 def queue_for_mail(site: Site, recipient: str | None, mail: ParsedMail) -> QueueConfig:
     """The queue of the envelope recipient; without one (an import), of the first
-    address in To, Cc, Delivered-To, X-Original-To or Envelope-To that is ours."""
+    address in To, Cc, Delivered-To, X-Original-To or Envelope-To that is ours.  Any
+    other address at one of our domains goes to the raw queue (system.catch_all)."""
     if recipient:
-        queue = site.queue_for(recipient)
+        queue = site.accepts(recipient)
         if queue is None:
             raise UnknownRecipient(recipient)
         return queue
@@ -28,6 +29,10 @@ def queue_for_mail(site: Site, recipient: str | None, mail: ParsedMail) -> Queue
         candidates.append(mail.header(name))
     for candidate in candidates:
         queue = site.queue_for(candidate) if candidate else None
+        if queue is not None:
+            return queue
+    for candidate in candidates:
+        queue = site.accepts(candidate) if candidate else None
         if queue is not None:
             return queue
     raise UnknownRecipient(", ".join(c for c in candidates if c) or "(no recipient)")

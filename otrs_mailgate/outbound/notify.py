@@ -151,6 +151,38 @@ def notify(
     )
 
 
+def moved(
+    site: Site,
+    session: Session,
+    ticket: TicketRef,
+    old_queue: str,
+    actor: str,
+    *,
+    tell: QueueConfig | None = None,
+) -> int:
+    """After a ticket was moved (state.move): the new queue's agents are told (not the
+    one who moved it), and the customer when `tell` (the queue whose tell_customer
+    lists "moved") is given; the customer's notice comes from the new queue.  Returns
+    how many agents were told."""
+    target = site.queue_of(ticket.queue)
+    if tell is not None and "moved" in tell.tell_customer:
+        tell_customer(
+            site, session, ticket, "customer_moved", target,
+            new_queue=target.display_name or target.name,
+        )  # fmt: skip
+    workers = [a for a in queue_workers(session, ticket.queue_id) if a.address != actor.lower()]
+    return to_agents(
+        site, session, ticket, target, workers,
+        template="notification_moved", subject=ticket.title,
+        vars={
+            "old_queue": old_queue,
+            "moved_by": actor,
+            "customer": customers.label(session.connection(), ticket.customer_id),
+        },
+        history_type="AgentNotified",
+    )  # fmt: skip
+
+
 def tell_customer(
     site: Site,
     session: Session,

@@ -241,7 +241,8 @@ class StatusPage:
         if who is None:
             return self.forbidden()
         agent, queues = who
-        data = await self._read(views.overview, agent, queues, utcnow())
+        raw = self.config.system.catch_all
+        data = await self._read(views.overview, agent, queues, utcnow(), 15, raw)
         return self.page("overview.html.j2", title="Queues", agent=agent, o=data)
 
     async def ticket(self, request: web.Request) -> web.Response:

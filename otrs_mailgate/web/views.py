@@ -106,10 +106,16 @@ def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[st
 
 
 def overview(
-    conn: Connection, agent: AgentRef, queues: dict[int, str], now: dt.datetime, soonest: int = 15
+    conn: Connection,
+    agent: AgentRef,
+    queues: dict[int, str],
+    now: dt.datetime,
+    soonest: int = 15,
+    raw: str = "",
 ) -> dict[str, Any]:
     """Open tickets per queue and state, how many are past a due instant, the tickets
-    due soonest, and the agent's locked tickets.
+    due soonest, the agent's locked tickets, and the open tickets of the raw queue
+    (`raw`, system.catch_all) waiting to be dispatched, if the agent may see it.
 
     Every read follows one index and the queues are picked in Python: the open states
     through ix_ticket_state, the due instants through each clock's partial index (a
@@ -153,10 +159,27 @@ def overview(
             .order_by(_T.c.lock_until)
         )
     ]
+    raw_id = next((qid for qid, name in queues.items() if name == raw), None) if raw else None
+    waiting = []
+    if raw_id is not None:
+        waiting = [
+            _listed(r)
+            for r in conn.execute(
+                _listing()
+                .where(_T.c.queue_id == raw_id, _T.c.state.in_(OPEN))
+                .order_by(_T.c.id.desc())
+                .limit(50)
+            )
+        ]
     return {
-        "queues": [{"id": qid, "name": name, **counts[qid]} for qid, name in queues.items()],
+        "queues": [
+            {"id": qid, "name": name, "raw": qid == raw_id, **counts[qid]}
+            for qid, name in queues.items()
+        ],
         "escalating": escalating,
         "locked": locked,
+        "raw": raw if raw_id is not None else "",
+        "undispatched": waiting,
     }
 
 
