@@ -156,6 +156,38 @@ def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
     )
 
 
+@ticket.command("split")
+@click.argument("number")
+@click.option("--article", "article_id", type=int, required=True, help="The article to split off.")
+@click.option("--quiet", is_flag=True, help="Do not tell the customer the new number.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_database_errors
+def ticket_split(ctx: Ctx, number: str, article_id: int, quiet: bool, as_json: bool) -> None:
+    """An article becomes a ticket of its own (copied: the old ticket keeps it); both
+    histories point at each other and the customer is told the new number."""
+    import getpass
+
+    from otrs_mailgate.ingest.split import SplitError, load, split
+    from otrs_mailgate.site import Site
+    from otrs_mailgate.store.models import utcnow
+
+    site = Site.build(ctx.config)
+    site.ensure_queues(ctx.sessions())
+    actor = f"{getpass.getuser()} (command line)"
+    try:
+        with ctx.transaction() as session:
+            old = load(session, number)
+            new = split(site, session, old, article_id, actor, utcnow(), tell=not quiet)
+    except SplitError as exc:
+        click.echo(f"otrs-mailgate: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        _dump({"number": new.number, "split_from": old.number, "article": article_id})
+    else:
+        click.echo(f"article {article_id} of {old.number} copied to the new ticket {new.number}")
+
+
 @click.group()
 def locks() -> None:
     """Ticket locks."""

@@ -19,7 +19,7 @@ from email_reply_parser import EmailReplyParser
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.orm import Session
 
-from otrs_mailgate.ingest import auth
+from otrs_mailgate.ingest import auth, split
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import commands
@@ -203,6 +203,8 @@ class CommandMail:
                 plan.ok(c.text, f"FAQ entry {entry.id} ({entry.title}) added to your text")
         elif name in ("merge", "parent"):
             self._check_relative(plan, c)
+        elif name == "split":
+            self._check_split(plan, c)
         elif name in ("cc+", "cc-"):
             address = value.strip().lower()
             plan.ok(
@@ -236,6 +238,39 @@ class CommandMail:
             notify.moved(self.site, self.session, self.ticket, old, self.agent.address)
 
         plan.ok(c.text, f"moved to queue {target.name}", move)
+
+    def _check_split(self, plan: Plan, c: Command) -> None:
+        mail, t = self.mail, self.ticket
+        if c.value:
+            article_id: int | None = int(c.value)
+        else:
+            named = [*mail.in_reply_to, *reversed(mail.references)]
+            article_id = split.article_replied_to(self.session, t, named)
+        if article_id is None:
+            plan.error(
+                c.text,
+                "reply to the notification of the article to split off, or write "
+                "split=<article id> (`otrs-mailgate ticket show` lists them)",
+            )
+            return
+        try:
+            split.article_of(self.session, t, article_id)
+        except split.SplitError as exc:
+            plan.error(c.text, str(exc))
+            return
+        plan.ok(c.text, f"article {article_id} copied to a new ticket")
+        line = plan.lines[-1]
+
+        def act() -> None:
+            assert article_id is not None
+            new = split.split(
+                self.site, self.session, t, article_id, self.agent.address, self.now,
+                tell=not plan.quiet,
+            )  # fmt: skip
+            told = "" if plan.quiet else "; the customer was told its number"
+            line.result = f"article {article_id} copied to the new ticket {new.number}{told}"
+
+        plan.actions.append(act)
 
     def _check_relative(self, plan: Plan, c: Command) -> None:
         other = self._ticket_by_number(c.value.strip())

@@ -4,17 +4,13 @@ ticket it follows up or on a new one."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import update
 
 from otrs_mailgate.ingest import match
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import bounces
 from otrs_mailgate.mail.classify import HUMAN, REPORT
-from otrs_mailgate.mail.ticketnumber import generate
 from otrs_mailgate.outbound import notify
-from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Outbox, TicketLink
 from otrs_mailgate.tickets import articles, history, refs, state
 from otrs_mailgate.tickets.refs import TicketRef
@@ -117,51 +113,35 @@ def new_ticket(trip: Trip) -> TicketRef:
     )
     assert queue is not None
     conn = session.connection()
-    today = dt.datetime.now().date()  # the local date, as people read the number
-    config = site.config
-    number = generate(
-        config.system.ticket_number,
-        config.system.id,
-        lambda name: db.next_counter(session, name),
-        today,
-    )
     customer_id, customer_language = articles.remember_customer(conn, mail)
     language = site.responder.pick_language(
         decision.language if decision else None,
         mail.content_language,
         customer_language,
         queue.language,
-        config.system.language,
+        site.config.system.language,
     )
-    title = site.tags.remove(mail.subject) if mail.subject else "(no subject)"
-    now = trip.now
-    queue_id = site.queue_id(queue.name)
-    ticket_id = state.create(
+    ticket = state.open_ticket(
         session,
-        {
-            "number": number,
-            "title": title,
-            "queue_id": queue_id,
-            "customer_id": customer_id,
-            "state": "new",
-            "priority": decision.priority if decision and decision.priority else 3,
-            "language": language,
-            "created_at": now,
-            "updated_at": now,
-        },
+        site.config,
+        queue=queue.name,
+        queue_id=site.queue_id(queue.name),
+        title=site.tags.remove(mail.subject) if mail.subject else "(no subject)",
+        customer_id=customer_id,
+        language=language,
+        priority=decision.priority if decision and decision.priority else 3,
+        now=trip.now,
+        actor=mail.from_addr or "unknown",
+        **({"filter": decision.name} if decision else {}),
     )
-    history.append(
-        session, ticket_id, "NewTicket", mail.from_addr or "unknown",
-        number=number, queue=queue.name, **({"filter": decision.name} if decision else {}),
-    )  # fmt: skip
     follows = trip.followed
     if follows is not None:
         conn.execute(
-            _INS_LINK, {"source_id": ticket_id, "target_id": follows.id, "kind": "follow-up-of"}
+            _INS_LINK, {"source_id": ticket.id, "target_id": follows.id, "kind": "follow-up-of"}
         )
-        history.append(session, ticket_id, "Link", "system", follow_up_of=follows.number)
-        history.append(session, follows.id, "Link", "system", followed_by=number)
-    return TicketRef(ticket_id, number, "new", queue.name, language, title, None, queue_id)
+        history.append(session, ticket.id, "Link", "system", follow_up_of=follows.number)
+        history.append(session, follows.id, "Link", "system", followed_by=ticket.number)
+    return ticket
 
 
 _INS_LINK = TicketLink.__table__.insert()

@@ -34,7 +34,13 @@ VOCABULARY: dict[str, tuple[bool, str]] = {
     "cc-": (True, "cc-=<address>: stop copying replies to that address"),
     "quiet": (False, "send no mail to the customer"),
     "faq": (True, "faq=<id>: put that knowledge base entry into your reply"),
+    "split": (
+        False,
+        "split (in a reply to an article's notification) or split=<article id>: "
+        "that article becomes a new ticket",
+    ),
 }
+OPTIONAL_VALUE = {"split": str.isdigit}  # a command that may take a value of this kind
 PRIORITIES = {"very-low": 1, "low": 2, "normal": 3, "high": 4, "very-high": 5}
 _DURATION = re.compile(r"(\d+)\s*([wdhm])")
 _UNITS = {"w": 7 * 24 * 60, "d": 24 * 60, "h": 60, "m": 1}
@@ -93,6 +99,9 @@ def _word(text: str) -> tuple[Command | None, str]:
     value = value.strip()
     if wants_value and not value:
         return None, f"{name} needs a value: {usage}"
+    optional = OPTIONAL_VALUE.get(name)
+    if optional is not None and value and optional(value):
+        return Command(name, value, text.strip()), ""
     if not wants_value and value and value.lower() not in ("yes", "1", "true"):
         return None, f"{name} takes no value"
     problem = _check_value(name, value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.mail.parse import ParsedMail
@@ -99,6 +99,29 @@ def store(
     return int(article_id)
 
 
+def copy(session: Session, article_id: int, ticket: TicketRef) -> int:
+    """The article again on another ticket (a split): a new row with the same raw bytes
+    and attachment blobs (no bytes are stored twice), indexed for search; the original
+    stays where it was."""
+    conn = session.connection()
+    row = conn.execute(select(_A).where(_A.c.id == article_id)).one()._asdict()
+    row.pop("id")
+    row["ticket_id"] = ticket.id
+    new_id = int(conn.execute(_INS_ARTICLE, row).scalar_one())
+    parts = conn.execute(select(_AT).where(_AT.c.article_id == article_id)).all()
+    if parts:
+        copies = [{**p._asdict(), "article_id": new_id} for p in parts]
+        for part in copies:
+            part.pop("id")
+        conn.execute(_INS_ATTACHMENT, copies)
+    addresses = (row["from_addr"], row["from_name"], row["to_addrs"], row["cc_addrs"])
+    names = (p.filename for p in parts)
+    search.index(
+        session, new_id, search.document(row["subject"], row["body_text"], names, addresses)
+    )
+    return new_id
+
+
 def blob_id(conn: Connection, table: Table, data: bytes) -> int:
     """Store bytes once per SHA-256 and return the row id."""
     digest = hashlib.sha256(data).hexdigest()
@@ -122,5 +145,6 @@ def remember_customer(conn: Connection, mail: ParsedMail) -> tuple[int | None, s
     return row.id, row.language
 
 
-_INS_ARTICLE = insert(Article.__table__).returning(Article.__table__.c.id)
-_INS_ATTACHMENT = insert(Attachment.__table__)
+_A, _AT = Article.__table__, Attachment.__table__
+_INS_ARTICLE = insert(_A).returning(_A.c.id)
+_INS_ATTACHMENT = insert(_AT)

@@ -15,6 +15,9 @@ from typing import Any
 from sqlalchemy import Column, bindparam, insert, update
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail.ticketnumber import generate
+from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Ticket
 from otrs_mailgate.tickets import history
 from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
@@ -25,6 +28,47 @@ def create(session: Session, values: Mapping[str, Any]) -> int:
     ticket_id = int(session.connection().execute(_INS, dict(values)).scalar_one())
     history.start_chain(session, ticket_id)
     return ticket_id
+
+
+def open_ticket(
+    session: Session,
+    config: Config,
+    *,
+    queue: str,
+    queue_id: int,
+    title: str,
+    customer_id: int | None,
+    language: str,
+    priority: int,
+    now: dt.datetime,
+    actor: str,
+    **detail: Any,
+) -> TicketRef:
+    """A new ticket with a new number (config.system.ticket_number), its NewTicket
+    history first: for mail, phone tickets and splits alike."""
+    today = dt.datetime.now().date()  # the local date, as people read the number
+    number = generate(
+        config.system.ticket_number,
+        config.system.id,
+        lambda name: db.next_counter(session, name),
+        today,
+    )
+    ticket_id = create(
+        session,
+        {
+            "number": number,
+            "title": title,
+            "queue_id": queue_id,
+            "customer_id": customer_id,
+            "state": "new",
+            "priority": priority,
+            "language": language,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    history.append(session, ticket_id, "NewTicket", actor, number=number, queue=queue, **detail)
+    return TicketRef(ticket_id, number, "new", queue, language, title, None, queue_id, customer_id)
 
 
 def touch(session: Session, ticket_id: int, now: dt.datetime) -> None:
