@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -154,6 +155,58 @@ def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
     click.echo(
         f"ticket {ticket.number} moved from {old.name} to {target.name}; {told} agent(s) told"
     )
+
+
+@ticket.command("attachment")
+@click.argument("number")
+@click.argument("attachment_id", metavar="[ID]", type=int, required=False)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write it to this file (never over an existing one); default: stdout.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The list as JSON.")
+@pass_ctx
+@_database_errors
+def ticket_attachment(
+    ctx: Ctx, number: str, attachment_id: int | None, output: Path | None, as_json: bool
+) -> None:
+    """List a ticket's attachments, or write one out (its bytes as they came)."""
+    from otrs_mailgate.tickets import articles, refs
+
+    with ctx.session() as session:
+        conn = session.connection()
+        ticket_id = refs.id_of(conn, number.strip())
+        if ticket_id is None:
+            click.echo(f"otrs-mailgate: no ticket {number}", err=True)
+            sys.exit(1)
+        if attachment_id is None:
+            found = articles.files(conn, ticket_id)
+            if as_json:
+                _dump([f.__dict__ for f in found])
+            for f in [] if as_json else found:
+                note = " (internal)" if f.internal else ""
+                click.echo(
+                    f"{f.id:>6}  article {f.article_id:<6} {f.size:>10} B  "
+                    f"{f.content_type:<28} {f.filename}{note}"
+                )
+            if not found and not as_json:
+                click.echo(f"ticket {number} has no attachments")
+            return
+        got = articles.file_data(conn, ticket_id, attachment_id)
+    if got is None:
+        click.echo(f"otrs-mailgate: ticket {number} has no attachment {attachment_id}", err=True)
+        sys.exit(1)
+    ref, data = got
+    if output is None:
+        sys.stdout.buffer.write(data)
+        return
+    try:
+        with output.open("xb") as fh:
+            fh.write(data)
+    except FileExistsError:
+        click.echo(f"otrs-mailgate: {output} exists; give a new file", err=True)
+        sys.exit(1)
+    click.echo(f"{ref.filename} ({len(data)} bytes) written to {output}")
 
 
 @ticket.command("split")

@@ -498,6 +498,8 @@ class CommandMail:
             response,
             "SendAgentReply",
             self.agent.address,
+            # what the agent attached goes along (not inline parts: logos of a signature)
+            files=[a for a in self.mail.attachments if not a.inline],
         )
 
     def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:

@@ -152,7 +152,10 @@ def notify_stage(trip: Trip) -> Stop:
         trip.notes.append("not processed as commands: " + "; ".join(verdict.reasons))
     elif trip.acknowledge:
         queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
-        notify.notify(trip.site, trip.session, ticket, trip.mail, queue, new=trip.new)
+        notify.notify(
+            trip.site, trip.session, ticket, trip.mail, queue, new=trip.new,
+            article_id=trip.article_id,
+        )  # fmt: skip
     return None
 
 

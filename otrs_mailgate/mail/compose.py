@@ -81,6 +81,7 @@ class Responder:
             trim_blocks=True,  # a line holding only {% ... %} leaves no blank line behind
             lstrip_blocks=True,
         )
+        self.env.filters["filesize"] = filesize
 
     @functools.cached_property
     def languages(self) -> frozenset[str]:
@@ -133,6 +134,16 @@ class Responder:
         msg.set_content(body)  # clears Content-* headers, so Content-Language comes after
         msg["Content-Language"] = response.language
         return msg
+
+
+def filesize(size: int) -> str:
+    """1234567 -> "1.2 MB": sizes as people read them (mail and page alike)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def new_message_id(domain: str) -> str:

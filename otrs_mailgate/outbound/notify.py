@@ -25,7 +25,7 @@ from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article
-from otrs_mailgate.tickets import agents, customers, links
+from otrs_mailgate.tickets import agents, articles, customers, links
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.refs import TicketRef
 
@@ -116,8 +116,10 @@ def notify(
     *,
     new: bool,
     bounce: bounces.Report | None = None,
+    article_id: int | None = None,
 ) -> int:
-    """Queue the notifications for one customer mail; returns how many."""
+    """Queue the notifications for one customer mail (its article's attachments named,
+    with their size and a link to the agents' page); returns how many."""
     if new:
         recipients = queue_workers(session, ticket.queue_id)
     else:
@@ -144,11 +146,27 @@ def notify(
             "customer": customer or "(unknown sender)",
             "text": text,
             "failures": [asdict(f) for f in bounce.failures] if bounce else [],
+            "files": _files(site, session, ticket, article_id),
         },
         history_type="AgentNotified",
         in_reply_to=mail.message_id,
         references=tuple(mail.references),
     )
+
+
+def _files(
+    site: Site, session: Session, ticket: TicketRef, article_id: int | None
+) -> list[dict[str, Any]]:
+    """An article's attachments as a notification lists them: name, size, and the
+    download link on the agents' page (empty without a page)."""
+    if article_id is None:
+        return []
+    web = site.config.web
+    base = f"{web.base_url()}/agent/ticket/{ticket.number}/file/" if web.enabled else ""
+    found = articles.files(session.connection(), ticket.id, article_id=article_id)
+    return [
+        {"name": f.filename, "size": f.size, "url": f"{base}{f.id}" if base else ""} for f in found
+    ]
 
 
 def moved(

@@ -14,7 +14,7 @@ import logging
 import os
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail.compose import Responder, Response, new_message_id
-from otrs_mailgate.mail.parse import POLICY
+from otrs_mailgate.mail.parse import POLICY, Attachment
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
@@ -56,9 +56,15 @@ def split_recipients(rcpt_to: str) -> list[str]:
 
 
 def enqueue(
-    session: Session, ticket_id: int | None, kind: str, response: Response, message_id: str
+    session: Session,
+    ticket_id: int | None,
+    kind: str,
+    response: Response,
+    message_id: str,
+    data: bytes | None = None,
 ) -> None:
-    """An outbox row and the Message-ID it will carry, written with the transaction."""
+    """An outbox row and the Message-ID it will carry, written with the transaction;
+    `data`: the mail composed up front (one with attachments), else rendered when sent."""
     session.info[QUEUED] = session.info.get(QUEUED, 0) + 1
     db.defer_insert(
         session,
@@ -70,6 +76,7 @@ def enqueue(
             "rcpt_to": join_recipients(response.recipients),
             "message_id": message_id,
             "spec": response.to_json(),
+            "data": data,
             "status": "queued",
             "attempts": 0,
             "next_attempt_at": utcnow(),
@@ -93,11 +100,22 @@ def send(
     response: Response,
     history_type: str,
     actor: str = "system",
+    files: Sequence[Attachment] = (),
 ) -> str:
     """Put a mail about a ticket into the outbox and say so in the ticket's history;
-    its Message-ID."""
+    its Message-ID.  A mail with files (an agent's answer carrying its attachments)
+    is composed now, as the bytes of its row; any other is rendered when it is sent."""
     message_id = new_message_id(site.config.system.domain)
-    enqueue(session, ticket_id, kind, response, message_id)
+    data = None
+    if files:
+        message = site.responder.compose(response, message_id, utcnow())
+        for f in files:
+            maintype, _, subtype = (f.content_type or "application/octet-stream").partition("/")
+            message.add_attachment(
+                f.data, maintype=maintype, subtype=subtype or "octet-stream", filename=f.filename
+            )
+        data = message.as_bytes(policy=SMTP_POLICY)
+    enqueue(session, ticket_id, kind, response, message_id, data)
     history.append(
         session,
         ticket_id,
@@ -106,6 +124,7 @@ def send(
         template=response.template,
         to=", ".join(response.recipients),
         message_id=message_id,
+        **({"files": [f.filename for f in files]} if files else {}),
     )
     return message_id
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
@@ -120,6 +121,56 @@ def copy(session: Session, article_id: int, ticket: TicketRef) -> int:
         session, new_id, search.document(row["subject"], row["body_text"], names, addresses)
     )
     return new_id
+
+
+# -- attachments out: one rule for the CLI, the page and the notifications -------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """An attachment as it is listed: where it belongs, its name, type and size."""
+
+    id: int
+    article_id: int
+    filename: str
+    content_type: str
+    size: int
+    internal: bool
+
+
+def files(
+    conn: Connection, ticket_id: int, *, public: bool = False, article_id: int = 0
+) -> list[FileRef]:
+    """A ticket's attachments in order (of one article when article_id is given);
+    public: only those of articles the customer sees (not internal, not system)."""
+    stmt = (
+        select(_AT.c.id, _AT.c.article_id, _AT.c.filename, _AT.c.content_type, _AT.c.size)
+        .add_columns(_A.c.internal)
+        .join(_A, _A.c.id == _AT.c.article_id)
+        .where(_A.c.ticket_id == ticket_id)
+        .order_by(_AT.c.id)
+    )
+    if article_id:
+        stmt = stmt.where(_A.c.id == article_id)
+    if public:
+        stmt = stmt.where(_A.c.internal.is_(False), _A.c.sender_type.in_(("customer", "agent")))
+    return [FileRef(*row) for row in conn.execute(stmt)]
+
+
+def file_data(
+    conn: Connection, ticket_id: int, attachment_id: int, *, public: bool = False
+) -> tuple[FileRef, bytes] | None:
+    """One attachment of this ticket and its bytes; None when it is not the ticket's (or,
+    public, not the customer's to see)."""
+    found = [f for f in files(conn, ticket_id, public=public) if f.id == attachment_id]
+    if not found:
+        return None
+    data = conn.execute(
+        select(Blob.__table__.c.data)
+        .join(_AT, _AT.c.blob_id == Blob.__table__.c.id)
+        .where(_AT.c.id == attachment_id)
+    ).scalar_one()
+    return found[0], bytes(data)
 
 
 def blob_id(conn: Connection, table: Table, data: bytes) -> int:

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.locate import template_dirs
 from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail.compose import filesize
 from otrs_mailgate.mail.tokens import TokenError
 from otrs_mailgate.metrics import CONTENT_TYPE, Metrics
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
 from otrs_mailgate.store.searchquery import QueryError
-from otrs_mailgate.tickets import links, queries
+from otrs_mailgate.tickets import articles, links, queries
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.web import charts, stats, views
 
@@ -65,6 +67,28 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+# Types a browser may be handed as they are; anything else (HTML, SVG, scripts, the
+# unknown) is served as application/octet-stream.  Every download is an attachment.
+SAFE_TYPES = frozenset(
+    {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "text/csv"}
+)
+
+
+def _download(ref: articles.FileRef, data: bytes) -> web.Response:
+    """An attachment as a download: Content-Disposition attachment with the name
+    (RFC 6266/5987), a safe type, and a sandbox CSP should anything render it."""
+    ctype = ref.content_type.lower() if ref.content_type.lower() in SAFE_TYPES else ""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in ref.filename)
+    disposition = (
+        f'attachment; filename="{ascii_name or "attachment"}"; '
+        f"filename*=UTF-8''{urllib.parse.quote(ref.filename, safe='')}"
+    )
+    response = web.Response(body=data, content_type=ctype or "application/octet-stream")
+    response.headers["Content-Disposition"] = disposition
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
 class StatusPage:
     def __init__(self, config: Callable[[], Config], engine: Any, metrics: Metrics) -> None:
         self._config = config
@@ -78,10 +102,12 @@ class StatusPage:
                 web.get("/", self.home),
                 web.get("/static/style.css", self.css),
                 web.get("/t/{token}", self.customer),
+                web.get(r"/t/{token}/file/{id:\d+}", self.customer_file),
                 web.get("/agent/login/{token}", self.login),
                 web.get("/agent/logout", self.logout),
                 web.get("/agent", self.overview),
                 web.get("/agent/ticket/{number}", self.ticket),
+                web.get(r"/agent/ticket/{number}/file/{id:\d+}", self.agent_file),
                 web.get("/agent/search", self.search),
                 web.get("/agent/reports", self.reports),
                 web.get("/metrics", self.metrics_page),
@@ -139,6 +165,7 @@ class StatusPage:
             zone = ZoneInfo(config.system.timezone)
             env.filters["when"] = functools.partial(_when, zone=zone)
             env.filters["duration"] = stats.duration
+            env.filters["filesize"] = filesize
             self._env = (id(config), env)
         return self._env[1]
 
@@ -199,7 +226,38 @@ class StatusPage:
         ticket = await self._read(load)
         if ticket is None:
             return self.forbidden()
-        return self.page("customer.html.j2", title=f"Ticket {ticket['number']}", t=ticket)
+        return self.page(
+            "customer.html.j2", title=f"Ticket {ticket['number']}", t=ticket, token=token
+        )
+
+    async def customer_file(self, request: web.Request) -> web.Response:
+        """An attachment of an article the customer sees, on the same signed link."""
+        token, file_id = request.match_info["token"], int(request.match_info["id"])
+
+        def load(conn: Any) -> tuple[articles.FileRef, bytes] | None:
+            try:
+                ticket_id = links.customer_ticket(token, self.site_secret(conn))
+            except TokenError:
+                return None
+            return articles.file_data(conn, ticket_id, file_id, public=True)
+
+        found = await self._read(load)
+        return self.forbidden() if found is None else _download(*found)
+
+    async def agent_file(self, request: web.Request) -> web.Response:
+        """An attachment of a ticket in one of the agent's queues."""
+        who = await self._agent(request)
+        if who is None:
+            return self.forbidden()
+        _agent, queues = who
+        number, file_id = request.match_info["number"], int(request.match_info["id"])
+
+        def load(conn: Any) -> tuple[articles.FileRef, bytes] | None:
+            ticket_id = views.visible_ticket(conn, queues, number)
+            return None if ticket_id is None else articles.file_data(conn, ticket_id, file_id)
+
+        found = await self._read(load)
+        return self.not_found() if found is None else _download(*found)
 
     async def login(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]

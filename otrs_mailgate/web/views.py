@@ -25,6 +25,7 @@ from otrs_mailgate.store.models import (
     QueueGrant,
     Ticket,
 )
+from otrs_mailgate.tickets import articles as articles_mod
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.sla import CLOCKS
 
@@ -72,8 +73,9 @@ def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[st
         return None
     queue = config.queue_by_name(t.queue)
     queue_name = (queue.display_name or queue.name) if queue else t.queue
+    files = _files_by_article(articles_mod.files(conn, ticket_id, public=True))
     rows = conn.execute(
-        select(_A.c.created_at, _A.c.sender_type, _A.c.from_name, _A.c.from_addr)
+        select(_A.c.id, _A.c.created_at, _A.c.sender_type, _A.c.from_name, _A.c.from_addr)
         .add_columns(_A.c.subject, _A.c.body_text, _A.c.direction)
         .where(
             _A.c.ticket_id == ticket_id,
@@ -89,6 +91,7 @@ def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[st
             "who": queue_name if a.sender_type == "agent" else (a.from_name or a.from_addr),
             "subject": a.subject,
             "text": a.body_text,
+            "files": files.get(a.id, []),
         }
         for a in rows
     ]
@@ -225,14 +228,21 @@ def _listed(row: Any) -> dict[str, Any]:
     }
 
 
+def visible_ticket(conn: Connection, queues: dict[int, str], number: str) -> int | None:
+    """The id of the ticket with this number if it lies in one of these queues."""
+    row = conn.execute(select(_T.c.id, _T.c.queue_id).where(_T.c.number == number)).first()
+    return row.id if row is not None and row.queue_id in queues else None
+
+
 def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[str, Any] | None:
     """One ticket with every article and its history, if it lies in a visible queue."""
     t = _ticket_row(conn, _T.c.number == number)
     if t is None or t.queue_id not in queues:
         return None
     ag = Agent.__table__
+    files = _files_by_article(articles_mod.files(conn, t.id))
     articles = [
-        dict(a._mapping)
+        dict(a._mapping) | {"files": files.get(a.id, [])}
         for a in conn.execute(
             select(
                 _A.c.id,
@@ -279,6 +289,13 @@ def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[
         "articles": articles,
         "history": history,
     }
+
+
+def _files_by_article(found: list[articles_mod.FileRef]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for f in found:
+        out.setdefault(f.article_id, []).append({"id": f.id, "name": f.filename, "size": f.size})
+    return out
 
 
 def _detail(raw: str) -> str:

@@ -9,9 +9,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.store.models import utcnow
 
 from agent_helpers import Desk
 from helpers import mail, outbox_mails
@@ -66,3 +68,18 @@ def story(desk: Desk) -> tuple[str, str]:
     [ack] = [m for m in outbox_mails(p) if m["To"].addresses[0].addr_spec == "eve@customer.test"
              and "thank you for your message" in m.get_content()]  # fmt: skip
     return number, link_in(ack)
+
+
+CUSTOMER = "cus@customer.test"
+
+
+def with_files(subject: str, *files: tuple[str, str, bytes], sender: str = CUSTOMER) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, HOT, subject
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = f"<{abs(hash((subject, sender)))}@customer.test>"
+    msg.set_content("See the files.")
+    for name, ctype, data in files:
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes()

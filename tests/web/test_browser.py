@@ -15,7 +15,7 @@ from otrs_mailgate.outbound import notify
 from otrs_mailgate.store import db
 
 from agent_helpers import Desk, SigningDomain
-from helpers import need
+from helpers import need, outbox_mails
 from lmtp_helpers import free_port, running
 from web_helpers import EVIL, story
 
@@ -114,3 +114,55 @@ def test_agent_overview_and_reports(desk: Desk, browser: object, tmp_path: Path)
     assert any(r.startswith("Hotline") for r in rows), rows
     assert len(sizes) == 2 and all(w > 300 and h > 100 for w, h in sizes), sizes
     assert "Internal: third toner this month." in ticket and EVIL in ticket
+
+
+def test_raw_queue_and_attachment_links_in_the_browser(
+    pipeline: Pipeline, browser: object, tmp_path: Path
+) -> None:
+    """Issue 20's page parts: the raw queue waits on the overview; the customer's page
+    offers an attachment as a download link, which Chromium saves instead of showing."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from test_attachments import with_files
+
+    from otrs_mailgate.config.schema import Config, QueueConfig
+    from otrs_mailgate.tickets import agents
+
+    from web_helpers import link_in
+
+    data = pipeline.config.model_dump()
+    data["queue"].append(QueueConfig(name="Raw", addresses=["dispatch@example.com"]).model_dump())
+    data["system"]["catch_all"] = "Raw"
+    data["web"]["port"] = free_port()
+    p = Pipeline(Config.model_validate(data))
+    p.ensure_queues()
+    with db.transaction(p.sessions) as s:
+        agents.add(s, "alice", "alice@agents.test", "Alice", [])
+        agents.grant(s, p.queue_id("Raw"), "alice", "rw")
+        _agent, login = notify.mail_login_link(s, p.config, "alice")
+    raw = with_files("Stray", ("notes.html", "text/html", b"<script>alert(1)</script>"))
+    stray = p.deliver_one(raw.replace(b"To: hotline@", b"To: old@"), "old@example.com")
+    [ack] = [m for m in outbox_mails(p) if "thank you" in m.get_content()]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    with running(p.config):
+        browser.get(login)  # type: ignore[attr-defined]
+        overview = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        browser.get(link_in(ack))  # type: ignore[attr-defined]
+        link = browser.find_element(By.LINK_TEXT, "notes.html")  # type: ignore[attr-defined]
+        link.click()
+        for _ in range(100):
+            if list(downloads.glob("notes*.html")):
+                break
+            time.sleep(0.1)
+        assert no_alert(browser)
+        page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    assert "To dispatch: Raw" in overview and stray.ticket_number in overview
+    assert "Replies go by mail" in page  # still the ticket page: the file was not shown
+    [saved] = list(downloads.glob("notes*.html"))
+    assert saved.read_bytes() == b"<script>alert(1)</script>"
+    p.engine.dispose()
