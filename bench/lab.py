@@ -38,13 +38,17 @@ def cli(config: Path, *args: str) -> None:
 
 
 def serve(
-    config: Path, port: int, log: Path, env: Mapping[str, str] | None = None
+    config: Path,
+    port: int,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`otrs-mailgate serve` with this config (and OTRS_MAILGATE_* overrides), once it
-    listens on its LMTP port; its log (one line per event) goes to `log`."""
+    """`otrs-mailgate serve` with this config (and OTRS_MAILGATE_* overrides, and more
+    arguments), once it listens on its LMTP port; its log goes to `log`."""
     full = dict(os.environ, OTRS_MAILGATE_CONFIG=str(config), **(env or {}))
     with open(log, "ab") as out:
-        proc = subprocess.Popen([*CLI, "serve"], env=full, stderr=out)
+        proc = subprocess.Popen([*CLI, "serve", *(args or [])], env=full, stderr=out)
     wait_listening(port, proc)
     return proc
 

@@ -1,10 +1,16 @@
-"""LMTP throughput: `otrs-mailgate serve` against a do-nothing aiosmtpd LMTP server.
+"""LMTP throughput: `otrs-mailgate serve` against a do-nothing LMTP server.
 
     python bench/lmtp.py [--mails 10000] [--db sqlite|PG-ADMIN-URL] [--sizes 2048,51200]
-                         [--sessions 1,10] [--memory 100000]
+                         [--sessions 1,10] [--modes new,reuse] [--workers N]
+                         [--memory 100000]
 
 smtp-source (Debian package postfix) sends the mails with -L (LMTP), one run per
-(size, sessions) pair against each server, in this script, one after the other.
+(size, sessions, mode) against each server, in this script, one after the other:
+mode `new` opens a connection per mail, `reuse` (-d) keeps it, as Postfix's LMTP
+client caches connections.  The do-nothing server is serve's own LMTP server with a
+handler that does nothing (bench/null_lmtp.py); its CPU time per mail is printed too.
+Every server gets free ports (LMTP, milter, status page, smtp-sink), and every
+process this script starts is stopped on every way out of it.
 The daemon runs its full pipeline, acknowledgements included, with smtp-sink as
 the MTA its outbox sends to; its CPU time per mail (from /proc, read 3 s after a
 run so the acknowledgements sent meanwhile count) is steadier than mails/s on a
@@ -16,6 +22,7 @@ Goal (issue 3): at 10 sessions the daemon reaches 60% of the baseline's mails/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,13 +38,14 @@ HERE = Path(__file__).resolve().parent
 SETTLE = 3.0  # seconds after a run before the daemon's CPU time is read
 
 
-def smtp_source(port: int, mails: int, size: int, sessions: int) -> float:
-    """Mails per second for one smtp-source -L run."""
+def smtp_source(port: int, mails: int, size: int, sessions: int, reuse: bool = False) -> float:
+    """Mails per second for one smtp-source -L run (-d: one connection per session)."""
     started = time.perf_counter()
     subprocess.run(
         [
             "smtp-source",
             "-L",
+            *(["-d"] if reuse else []),
             "-s",
             str(sessions),
             "-m",
@@ -55,16 +63,42 @@ def smtp_source(port: int, mails: int, size: int, sessions: int) -> float:
     return mails / (time.perf_counter() - started)
 
 
-def start_daemon(tmp: str, url: str, sink_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(
+    tmp: str, url: str, sink_port: int, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cfg = Path(tmp) / "bench.toml"
     cfg.write_text(
         f'[system]\ndomain = "mailgate.test"\n[database]\nurl = "{url}"\n'
         f"[lmtp]\nport = {port}\n[smtp]\nport = {sink_port}\n"
+        f"[milter]\nport = {free_port()}\n[web]\nport = {free_port()}\n"
         '[[queue]]\nname = "Hotline"\naddresses = ["hotline@example.com"]\n'
     )
     cli(cfg, "init")
-    return serve(cfg, port, Path(tmp) / "serve.log"), port
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    return serve(cfg, port, Path(tmp) / "serve.log", args=extra), port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process this script started, whatever state it is in."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children now alive (serve --workers forks)."""
+    total = cpu_seconds(pid)
+    for child in Path(f"/proc/{pid}/task").iterdir():
+        children = child / "children"
+        if children.exists():
+            for kid in children.read_text().split():
+                total += cpu_seconds(int(kid))
+    return total
 
 
 def main() -> None:
@@ -73,63 +107,69 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite")
     ap.add_argument("--sizes", default="2048,51200")
     ap.add_argument("--sessions", default="1,10")
+    ap.add_argument("--modes", default="new,reuse", help="new: a connection per mail; reuse")
+    ap.add_argument("--workers", type=int, default=1, help="serve --workers N")
     ap.add_argument("--memory", type=int, default=0, help="also a long run of N mails")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     sessions = [int(x) for x in args.sessions.split(",")]
-
-    sink_port = free_port()
-    user = ["-u", "postfix"] if os.geteuid() == 0 else []  # smtp-sink drops root
-    sink = subprocess.Popen(
-        ["smtp-sink", *user, "-c", f"127.0.0.1:{sink_port}", "100"], stdout=subprocess.DEVNULL
-    )
-    null_port = free_port()
-    null = subprocess.Popen(
-        [sys.executable, str(HERE / "null_lmtp.py"), str(null_port)], stdout=subprocess.DEVNULL
-    )
-    wait_listening(null_port, null)
+    modes = [m for m in args.modes.split(",") if m]
     kind = "sqlite" if args.db == "sqlite" else "postgresql"
     rows = []
-    with (
-        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
-        scratch_databases(args.db, tmp) as urls,
-    ):
+    with contextlib.ExitStack() as stack:
+        sink_port = free_port()
+        user = ["-u", "postfix"] if os.geteuid() == 0 else []  # smtp-sink drops root
+        sink = subprocess.Popen(
+            ["smtp-sink", *user, "-c", f"127.0.0.1:{sink_port}", "100"], stdout=subprocess.DEVNULL
+        )
+        stack.callback(stop, sink)
+        null_port = free_port()
+        null = subprocess.Popen(
+            [sys.executable, str(HERE / "null_lmtp.py"), str(null_port)], stdout=subprocess.DEVNULL
+        )
+        stack.callback(stop, null)
+        wait_listening(null_port, null)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=".", prefix=".bench-"))
+        urls = stack.enter_context(scratch_databases(args.db, tmp))
         url = urls[1] if kind == "postgresql" else f"sqlite:///{tmp}/serve.sqlite"
-        daemon, port = start_daemon(tmp, url, sink_port)
-        try:
-            for size in sizes:
-                for s in sessions:
-                    base = smtp_source(null_port, args.mails, size, s)
-                    before = cpu_seconds(daemon.pid)
-                    full = smtp_source(port, args.mails, size, s)
+        daemon, port = start_daemon(tmp, url, sink_port, args.workers)
+        stack.callback(stop, daemon)  # before the database goes: it is stopped first
+        for size in sizes:
+            for s in sessions:
+                for mode in modes:
+                    reuse = mode == "reuse"
+                    null_before = cpu_seconds(null.pid)
+                    base = smtp_source(null_port, args.mails, size, s, reuse)
+                    null_ms = (cpu_seconds(null.pid) - null_before) / args.mails * 1000
+                    before = tree_cpu(daemon.pid)
+                    full = smtp_source(port, args.mails, size, s, reuse)
                     time.sleep(SETTLE)  # the acknowledgements still going out count too
-                    cpu_ms = (cpu_seconds(daemon.pid) - before) / args.mails * 1000
-                    rows.append((size, s, base, full, cpu_ms))
+                    cpu_ms = (tree_cpu(daemon.pid) - before) / args.mails * 1000
+                    rows.append((size, s, mode, base, full, null_ms, cpu_ms))
                     print(
-                        f"  {kind:10} {size:6d} B {s:3d} sessions: baseline {base:8.1f}/s, "
-                        f"serve {full:8.1f}/s, ratio {full / base:.2f}, "
-                        f"daemon CPU {cpu_ms:.2f} ms a mail",
+                        f"  {kind:10} {size:6d} B {s:3d} sessions {mode:5}: baseline "
+                        f"{base:8.1f}/s ({null_ms:.2f} ms CPU), serve {full:8.1f}/s, "
+                        f"ratio {full / base:.2f}, daemon CPU {cpu_ms:.2f} ms a mail",
                         flush=True,
                     )
-            if args.memory:
-                first = min(10_000, args.memory)
-                smtp_source(port, first, 2048, 10)
-                at_first = peak_rss_mb(daemon.pid)
-                smtp_source(port, args.memory - first, 2048, 10)
-                at_end = peak_rss_mb(daemon.pid)
-                print(
-                    f"  peak RSS after {first} more mails: {at_first:.1f} MB; after "
-                    f"{args.memory}: {at_end:.1f} MB ({(at_end / at_first - 1) * 100:+.1f}%)"
-                )
-        finally:
-            daemon.terminate()
-            daemon.wait(60)
-    null.terminate()
-    sink.terminate()
-    print(f"LMTP benchmark, {args.mails} mails per run, smtp-source -L, {kind}")
-    print("  size  sessions  baseline/s  serve/s  ratio  daemon CPU ms/mail")
-    for size, s, base, full, cpu_ms in rows:
-        print(f"  {size:6d} {s:6d}  {base:10.1f} {full:8.1f}  {full / base:5.2f}  {cpu_ms:8.2f}")
+        if args.memory:
+            first = min(10_000, args.memory)
+            smtp_source(port, first, 2048, 10)
+            at_first = peak_rss_mb(daemon.pid)
+            smtp_source(port, args.memory - first, 2048, 10)
+            at_end = peak_rss_mb(daemon.pid)
+            print(
+                f"  peak RSS after {first} more mails: {at_first:.1f} MB; after "
+                f"{args.memory}: {at_end:.1f} MB ({(at_end / at_first - 1) * 100:+.1f}%)"
+            )
+    workers = f", serve --workers {args.workers}" if args.workers > 1 else ""
+    print(f"LMTP benchmark, {args.mails} mails per run, smtp-source -L, {kind}{workers}")
+    print("  size  sessions  mode   baseline/s  serve/s  ratio  null CPU ms  daemon CPU ms/mail")
+    for size, s, mode, base, full, null_ms, cpu_ms in rows:
+        print(
+            f"  {size:6d} {s:6d}  {mode:5} {base:10.1f} {full:8.1f}  {full / base:5.2f}"
+            f"  {null_ms:10.2f}  {cpu_ms:8.2f}"
+        )
 
 
 if __name__ == "__main__":

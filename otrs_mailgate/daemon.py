@@ -42,6 +42,7 @@ SCHEDULER_MAX_SLEEP = 60.0  # look again at least this often (other daemons' cha
 HEAD_EVERY = 24 * 3600.0  # the history's head goes to the log this often (and at start)
 SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
 EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
+EX_USAGE = 64  # sysexits.h: a request that cannot work as asked
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -59,9 +60,12 @@ class CannotListen(Exception):
 
 
 class Daemon:
-    def __init__(self, config_path: str | None, config: config_mod.Config) -> None:
+    def __init__(
+        self, config_path: str | None, config: config_mod.Config, *, reuse_port: bool = False
+    ) -> None:
         self.config_path = config_path
         self.config = config
+        self.reuse_port = reuse_port  # one of serve --workers N: the ports are shared
         self.engine = db.make_engine(config.database.url, config.database.busy_timeout_ms)
         self.pipeline = Pipeline(config, self.engine)
         workers = config.lmtp.workers or (1 if self.engine.dialect.name == "sqlite" else 4)
@@ -187,6 +191,7 @@ class Daemon:
             socket=lmtp.socket,
             max_size=lmtp.max_message_size,
             server_name=self.config.system.domain,
+            reuse_port=self.reuse_port,
         )
         where = lmtp.socket or f"{lmtp.host}:{lmtp.port}"
         milter: MilterServer | None = None
@@ -199,12 +204,12 @@ class Daemon:
                 mc = self.config.milter
                 what = f"the milter on {mc.socket or f'{mc.host}:{mc.port}'}"
                 milter = MilterServer(self.pipeline)
-                await milter.start(mc.host, mc.port, mc.socket)
+                await milter.start(mc.host, mc.port, mc.socket, self.reuse_port)
             if self.config.web.enabled:
                 wc = self.config.web
                 what = f"the status page on {wc.host}:{wc.port}"
                 page = StatusPage(lambda: self.config, self.engine, self.metrics)
-                await page.start(wc.host, wc.port)
+                await page.start(wc.host, wc.port, self.reuse_port)
         except OSError as exc:  # a port taken, a socket path not writable
             for server in (ctl.server, milter, page):
                 if isinstance(server, asyncio.AbstractServer):
@@ -265,16 +270,112 @@ class Daemon:
         return 0
 
 
-def serve(config_path: str | None, config: config_mod.Config) -> int:
+def serve(config_path: str | None, config: config_mod.Config, workers: int = 1) -> int:
     setup_logging()
-    daemon: Any = None
+    if workers > 1:
+        return Workers(config_path, config, workers).run()
+    return _serve_one(config_path, config)
 
+
+def _serve_one(config_path: str | None, config: config_mod.Config, reuse_port: bool = False) -> int:
     async def main() -> int:
-        nonlocal daemon
-        daemon = Daemon(config_path, config)
+        daemon = Daemon(config_path, config, reuse_port=reuse_port)
         return await daemon.run()
 
     return _run(main())
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM when the parent dies, however it dies (Linux prctl
+    PR_SET_PDEATHSIG), so no worker outlives a `serve` killed with -9."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM is all there is
+        pass
+    if os.getppid() == 1:  # the parent died before the prctl took
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Workers:
+    """`serve --workers N`: N daemons forked from one parent, each with its own pipeline,
+    engine and event loop, all listening on the same LMTP, milter and page ports
+    (SO_REUSEPORT: the kernel spreads the connections).  Ticket numbers, the outbox, the
+    scheduler and escalations are exactly-once across processes already (database
+    counters, FOR UPDATE SKIP LOCKED), as for several daemons on one database.  The
+    parent forwards SIGTERM/SIGINT and SIGHUP, and starts a worker again that died."""
+
+    def __init__(self, config_path: str | None, config: config_mod.Config, n: int) -> None:
+        self.config_path, self.config, self.n = config_path, config, n
+        self.children: dict[int, int] = {}  # pid -> worker number
+        self.stopping = False
+
+    def run(self) -> int:
+        if self.config.lmtp.socket or (self.config.milter.enabled and self.config.milter.socket):
+            log.error("serve --workers needs TCP ports: a UNIX socket has one listener")
+            return EX_USAGE
+        if self.config.database.url.startswith("sqlite"):
+            log.warning(
+                "serve --workers %d on SQLite: one writer at a time still; the workers "
+                "share the protocol, parsing and sending, not the commits",
+                self.n,
+            )
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._forward)
+        for number in range(self.n):
+            self._start(number)
+        log.info("serve: %d workers started (pids %s)", self.n, sorted(self.children))
+        status = 0
+        while self.children:
+            try:
+                pid, code = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid not in self.children:
+                continue
+            worker = self.children.pop(pid)
+            exit_code = os.waitstatus_to_exitcode(code)
+            if self.stopping:
+                status = status or (exit_code if exit_code > 0 else 0)
+                continue
+            log.error("worker %d (pid %d) ended with %d; starting it again", worker, pid, exit_code)
+            if exit_code == EX_OSERR:  # a port it cannot bind: it would only fail again
+                self._stop(signal.SIGTERM, None)
+                status = EX_OSERR
+                continue
+            time.sleep(1)
+            self._start(worker)
+        return status
+
+    def _start(self, number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: default signal handling, its own loop and engine
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent()
+            code = 1
+            try:
+                code = _serve_one(self.config_path, self.config, reuse_port=True)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = number
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 def _reason(exc: OSError) -> str:

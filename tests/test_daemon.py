@@ -155,3 +155,92 @@ def test_kill_9_never_loses_a_250_nor_stores_twice(tmp_path, db_url) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert stored(db_url) == set(messages)  # every message exactly once
+
+
+def test_serve_workers_share_the_port_on_postgresql(tmp_path, pg_url) -> None:
+    """serve --workers 3 (issue 21): three daemons on one LMTP port; every mail is stored
+    once with its own number, each acknowledgement is sent once, a worker killed is
+    started again, SIGHUP reaches them all and SIGTERM stops them all with exit 0."""
+    import os
+    import smtplib
+
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope) -> str:
+            received.append(envelope.original_content or b"")
+            return "250 OK"
+
+    sink = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    sink.start()
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "otrs-mailgate.toml", pg_url, f"[smtp]\nport = {sink.port}\n", lmtp_port=port
+    )
+    proc = start(cfg, port, "--workers", "3")
+    try:
+        log_path = proc.log_path  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("listening for LMTP") < 3:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        workers = [
+            int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 3
+
+        def send(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                raw = mail(f"m{i}", message_id=f"w{i}@c.test", sender=f"c{i}@customer.test")
+                for _attempt in range(20):  # as Postfix does: a broken connection, again
+                    try:
+                        with smtplib.LMTP("127.0.0.1", port) as lmtp:  # a connection a mail
+                            lmtp.sendmail(f"c{i}@customer.test", [HOT], raw)
+                        break
+                    except (OSError, smtplib.SMTPException):
+                        time.sleep(0.2)
+
+        threads = [threading.Thread(target=send, args=(k * 40, 40)) for k in range(5)]
+        for t in threads:
+            t.start()
+        os.kill(workers[0], signal.SIGKILL)  # a worker dies mid-load: the rest go on
+        for t in threads:
+            t.join(120)
+        deadline = time.monotonic() + 30
+        while "starting it again" not in log_path.read_text():
+            assert time.monotonic() < deadline, "the dead worker was not started again"
+            time.sleep(0.1)
+        assert stored(pg_url) >= {f"w{i}@c.test" for i in range(200)}
+        engine = create_engine(pg_url)
+        with engine.connect() as conn:
+            from otrs_mailgate.store.models import Ticket
+
+            numbers = list(conn.execute(select(Ticket.number)).scalars())
+        engine.dispose()
+        assert len(numbers) == 200 and len(set(numbers)) == 200
+        deadline = time.monotonic() + 60
+        while len(received) < 200:
+            assert time.monotonic() < deadline, f"{len(received)} acknowledgements"
+            time.sleep(0.2)
+        time.sleep(2)  # nothing more may come
+        ids = [r.split(b"Message-ID:", 1)[1].split(b"\n", 1)[0] for r in received]
+        assert len(received) == 200 and len(set(ids)) == 200, "an acknowledgement went twice"
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("config reloaded") < 3:
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        for pid in workers[1:]:
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+            )
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the workers follow it (PR_SET_PDEATHSIG)
+            proc.wait()
+        sink.stop()

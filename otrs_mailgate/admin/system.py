@@ -38,12 +38,16 @@ def init(ctx: Ctx) -> None:
 
 
 @click.command()
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Daemons forked to share the ports (SO_REUSEPORT); for PostgreSQL.",
+)  # fmt: skip
 @pass_ctx
-def serve(ctx: Ctx) -> None:
+def serve(ctx: Ctx, workers: int) -> None:
     """Run the daemon: LMTP server, group commit, outbox sender, scheduler, milter."""
     from otrs_mailgate.daemon import serve as run
 
-    sys.exit(run(ctx.config_path, ctx.config))
+    sys.exit(run(ctx.config_path, ctx.config, workers))
 
 
 @click.command()

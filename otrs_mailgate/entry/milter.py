@@ -45,7 +45,7 @@ class MilterServer:
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[asyncio.Task[Any]] = set()
 
-    async def start(self, host: str, port: int, socket: str = "") -> None:
+    async def start(self, host: str, port: int, socket: str = "", reuse_port: bool = False) -> None:
         if socket:
             with contextlib.suppress(FileNotFoundError):
                 import os
@@ -53,7 +53,9 @@ class MilterServer:
                 os.unlink(socket)
             self.server = await asyncio.start_unix_server(self._connection, socket)
         else:
-            self.server = await asyncio.start_server(self._connection, host, port)
+            self.server = await asyncio.start_server(
+                self._connection, host, port, reuse_port=reuse_port or None
+            )
 
     async def stop(self) -> None:
         if self.server is not None:

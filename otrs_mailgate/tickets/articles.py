@@ -90,7 +90,8 @@ def store(
         )
     addresses = (mail.from_addr, mail.from_name, *mail.to, *mail.cc)
     names = (part.filename for part in mail.attachments)
-    search.index(session, article_id, search.document(subject, text, names, addresses))
+    doc = search.document(subject, text, names, addresses)
+    search.index(session, article_id, doc, ticket.language)
     if mail.message_id:
         db.defer_insert(
             session,
@@ -117,9 +118,8 @@ def copy(session: Session, article_id: int, ticket: TicketRef) -> int:
         conn.execute(_INS_ATTACHMENT, copies)
     addresses = (row["from_addr"], row["from_name"], row["to_addrs"], row["cc_addrs"])
     names = (p.filename for p in parts)
-    search.index(
-        session, new_id, search.document(row["subject"], row["body_text"], names, addresses)
-    )
+    doc = search.document(row["subject"], row["body_text"], names, addresses)
+    search.index(session, new_id, doc, ticket.language)
     return new_id
 
 

@@ -122,10 +122,10 @@ class StatusPage:
 
     # -- running ---------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, host, port).start()
+        await web.TCPSite(self.runner, host, port, reuse_port=reuse_port or None).start()
 
     async def stop(self) -> None:
         if self.runner is not None:

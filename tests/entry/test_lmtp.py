@@ -197,3 +197,38 @@ def test_a_slow_transaction_does_not_stall_the_protocol(db_url: str, monkeypatch
             assert data[0].startswith("250") and not slow_done.is_set()
         c.close()
         t.join()
+
+
+def test_the_fast_address_parse_answers_as_aiosmtpd_does() -> None:
+    """LMTPServer._getaddr (issue 21: a regex for `<local@domain>` before the RFC 5322
+    parser) gives aiosmtpd's own answer for every argument, simple or not (where the
+    stdlib parser raises inside aiosmtpd, ours answers a syntax error)."""
+    import asyncio
+    import random
+
+    from aiosmtpd.lmtp import LMTP
+
+    from otrs_mailgate.entry.lmtp import LMTPServer
+
+    loop = asyncio.new_event_loop()
+    ours = LMTPServer(object(), line_length_limit=1000, loop=loop, hostname="x")
+    theirs = LMTP(object(), loop=loop, hostname="x")
+    samples = [
+        "<a@b.c> SIZE=100", "<a@b.c>", "<>", "< a@b.c > X", "<a.b+c@d-e.f>  BODY=8BITMIME",
+        '<"q r"@x.y>', "<@r.example:a@b>", "a@b.c", "<a..b@c.d>", "<a@b.c> SIZE=1 ",
+        "<a@b.c>\tX=1", "<.a@b>", "<a@[1.2.3.4]>", "<a@b.>", "<" + "x" * 70 + "@y.z>",
+        "<a@b.c>X", "<a@b.c> ", "<a(comment)@b.c>", "<a@b.c> <d@e.f>", "<ä@b.c>",
+    ]  # fmt: skip
+    alphabet = 'ab.@<> \t"()[]:,+=-_1\\é'
+    rng = random.Random(21)
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16))) for _ in range(3000)
+    ]
+    samples += ["<" + s + ">" for s in samples[-1000:]]
+    for arg in samples:
+        try:
+            expected = theirs._getaddr(arg)
+        except Exception:  # upstream crashes (a 500); ours calls it a syntax error
+            expected = (None, None)
+        assert ours._getaddr(arg) == expected, arg
+    loop.close()

@@ -125,21 +125,21 @@ class RawLMTP:
             self.sock.close()
 
 
-def serve(cfg: Path) -> subprocess.Popen[bytes]:
+def serve(cfg: Path, *args: str) -> subprocess.Popen[bytes]:
     """The daemon started, with its log in a file (a pipe nobody reads would block it)."""
     env = dict(os.environ, OTRS_MAILGATE_CONFIG=str(cfg))
     log_path = cfg.with_suffix(".log")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "otrs_mailgate.admin.cli", "serve"], env=env, stderr=log
+            [sys.executable, "-m", "otrs_mailgate.admin.cli", "serve", *args], env=env, stderr=log
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
 
 
-def start(cfg: Path, port: int) -> subprocess.Popen[bytes]:
+def start(cfg: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
     """The daemon, once it listens."""
-    proc = serve(cfg)
+    proc = serve(cfg, *args)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
