@@ -46,9 +46,8 @@ def delivered(session: Session, dedup_key: str, recipient: str) -> tuple[int | N
     for row in db.deferred(session, _D):  # earlier in this batch
         if row["dedup_key"] == dedup_key and row["recipient"] == recipient:
             return (row["article_id"],)
-    found = session.connection().execute(_SEL_DELIVERY, {"k": dedup_key, "r": recipient})
-    taken = found.first()
-    return (taken.article_id,) if taken is not None else None
+    taken = _SEL_DELIVERY.first(session.connection(), {"k": dedup_key, "r": recipient})
+    return (taken[0],) if taken is not None else None
 
 
 def record(trip: Trip) -> None:
@@ -175,8 +174,10 @@ def keep_raw(trip: Trip, what: str) -> Stop:
 
 
 _T, _A, _D, _M = Ticket.__table__, Article.__table__, Delivery.__table__, MessageRef.__table__
-_SEL_DELIVERY = select(_D.c.article_id).where(
-    _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
+_SEL_DELIVERY = db.Prepared(
+    select(_D.c.article_id).where(
+        _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")
+    )
 )
 _SEL_CUSTOMER = select(Customer.__table__.c.id).where(
     Customer.__table__.c.address == bindparam("a")

@@ -152,10 +152,10 @@ def notify_stage(trip: Trip) -> Stop:
         trip.notes.append("not processed as commands: " + "; ".join(verdict.reasons))
     elif trip.acknowledge:
         queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
+        files = trip.article_id if trip.mail.attachments else None  # ask only if any
         notify.notify(
-            trip.site, trip.session, ticket, trip.mail, queue, new=trip.new,
-            article_id=trip.article_id,
-        )  # fmt: skip
+            trip.site, trip.session, ticket, trip.mail, queue, new=trip.new, article_id=files
+        )
     return None
 
 

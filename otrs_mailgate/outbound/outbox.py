@@ -146,10 +146,10 @@ def responses_since(session: Session, address: str, since: dt.datetime, at_most:
     )
     if pending >= at_most:
         return pending
-    found = session.connection().execute(
-        _COUNT_RESPONSES, {"to": address, "since": since, "n": at_most - pending}
+    found = db.prepared(_COUNT_RESPONSES).scalar(
+        session.connection(), {"to": address, "since": since, "n": at_most - pending}
     )
-    return pending + int(found.scalar_one())
+    return pending + int(found)
 
 
 def listing(session: Session, status: str = "", limit: int = 50) -> list[dict[str, Any]]:

@@ -46,8 +46,8 @@ def store(
     raw_id = blob_id(conn, RawMessage.__table__, mail.raw)
     subject = mail.subject or ("(unparsed message)" if mail.unparsed else "")
     text = mail.body_text if body_text is None else body_text
-    article_id = conn.execute(
-        _INS_ARTICLE,
+    article_id = _INS_ARTICLE_FAST.scalar(
+        conn,
         {
             "ticket_id": ticket.id,
             "raw_id": raw_id,
@@ -70,7 +70,7 @@ def store(
             "problem": mail.problem,
             "created_at": at or utcnow(),
         },
-    ).scalar_one()
+    )
     if mail.attachments:
         conn.execute(
             _INS_ATTACHMENT,
@@ -177,25 +177,27 @@ def blob_id(conn: Connection, table: Table, data: bytes) -> int:
     """Store bytes once per SHA-256 and return the row id."""
     digest = hashlib.sha256(data).hexdigest()
     stmt = db.upsert_stmt(conn.dialect.name, table, "sha256", ("id",))
-    return int(conn.execute(stmt, {"sha256": digest, "size": len(data), "data": data}).scalar_one())
+    return int(db.prepared(stmt).scalar(conn, {"sha256": digest, "size": len(data), "data": data}))
 
 
 def remember_customer(conn: Connection, mail: ParsedMail) -> tuple[int | None, str | None]:
     """(id, stored language) of the sender, created on first contact."""
     if not mail.from_addr:
         return None, None
-    row = conn.execute(
-        db.upsert_stmt(conn.dialect.name, Customer.__table__, "address", ("id", "language")),
+    stmt = db.upsert_stmt(conn.dialect.name, Customer.__table__, "address", ("id", "language"))
+    customer_id, language = db.prepared(stmt).first(
+        conn,
         {
             "address": mail.from_addr[:320],
             "name": mail.from_name[:200],
             "language": mail.content_language,
             "created_at": utcnow(),
         },
-    ).one()
-    return row.id, row.language
+    )
+    return customer_id, language
 
 
 _A, _AT = Article.__table__, Attachment.__table__
 _INS_ARTICLE = insert(_A).returning(_A.c.id)
 _INS_ATTACHMENT = insert(_AT)
+_INS_ARTICLE_FAST = db.Prepared(_INS_ARTICLE)  # every mail: on the driver's cursor

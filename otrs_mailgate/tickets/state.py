@@ -25,7 +25,7 @@ from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
 def create(session: Session, values: Mapping[str, Any]) -> int:
     """A new ticket row; its history chain starts here."""
-    ticket_id = int(session.connection().execute(_INS, dict(values)).scalar_one())
+    ticket_id = int(db.prepared(_INS).scalar(session.connection(), dict(values)))
     history.start_chain(session, ticket_id)
     return ticket_id
 
