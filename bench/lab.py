@@ -99,3 +99,18 @@ class MachineLoad:
     @staticmethod
     def _times() -> list[int]:
         return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def cpu_of(command: str) -> float:
+    """CPU seconds of every process whose name is `command` (e.g. all of PostgreSQL's
+    backends and helpers), those alive now."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == command:
+                total += cpu_seconds(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import scratch_databases
-from lab import cli, cpu_seconds, free_port, peak_rss_mb, serve, wait_listening
+from lab import cli, cpu_of, cpu_seconds, free_port, peak_rss_mb, serve, wait_listening
 
 HERE = Path(__file__).resolve().parent
 SETTLE = 3.0  # seconds after a run before the daemon's CPU time is read
@@ -141,15 +141,17 @@ def main() -> None:
                     null_before = cpu_seconds(null.pid)
                     base = smtp_source(null_port, args.mails, size, s, reuse)
                     null_ms = (cpu_seconds(null.pid) - null_before) / args.mails * 1000
-                    before = tree_cpu(daemon.pid)
+                    before, db_before = tree_cpu(daemon.pid), cpu_of("postgres")
                     full = smtp_source(port, args.mails, size, s, reuse)
                     time.sleep(SETTLE)  # the acknowledgements still going out count too
                     cpu_ms = (tree_cpu(daemon.pid) - before) / args.mails * 1000
-                    rows.append((size, s, mode, base, full, null_ms, cpu_ms))
+                    db_ms = (cpu_of("postgres") - db_before) / args.mails * 1000
+                    rows.append((size, s, mode, base, full, null_ms, cpu_ms, db_ms))
                     print(
                         f"  {kind:10} {size:6d} B {s:3d} sessions {mode:5}: baseline "
                         f"{base:8.1f}/s ({null_ms:.2f} ms CPU), serve {full:8.1f}/s, "
-                        f"ratio {full / base:.2f}, daemon CPU {cpu_ms:.2f} ms a mail",
+                        f"ratio {full / base:.2f}, daemon CPU {cpu_ms:.2f} ms a mail"
+                        + (f", PostgreSQL CPU {db_ms:.2f} ms" if kind == "postgresql" else ""),
                         flush=True,
                     )
         if args.memory:
@@ -164,11 +166,14 @@ def main() -> None:
             )
     workers = f", serve --workers {args.workers}" if args.workers > 1 else ""
     print(f"LMTP benchmark, {args.mails} mails per run, smtp-source -L, {kind}{workers}")
-    print("  size  sessions  mode   baseline/s  serve/s  ratio  null CPU ms  daemon CPU ms/mail")
-    for size, s, mode, base, full, null_ms, cpu_ms in rows:
+    print(
+        "  size  sessions  mode   baseline/s  serve/s  ratio  null CPU ms  daemon CPU ms/mail"
+        "  PostgreSQL CPU ms/mail"
+    )
+    for size, s, mode, base, full, null_ms, cpu_ms, db_ms in rows:
         print(
             f"  {size:6d} {s:6d}  {mode:5} {base:10.1f} {full:8.1f}  {full / base:5.2f}"
-            f"  {null_ms:10.2f}  {cpu_ms:8.2f}"
+            f"  {null_ms:10.2f}  {cpu_ms:8.2f}  {db_ms if kind == 'postgresql' else 0:8.2f}"
         )
 
 
