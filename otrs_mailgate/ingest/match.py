@@ -46,8 +46,28 @@ def delivered(session: Session, dedup_key: str, recipient: str) -> tuple[int | N
     for row in db.deferred(session, _D):  # earlier in this batch
         if row["dedup_key"] == dedup_key and row["recipient"] == recipient:
             return (row["article_id"],)
+    known = session.info.get(PREFETCHED)
+    if known is not None and dedup_key in known[0]:  # asked for the whole batch at once
+        found = known[1].get((dedup_key, recipient), _NONE)
+        return None if found is _NONE else (found,)
     taken = _SEL_DELIVERY.first(session.connection(), {"k": dedup_key, "r": recipient})
     return (taken[0],) if taken is not None else None
+
+
+def prefetch(session: Session, dedup_keys: list[str]) -> None:
+    """The deliveries of a whole batch's messages in one query (an IN lookup), so stage
+    dedup asks the database once a batch, not once a mail.  Forgotten when a delivery
+    collides with a concurrent one (forget), and with the session."""
+    keys = sorted(set(dedup_keys))
+    if not keys:
+        return
+    rows = session.connection().execute(_SEL_DELIVERIES, {"keys": keys})
+    session.info[PREFETCHED] = (set(keys), {(r[0], r[1]): r[2] for r in rows})
+
+
+def forget(session: Session) -> None:
+    """Another process stored one of the batch's messages meanwhile: ask again."""
+    session.info.pop(PREFETCHED, None)
 
 
 def record(trip: Trip) -> None:
@@ -174,6 +194,11 @@ def keep_raw(trip: Trip, what: str) -> Stop:
 
 
 _T, _A, _D, _M = Ticket.__table__, Article.__table__, Delivery.__table__, MessageRef.__table__
+PREFETCHED = "deliveries"
+_NONE = object()
+_SEL_DELIVERIES = select(_D.c.dedup_key, _D.c.recipient, _D.c.article_id).where(
+    _D.c.dedup_key.in_(bindparam("keys", expanding=True))
+)
 _SEL_DELIVERY = db.Prepared(
     select(_D.c.article_id).where(
         _D.c.dedup_key == bindparam("k"), _D.c.recipient == bindparam("r")

@@ -15,6 +15,7 @@ its Result or Failed; the loop in `run` handles every end in one place.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ from otrs_mailgate.mail.subject import TagFormat
 from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
+from otrs_mailgate.store.models import utcnow
 from otrs_mailgate.tickets import history, refs, sla
 from otrs_mailgate.tickets.refs import TicketRef
 
@@ -327,6 +329,11 @@ class Pipeline:
     ) -> Delivered:
         out = Delivered()
         with db.transaction(self.sessions) as session:
+            mails = [m for m in parsed if isinstance(m, ParsedMail)]
+            if len(mails) > 1:  # one query a batch for what each mail would ask alone
+                match.prefetch(session, [m.dedup_key for m in mails])
+                since = utcnow() - dt.timedelta(hours=24)
+                outbox.prefetch_responses(session, [m.from_addr for m in mails], since)
             for item, mail in zip(items, parsed, strict=True):
                 out.append(
                     [
@@ -402,6 +409,7 @@ class Pipeline:
                 # A concurrent delivery of the same message won the race (or two new
                 # rows collided on a random ticket number): look again from the start.
                 savepoint.rollback()
+                match.forget(session)
             except Exception as exc:
                 savepoint.rollback()
                 if isinstance(exc, db.TemporaryFailure) or db.is_temporary(exc):

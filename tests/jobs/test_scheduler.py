@@ -99,7 +99,7 @@ def test_serve_wakes_at_the_due_instant_not_at_its_next_poll(tmp_path, db_url) -
         assert proc.wait(30) == 0
 
 
-def test_two_daemons_and_cron_fire_each_level_once(tmp_path, pg_url) -> None:
+def test_daemons_workers_and_cron_fire_each_level_once(tmp_path, pg_url) -> None:
     tickets = 1000
     cfg = daemon_config(tmp_path, pg_url, free_port())
     config = config_mod.load(cfg)
@@ -120,9 +120,13 @@ def test_two_daemons_and_cron_fire_each_level_once(tmp_path, pg_url) -> None:
             sla.recompute(conn, config, ticket_id)
     pipeline.engine.dispose()
 
-    # All five start at once and race for the same due tickets.
+    # All six start at once and race for the same due tickets: three crons, a daemon of
+    # two workers (serve --workers 2, issue 21: one scheduler each) and a plain one.
     ports = [free_port(), free_port()]
-    daemons = [serve(daemon_config(tmp_path, pg_url, p, f"d{p}.toml")) for p in ports]
+    daemons = [
+        serve(daemon_config(tmp_path, pg_url, ports[0], f"d{ports[0]}.toml"), "--workers", "2"),
+        serve(daemon_config(tmp_path, pg_url, ports[1], f"d{ports[1]}.toml")),
+    ]
     crons = [cli_process(cfg, "escalations", "check") for _ in range(3)]
     try:
         outputs = [c.communicate(timeout=120)[0].decode() for c in crons]
@@ -156,4 +160,4 @@ def test_two_daemons_and_cron_fire_each_level_once(tmp_path, pg_url) -> None:
         log = Path(d.log_path).read_text()  # type: ignore[attr-defined]
         shares.append(sum(int(n) for n in re.findall(r"scheduler: (\d+) escalation", log)))
     assert sum(shares) == tickets * 3
-    print(f"levels fired by cron, cron, cron, daemon, daemon: {shares}")
+    print(f"levels fired by cron, cron, cron, daemon of 2 workers, daemon: {shares}")

@@ -69,3 +69,28 @@ def test_same_rows_as_sqlalchemy_and_its_exceptions(pipeline: Pipeline) -> None:
     with pipeline.sessions() as s:
         assert s.execute(select(Ticket.title)).scalars().all() == ["One"]  # nothing written
         assert s.execute(select(Customer.address)).scalars().all() == ["c@customer.test"]
+
+
+def test_a_batch_asks_for_deliveries_and_loop_counts_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: the delivery check and the loop limit's count are one IN lookup a batch;
+    a retry of a stored mail is still known, and the loop limit still holds."""
+    from otrs_mailgate.ingest.outcome import Item
+    from otrs_mailgate.store.models import Outbox
+
+    first = [mail(f"m{i}", sender="same@customer.test", message_id=f"b{i}@x") for i in range(6)]
+    pipeline.deliver_batch([Item(raw, [HOT]) for raw in first])
+    asked: list[str] = []
+    monkeypatch.setattr(match._SEL_DELIVERY, "first", lambda *a: asked.append("d"))
+    count = db.prepared(outbox._COUNT_RESPONSES)
+    monkeypatch.setattr(count, "scalar", lambda *a: asked.append("c") or 0)
+    again = first[:2] + [
+        mail(f"n{i}", sender="same@customer.test", message_id=f"c{i}@x") for i in range(8)
+    ]
+    results = pipeline.deliver_batch([Item(raw, [HOT]) for raw in again])
+    assert asked == [], "the batch asked a mail at a time"
+    assert [r[0].status for r in results[:2]] == ["duplicate", "duplicate"]
+    with pipeline.sessions() as s:
+        acks = s.execute(select(Outbox).where(Outbox.kind == "acknowledgement")).scalars().all()
+    assert len(acks) == pipeline.config.system.auto_response_limit == 10  # 6 + 4, not 14
