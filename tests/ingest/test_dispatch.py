@@ -135,3 +135,23 @@ def test_ticket_move_dispatches_with_history_notices_and_the_new_queues_agents(
     assert missing.returncode == 1 and b"no ticket 2026010110000019" in missing.stderr
     assert queue_of(p, r.ticket_number) == "Hotline"  # the failures changed nothing
     p.engine.dispose()
+
+
+def test_dispatch_by_mail_tells_the_new_queues_agents(tmp_path: Path, db_url: str) -> None:
+    """queue=<name> in a reply to the raw ticket's notification: moved, the customer told
+    (signed by the new queue), the new queue's agents told, the mover not."""
+    from agent_helpers import Desk, SigningDomain
+
+    p = Pipeline(load(raw_config(tmp_path, db_url)))
+    desk = Desk(p, SigningDomain())  # alice and bob rw on Hotline, carol ro
+    with db.transaction(p.sessions) as s:
+        agents.grant(s, p.queue_id("Raw"), "alice", "rw")
+    r = p.deliver_one(mail("Stray", sender="cus@customer.test"), "old@example.com")
+    desk.command("alice", r.ticket_number, "queue=Hotline note", "Yours, Hotline.")
+    assert queue_of(p, r.ticket_number) == "Hotline"
+    told = [m for m in desk.to("bob@agents.test") if "was moved to Hotline" in m.get_content()]
+    assert len(told) == 1 and told[0]["Reply-To"]
+    assert not [m for m in desk.to("alice@agents.test") if "was moved" in m.get_content()]
+    [notice] = [m for m in desk.to("cus@customer.test") if "passed on to" in m.get_content()]
+    assert notice["From"].addresses[0].addr_spec == "hotline@example.com"
+    p.engine.dispose()
