@@ -83,10 +83,32 @@ def outbox_show(ctx: Ctx, row_id: int) -> None:
         click.echo(f"otrs-mailgate: no outbox mail {row_id} (`outbox list` shows them)", err=True)
         sys.exit(1)
     sender = Sender(ctx.config, ctx.sessions())
-    data = bytes(row.data) if row.data is not None else render(sender.responder, row)
     to = ", ".join(split_recipients(row.rcpt_to))
+    try:
+        data = bytes(row.data) if row.data is not None else render(sender.responder, row)
+    except Exception as exc:  # what the sender recorded as the row's failure, shown again
+        click.echo(f"outbox mail {row.id}: {row.status}, from {row.mail_from} to {to}", err=True)
+        click.echo(f"otrs-mailgate: cannot compose it: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"outbox mail {row.id}: {row.status}, from {row.mail_from} to {to}", err=True)
     sys.stdout.buffer.write(sender.sign(data).replace(b"\r\n", b"\n"))
+
+
+@outbox.command("retry")
+@click.argument("row_ids", metavar="[ID]...", type=int, nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed mail.")
+@pass_ctx
+@_database_errors
+def outbox_retry(ctx: Ctx, row_ids: tuple[int, ...], all_failed: bool) -> None:
+    """Send failed (or deferred) mails again, now, with a fresh count of attempts: after
+    the cause was fixed (a template, the MTA's SMTPUTF8)."""
+    from otrs_mailgate.outbound.outbox import retry
+
+    if not row_ids and not all_failed:
+        raise click.UsageError("name the mails (IDs from `outbox list`) or say --failed")
+    with ctx.transaction() as session:
+        count = retry(session, list(row_ids), all_failed)
+    click.echo(f"{count} mail(s) due again; the daemon (or `outbox send`) sends them")
 
 
 @click.command()

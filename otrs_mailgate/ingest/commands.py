@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from otrs_mailgate.ingest import auth, split
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
-from otrs_mailgate.mail import commands
+from otrs_mailgate.mail import addresses, commands
 from otrs_mailgate.mail.classify import HUMAN, Classification
 from otrs_mailgate.mail.commands import Command
 from otrs_mailgate.mail.compose import Response
@@ -206,7 +206,7 @@ class CommandMail:
         elif name == "split":
             self._check_split(plan, c)
         elif name in ("cc+", "cc-"):
-            address = value.strip().lower()
+            address = addresses.canonical(value)  # checked by the grammar already
             plan.ok(
                 c.text,
                 f"{address} {'gets' if name == 'cc+' else 'no longer gets'} copies of replies",
@@ -403,9 +403,12 @@ class CommandMail:
         )
         if replying:
             plan.lines = [ln for ln in plan.lines if ln.command != "reply"]  # each command once
-            plan.lines.insert(0, Line("reply", "your text went to the customer"))
-            self._reply(text)
-            state.first_response(self.session, self.ticket.id, self.now)
+            why_not = self._reply(text)
+            if why_not:
+                plan.lines.insert(0, Line("reply", f"NOT sent: {why_not} (kept on the ticket)"))
+            else:
+                plan.lines.insert(0, Line("reply", "your text went to the customer"))
+                state.first_response(self.session, self.ticket.id, self.now)
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
         elif not any(line.command == "note" for line in plan.lines):  # each command once
@@ -458,20 +461,26 @@ class CommandMail:
             t.lock_until = None
             state.unlock(self.session, t.id, actor=actor, reason="unlock command")
 
-    def _reply(self, text: str) -> None:
+    def _reply(self, text: str) -> str:
+        """The agent's answer into the outbox; why it cannot go, or ""."""
         queue_name = self.queue.display_name or self.queue.name
         to, name, _ = customers.contact(self.conn, self.ticket.customer_id)
-        if not to:
-            self._history(
-                self.ticket.id, "AgentReplyNotSent", reason="the ticket has no customer address"
-            )
-            return
+        why = "the ticket has no customer address" if not to else ""
+        try:
+            to = addresses.canonical(to) if to else ""
+        except addresses.Unanswerable as exc:
+            why = f"the customer's address cannot be answered: {exc}"
+        if why:
+            self._history(self.ticket.id, "AgentReplyNotSent", reason=why)
+            return why
         cc = tuple(
-            self.conn.execute(
+            a
+            for a in self.conn.execute(
                 select(TicketCc.address)
                 .where(TicketCc.ticket_id == self.ticket.id)
                 .order_by(TicketCc.id)
             ).scalars()
+            if answerable(a)
         )
         last = self.conn.execute(_SEL_LAST_CUSTOMER_MID, {"t": self.ticket.id}).scalar() or ""
         response = Response(
@@ -501,6 +510,7 @@ class CommandMail:
             # what the agent attached goes along (not inline parts: logos of a signature)
             files=[a for a in self.mail.attachments if not a.inline],
         )
+        return ""
 
     def _tell_customer(self, ticket: TicketRef, template: str, **extra: str) -> None:
         notify.tell_customer(self.site, self.session, ticket, template, self.queue, **extra)
@@ -590,3 +600,11 @@ _SEL_LAST_CUSTOMER_MID = (
     .order_by(Article.id.desc())
     .limit(1)
 )
+
+
+def answerable(address: str) -> bool:
+    try:
+        addresses.canonical(address)
+    except addresses.Unanswerable:
+        return False
+    return True

@@ -38,7 +38,7 @@ from otrs_mailgate.ingest.trip import Stage, Stop, Trip
 from otrs_mailgate.mail import tokens, wire
 from otrs_mailgate.mail.classify import AUTO, HUMAN, Classification, classify
 from otrs_mailgate.mail.compose import Responder
-from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse, written_at
+from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse, spec, written_at
 from otrs_mailgate.mail.subject import TagFormat
 from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
@@ -111,7 +111,7 @@ def customer_stage(trip: Trip) -> Stop:
     if mail.from_addr:
         return None
     envelope = trip.envelope.sender or ""
-    candidates = [*mail.other_senders, ("envelope sender", "", envelope.strip("<>").lower())]
+    candidates = [*mail.other_senders, ("envelope sender", "", spec(envelope))]
     for source, name, address in candidates:
         if "@" in address:
             trip.parsed = dataclasses.replace(mail, from_addr=address, from_name=name)

@@ -118,8 +118,10 @@ def _check_value(name: str, value: str) -> str:
             priority(value)
         elif name == "faq" and not value.isdigit():
             return f"{value!r} is not a FAQ entry number (`otrs-mailgate faq list`)"
-        elif name in ("cc+", "cc-") and not addresses.is_address(value):
-            return f"{value!r} is not a mail address"
+        elif name in ("cc+", "cc-"):
+            if not addresses.is_address(value):
+                return f"{value!r} is not a mail address"
+            addresses.canonical(value)  # Unanswerable (a ValueError) says why not
     except ValueError as exc:
         return str(exc)
     return ""

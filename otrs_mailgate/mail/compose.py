@@ -20,8 +20,16 @@ import jinja2
 
 from otrs_mailgate.config.locate import template_dirs
 from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail import addresses
 from otrs_mailgate.mail.parse import POLICY
 from otrs_mailgate.mail.subject import clean
+
+WIRE_POLICY = POLICY.clone(linesep="\r\n")
+# RFC 6532: UTF-8 in header fields, for a mail to an address with a non-ASCII local part
+# (sent only to an MTA that offers SMTPUTF8, outbox.Sender sees to that).
+WIRE_POLICY_UTF8 = WIRE_POLICY.clone(utf8=True)
+ADDRESS_HEADERS = ("From", "To", "Cc", "Reply-To")
+MAX_SUBJECT = 250  # characters of a subject we write; the whole one is in the raw mail
 
 
 @dataclass(frozen=True)
@@ -105,17 +113,13 @@ class Responder:
         """The mail of an outbox row; the same row always gives the same mail."""
         body = self.render(response.template, response.language, **response.vars)
         msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(clean(response.from_name), addr_spec=response.from_addr)
-        msg["To"] = (
-            Address(clean(response.to_name), addr_spec=response.to)
-            if response.to_name
-            else response.to
-        )
+        msg["From"] = address(response.from_name, response.from_addr)
+        msg["To"] = address(response.to_name, response.to)
         if response.cc:
-            msg["Cc"] = ", ".join(response.cc)
+            msg["Cc"] = [address("", cc) for cc in response.cc]
         if response.reply_to:
-            msg["Reply-To"] = response.reply_to
-        msg["Subject"] = clean(response.subject)
+            msg["Reply-To"] = address("", response.reply_to)
+        msg["Subject"] = bounded(response.subject)
         msg["Date"] = format_datetime(date)
         msg["Message-ID"] = f"<{message_id}>"
         in_reply_to = response.in_reply_to
@@ -134,6 +138,36 @@ class Responder:
         msg.set_content(body)  # clears Content-* headers, so Content-Language comes after
         msg["Content-Language"] = response.language
         return msg
+
+
+def address(name: str, spec: str) -> Address:
+    """A header address from what we stored: the canonical form (addresses.canonical,
+    which raises Unanswerable for what no header can carry), built from its parts so
+    no second parser has a say; the display name cleaned and cut."""
+    local, domain = addresses.unquoted(addresses.canonical(spec))
+    return Address(bounded(name, 120), local, domain)
+
+
+def bounded(text: str, limit: int = MAX_SUBJECT) -> str:
+    """A header text as we write it: one line, at most `limit` characters (a 900 KB
+    subject is no title and no header line, issue 25)."""
+    text = clean(text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def needs_smtputf8(message: EmailMessage) -> bool:
+    """Some address in its headers has a non-ASCII local part (RFC 6531/6532)."""
+    for name in ADDRESS_HEADERS:
+        header = message.get(name)
+        if header is not None and any(not a.addr_spec.isascii() for a in header.addresses):
+            return True
+    return False
+
+
+def wire(message: EmailMessage) -> bytes:
+    """The bytes of a mail we send: CRLF lines, headers folded (no line over 78 where
+    it can be folded, 998 at most), UTF-8 headers only where an address needs them."""
+    return message.as_bytes(policy=WIRE_POLICY_UTF8 if needs_smtputf8(message) else WIRE_POLICY)
 
 
 def filesize(size: int) -> str:

@@ -25,7 +25,7 @@ from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 
-from otrs_mailgate.mail import charsets
+from otrs_mailgate.mail import addresses, charsets
 from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.subject import clean
 
@@ -285,7 +285,17 @@ def header_str(msg: Message, name: str) -> str:
 def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     """Split on the encoded form (a decoded name may contain commas), then decode names."""
     pairs = email.utils.getaddresses(raw_headers(msg, name))
-    return [(clean(decode_words(n)), a.strip().lower()) for n, a in pairs if "@" in a]
+    return [(clean(decode_words(n)), spec(a)) for n, a in pairs if "@" in a]
+
+
+def spec(address: str) -> str:
+    """An address as it is stored and compared: canonical where it can be (trailing dot
+    gone, IDNA A-labels, quoting as needed), else as it came with A-Z lower-cased, to be
+    filed and never answered (addresses.Unanswerable says why, where it is answered)."""
+    try:
+        return addresses.canonical(address)
+    except addresses.Unanswerable:
+        return addresses.ascii_lower(address.strip())
 
 
 _COMMENTED = re.compile(r"\(\s*<?([^\s()<>@,;:\"]+@[^\s()<>@,;:\"]+?)>?\s*\)")
@@ -294,7 +304,7 @@ _COMMENTED = re.compile(r"\(\s*<?([^\s()<>@,;:\"]+@[^\s()<>@,;:\"]+?)>?\s*\)")
 def _commented(msg: Message, name: str) -> list[str]:
     """Addresses that appear only inside a comment, `To: (hotline@example.com)`: kept
     when the header holds nothing else (a strict parser reads no address there)."""
-    return [a.lower() for value in raw_headers(msg, name) for a in _COMMENTED.findall(value)]
+    return [spec(a) for value in raw_headers(msg, name) for a in _COMMENTED.findall(value)]
 
 
 def _msgids(text: str) -> list[str]:

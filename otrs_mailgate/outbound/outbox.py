@@ -19,19 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.mail.compose import Responder, Response, new_message_id
-from otrs_mailgate.mail.parse import POLICY, Attachment
+from otrs_mailgate.mail.compose import Responder, Response, new_message_id, wire
+from otrs_mailgate.mail.parse import Attachment
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
 from otrs_mailgate.tickets import history
 
-SMTP_POLICY = POLICY.clone(linesep="\r\n")
 log = logging.getLogger("otrs_mailgate.outbound.outbox")
 
 
@@ -62,9 +60,11 @@ def enqueue(
     response: Response,
     message_id: str,
     data: bytes | None = None,
+    error: str = "",
 ) -> None:
     """An outbox row and the Message-ID it will carry, written with the transaction;
-    `data`: the mail composed up front (one with attachments), else rendered when sent."""
+    `data`: the mail composed up front (one with attachments), else rendered when sent;
+    `error`: why it could not be composed (the row is written `failed`, to be seen)."""
     session.info[QUEUED] = session.info.get(QUEUED, 0) + 1
     db.defer_insert(
         session,
@@ -77,10 +77,10 @@ def enqueue(
             "message_id": message_id,
             "spec": response.to_json(),
             "data": data,
-            "status": "queued",
+            "status": "failed" if error else "queued",
             "attempts": 0,
             "next_attempt_at": utcnow(),
-            "last_error": "",
+            "last_error": error,
             "created_at": utcnow(),
         },
     )
@@ -106,16 +106,20 @@ def send(
     its Message-ID.  A mail with files (an agent's answer carrying its attachments)
     is composed now, as the bytes of its row; any other is rendered when it is sent."""
     message_id = new_message_id(site.config.system.domain)
-    data = None
+    data, error = None, ""
     if files:
-        message = site.responder.compose(response, message_id, utcnow())
-        for f in files:
-            maintype, _, subtype = (f.content_type or "application/octet-stream").partition("/")
-            message.add_attachment(
-                f.data, maintype=maintype, subtype=subtype or "octet-stream", filename=f.filename
-            )
-        data = message.as_bytes(policy=SMTP_POLICY)
-    enqueue(session, ticket_id, kind, response, message_id, data)
+        try:
+            message = site.responder.compose(response, message_id, utcnow())
+            for f in files:
+                kind_, _, subtype = (f.content_type or "application/octet-stream").partition("/")
+                message.add_attachment(
+                    f.data, maintype=kind_, subtype=subtype or "octet-stream", filename=f.filename
+                )
+            data = wire(message)
+        except Exception as exc:  # the row fails alone, with the reason; the mail is stored
+            error = f"554 cannot compose {kind}: {type(exc).__name__}: {exc}"
+            log.warning("outbox: %s (ticket id %s)", error, ticket_id)
+    enqueue(session, ticket_id, kind, response, message_id, data, error)
     history.append(
         session,
         ticket_id,
@@ -187,6 +191,18 @@ def listing(session: Session, status: str = "", limit: int = 50) -> list[dict[st
     ]
 
 
+def retry(session: Session, ids: list[int], all_failed: bool = False) -> int:
+    """Failed or deferred rows (these, or every failed one) due again now, with their
+    attempts counted afresh; how many.  Sent and bounced rows are left alone."""
+    wanted = _O.c.status == "failed" if all_failed else _O.c.id.in_(ids)
+    done = session.execute(
+        update(_O)
+        .where(wanted, _O.c.status.in_(("failed", "queued")))
+        .values(status="queued", attempts=0, next_attempt_at=utcnow())
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
 def row_by_id(session: Session, row_id: int) -> Any:
     """One outbox row, or None."""
     return session.execute(select(_O).where(_O.c.id == row_id)).first()
@@ -197,7 +213,7 @@ def render(responder: Responder, row: Any) -> bytes:
     if row.data is not None:
         return bytes(row.data)
     message = responder.compose(Response.from_json(row.spec), row.message_id, row.created_at)
-    return message.as_bytes(policy=SMTP_POLICY)
+    return wire(message)
 
 
 # -- sending ----------------------------------------------------------------------------
@@ -341,51 +357,75 @@ class Sender:
             return result
         smtp: smtplib.SMTP | None = None
         unreachable = ""
+        done = 0  # rows whose outcome is decided: the rest go back if the pass breaks
         try:
-            for index, row in enumerate(rows):
+            for done, row in enumerate(rows):  # noqa: B007 - read in finally
                 if self._stalled:  # the database went away mid-pass: send no more
-                    ids = [r.id for r in rows[index:]]
-                    self._pending.append(functools.partial(_release, ids=ids, now=now))
                     break
                 if unreachable:  # do not knock on a closed door once per row
                     self._finish(row, 451, unreachable, result, now)
                     continue
-                try:
-                    data = render(self.responder, row)
-                except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
-                    # a template removed or broken since: retrying will not help
-                    self._finish(row, 554, f"cannot render {row.kind}: {exc}", result, now)
-                    continue
-                try:
-                    if smtp is None:
-                        smtp = smtplib.SMTP(
-                            self.config.smtp.host,
-                            self.config.smtp.port,
-                            timeout=self.config.smtp.timeout,
-                        )
-                    refused = smtp.sendmail(
-                        row.mail_from, split_recipients(row.rcpt_to), self.sign(data)
-                    )
-                except smtplib.SMTPRecipientsRefused as exc:
-                    code, text = next(iter(exc.recipients.values()))
-                    self._finish(row, code, _text(text), result, now)
-                except smtplib.SMTPResponseException as exc:
-                    self._finish(row, exc.smtp_code, _text(exc.smtp_error), result, now)
-                    _reset(smtp)
-                    smtp = None
-                except (OSError, smtplib.SMTPException) as exc:
-                    unreachable = f"MTA unreachable: {exc}"
-                    self._finish(row, 451, unreachable, result, now)
-                    _reset(smtp, quit=False)
-                    smtp = None
-                else:
-                    note = f"refused by some: {refused}" if refused else ""
-                    self._finish(row, 250, note, result, now, data)
+                smtp, unreachable = self._send_row(row, smtp, result, now)
+            else:
+                done = len(rows)
         finally:
+            if done < len(rows):  # never left `sending` until the lease runs out
+                ids = [r.id for r in rows[done:]]
+                self._pending.append(functools.partial(_release, ids=ids, now=now))
             _reset(smtp)
             self._flush(result)
         self._report(unreachable, result)
         return result
+
+    def _send_row(
+        self, row: Any, smtp: smtplib.SMTP | None, result: PassResult, now: dt.datetime
+    ) -> tuple[smtplib.SMTP | None, str]:
+        """One row, isolated: whatever it does ends as its own outcome (sent, deferred
+        or failed, with the reason), never as an exception that stops the pass or holds
+        the rows after it (issue 25).  Returns the connection to go on with, and why
+        the MTA cannot be reached ("" while it can)."""
+        try:
+            data = self.sign(render(self.responder, row))
+        except Exception as exc:  # its addresses or template: retrying will not help
+            why = f"cannot compose {row.kind}: {type(exc).__name__}: {exc}"
+            self._finish(row, 554, why, result, now)
+            return smtp, ""
+        recipients = split_recipients(row.rcpt_to)
+        utf8 = _needs_smtputf8(row.mail_from, recipients, data)
+        try:
+            if smtp is None:
+                smtp = smtplib.SMTP(
+                    self.config.smtp.host, self.config.smtp.port, timeout=self.config.smtp.timeout
+                )
+            if utf8:
+                smtp.ehlo_or_helo_if_needed()
+                if not smtp.has_extn("smtputf8"):
+                    self._finish(row, 553, NO_SMTPUTF8, result, now)
+                    return smtp, ""
+            refused = smtp.sendmail(
+                row.mail_from, recipients, data, mail_options=["SMTPUTF8"] if utf8 else []
+            )
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            self._finish(row, code, _text(text), result, now)
+        except smtplib.SMTPResponseException as exc:
+            self._finish(row, exc.smtp_code, _text(exc.smtp_error), result, now)
+            _reset(smtp)
+            return None, ""
+        except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+            unreachable = f"MTA unreachable: {exc}"
+            self._finish(row, 451, unreachable, result, now)
+            _reset(smtp, quit=False)
+            return None, unreachable
+        except Exception as exc:  # this row's trouble (or ours): it alone waits and retries
+            log.exception("outbox: sending id=%s failed unexpectedly", row.id)
+            self._finish(row, 451, f"cannot send: {type(exc).__name__}: {exc}", result, now)
+            _reset(smtp, quit=False)
+            return None, ""
+        else:
+            note = f"refused by some: {refused}" if refused else ""
+            self._finish(row, 250, note, result, now, data)
+        return smtp, ""
 
     def _report(self, unreachable: str, result: PassResult) -> None:
         """An MTA that cannot be reached is said once (not once a pass), with where the
@@ -546,6 +586,21 @@ SIGNED_HEADERS = (
     "content-transfer-encoding",
     "mime-version",
 )
+
+
+NO_SMTPUTF8 = (
+    "5.6.7 the outgoing MTA does not offer SMTPUTF8, which an address of this mail needs "
+    "(RFC 6531); enable it there (Postfix: smtputf8_enable = yes), then "
+    "`otrs-mailgate outbox retry ID`"
+)
+
+
+def _needs_smtputf8(mail_from: str, recipients: list[str], data: bytes) -> bool:
+    """An envelope address or a header line of the mail is not ASCII (RFC 6531)."""
+    if not mail_from.isascii() or not all(r.isascii() for r in recipients):
+        return True
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return not head.isascii()
 
 
 def _text(value: bytes | str) -> str:

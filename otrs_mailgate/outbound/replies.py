@@ -10,6 +10,7 @@ import logging
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import QueueConfig
+from otrs_mailgate.mail import addresses
 from otrs_mailgate.mail.classify import HUMAN, Classification
 from otrs_mailgate.mail.compose import Response, new_message_id
 from otrs_mailgate.mail.parse import ParsedMail
@@ -28,6 +29,10 @@ def why_not(session: Session, site: Site, kind: Classification, to: str) -> str:
         return kind.reason
     if not to:
         return "no customer address"
+    try:
+        addresses.canonical(to)
+    except addresses.Unanswerable as exc:
+        return f"the address cannot be answered: {exc}"
     if site.is_own(to):
         return "sender is our own address"
     limit = site.config.system.auto_response_limit

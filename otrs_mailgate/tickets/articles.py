@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.mail import addresses
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.store import db, search
 from otrs_mailgate.store.models import (
@@ -181,14 +182,15 @@ def blob_id(conn: Connection, table: Table, data: bytes) -> int:
 
 
 def remember_customer(conn: Connection, mail: ParsedMail) -> tuple[int | None, str | None]:
-    """(id, stored language) of the sender, created on first contact."""
-    if not mail.from_addr:
+    """(id, stored language) of the sender, created on first contact; none for an address
+    longer than the column (cut short it would be somebody else's)."""
+    if not mail.from_addr or len(mail.from_addr) > addresses.MAX_LENGTH:
         return None, None
     stmt = db.upsert_stmt(conn.dialect.name, Customer.__table__, "address", ("id", "language"))
     customer_id, language = db.prepared(stmt).first(
         conn,
         {
-            "address": mail.from_addr[:320],
+            "address": mail.from_addr,
             "name": mail.from_name[:200],
             "language": mail.content_language,
             "created_at": utcnow(),

@@ -16,6 +16,7 @@ from sqlalchemy import Column, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail.compose import MAX_SUBJECT, bounded
 from otrs_mailgate.mail.ticketnumber import generate
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Ticket
@@ -45,7 +46,9 @@ def open_ticket(
     **detail: Any,
 ) -> TicketRef:
     """A new ticket with a new number (config.system.ticket_number), its NewTicket
-    history first: for mail, phone tickets and splits alike."""
+    history first: for mail, phone tickets and splits alike.  The title is cut to what
+    a subject line of ours carries (the whole subject stays in the raw mail, issue 25)."""
+    title = bounded(title, MAX_SUBJECT)
     today = dt.datetime.now().date()  # the local date, as people read the number
     number = generate(
         config.system.ticket_number,

@@ -217,7 +217,7 @@ def test_a_response_that_cannot_be_rendered_fails_on_the_ticket(
     assert (result.sent, result.failed) == (0, 1)
     assert sink.received == []
     [row] = _rows(pipeline)
-    assert row.status == "failed" and "cannot render acknowledgement" in row.last_error
+    assert row.status == "failed" and "cannot compose acknowledgement" in row.last_error
     assert "no_such_variable" in row.last_error
     assert row.spec and row.data is None  # nothing lost: the decision is still there
     with pipeline.sessions() as s:
