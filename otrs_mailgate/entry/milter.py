@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any, Self
 
 from kilter.protocol import messages as m
 from kilter.protocol.buffer import SimpleBuffer
@@ -37,6 +39,51 @@ ACTIONS = m.ActionFlags.ADD_HEADERS | m.ActionFlags.CHANGE_HEADERS
 SKIPPED = m.ProtocolFlags.NO_HELO | m.ProtocolFlags.NO_UNKNOWN
 WANTED = m.ProtocolFlags.HEADER_LEADING_SPACE
 TEMPFAIL = Reply("451", "4.3.0", "temporary problem checking this mail, try again later")
+
+
+def _lenient(data: memoryview, codec: str) -> str:
+    try:
+        return bytes(data).decode(codec)
+    except UnicodeError:
+        return bytes(data).decode("utf-8", "replace")
+
+
+class _Macro(m.Macro, ident=b"D"):
+    """kilter reads macro values as ASCII, but Postfix passes the {mail_addr} of an
+    SMTPUTF8 sender (`jörg@exämple.de`) in UTF-8: the whole connection failed, and every
+    such mail was tempfailed until its sender gave up (issue 25).  Macros are read as
+    UTF-8 here, never failing; registering the class under ident D replaces kilter's."""
+
+    @classmethod
+    def from_buffer(cls, buf: memoryview) -> Self:
+        stage, rest, macros = buf[0], buf[1:], {}
+        while len(rest) > 0:
+            key, rest = m.split_cstring(rest)
+            value, rest = m.split_cstring(rest)
+            macros[_lenient(key, "utf-8")] = _lenient(value, "utf-8")
+        return cls(stage, macros)
+
+
+class _Connect(m.Connect, ident=b"C"):
+    """The client's host name as IDNA where it is, else as it came: a name the codec
+    refuses must not cost the connection."""
+
+    @classmethod
+    def from_buffer(cls, buf: memoryview) -> Self:
+        name, rest = m.split_cstring(buf)
+        hostname = _lenient(name, "idna")
+        family = m.Family(rest[0:1].tobytes())
+        if family == m.Family.UNKNOWN:
+            return cls(hostname)
+        port = int.from_bytes(rest[1:3], "big")
+        addr, _ = m.split_cstring(rest[3:])
+        text = _lenient(addr, "ascii")
+        if family == m.Family.UNIX:
+            return cls(hostname, Path(text), port)
+        try:
+            return cls(hostname, ip_address(text), port)
+        except ValueError:
+            return cls(hostname, None, port)
 
 
 class MilterServer:

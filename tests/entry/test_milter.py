@@ -279,3 +279,10 @@ def test_the_daemon_believes_the_results_the_milter_writes() -> None:
         "alice@agents.test", "x@example.com", "s", "b", headers={smtpchecks.AR: failed}
     )
     assert not auth.trusted_results(parse(raw), AUTHSERV, "agents.test")[0]
+
+
+def test_smtputf8_sender_and_odd_client_names_keep_the_connection(milter: Milter) -> None:
+    idn = (
+        "From: Jörg <jörg@exämple.de>\r\nTo: hotline@example.com\r\nSubject: Grüße\r\n\r\nHallo\r\n"
+    )
+    milter.run("utf8.lua", idn=milter.file("idn.eml", idn.encode()))

@@ -799,3 +799,54 @@ def test_issue_19_attacks_through_postfix_and_the_milter(tmp_path: Path, db_url:
             state = conn.execute(select(Ticket.state).where(Ticket.id == ticket_id)).scalar()
         engine.dispose()
         assert state == "new", "nothing refused above may have closed the ticket"
+
+
+def test_odd_and_international_customers_get_their_answer_through_postfix(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 25, item 1, through a real Postfix with its default smtputf8_enable = yes: a
+    customer whose From has a trailing dot and one with a non-ASCII address (sent with
+    SMTPUTF8) both get their acknowledgement in their Maildir; the first is answered at
+    the address without the dot, the second with SMTPUTF8 (its headers in UTF-8)."""
+    import smtplib
+
+    require_postfix()
+    lmtp_port = free_port()
+    cfg_text = daemon_config(db_url, lmtp_port)
+    cfg = tmp_path / "otrs-mailgate.toml"
+    cfg.write_text(cfg_text.replace("PORT", "25"))
+    boxes = ["claudia.shu@customer.test", "@xn--exmple-cua.de"]
+    with instance(load(cfg), boxes, smtputf8=True) as pf:
+        cfg.write_text(cfg_text.replace("PORT", str(pf.port)))
+        daemon = start(cfg, lmtp_port)
+        try:
+            with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as smtp:
+                smtp.sendmail(
+                    "claudia.shu@customer.test",
+                    [HOT],
+                    b"From: Claudia <Claudia.Shu@customer.test.>\r\nTo: hotline@example.com\r\n"
+                    b"Subject: Trailing dot\r\nMessage-ID: <dot@customer.test>\r\n\r\nHi.\r\n",
+                )
+                smtp.sendmail(
+                    "jörg@exämple.de",
+                    [HOT],
+                    "From: Jörg <jörg@exämple.de>\r\nTo: hotline@example.com\r\n"
+                    "Subject: Grüße\r\nMessage-ID: <idn@xn--exmple-cua.de>\r\n"
+                    "Content-Type: text/plain; charset=utf-8\r\n\r\nHallo.\r\n".encode(),
+                    mail_options=["SMTPUTF8"],
+                )
+            wait_for(lambda: list(pf.maildir("claudia.shu").glob("*")), 60, "Claudia's answer")
+            wait_for(lambda: list(pf.maildir("xn--exmple-cua.de").glob("*")), 60, "Jörg's")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+        [dot] = [f.read_bytes() for f in pf.maildir("claudia.shu").glob("*")]
+        [idn] = [f.read_bytes() for f in pf.maildir("xn--exmple-cua.de").glob("*")]
+        log = pf.log()
+    from otrs_mailgate.mail.parse import parse
+
+    assert parse(dot).to == ["claudia.shu@customer.test"]
+    answer = parse(idn)
+    assert answer.to == ["jörg@xn--exmple-cua.de"] and answer.subject.endswith("Grüße")
+    assert "jörg@xn--exmple-cua.de".encode() in idn  # raw UTF-8 (RFC 6532)
+    assert "status=bounced" not in log

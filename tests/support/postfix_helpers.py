@@ -139,11 +139,13 @@ def instance(
     extra_master: str = "",
     lmtp: Sequence[str] = (),
     transport: str | None = None,
+    smtputf8: bool = False,
 ) -> Iterator[Instance]:
     """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user,
     or @domain: one Maildir named for the domain takes all its mail);
     lmtp: several daemons to spread the deliveries over (postfix-config --lmtp);
-    transport: a transport map of the test's own instead of postfix-config's."""
+    transport: a transport map of the test's own instead of postfix-config's;
+    smtputf8: Postfix's default (yes) instead of no, for mail to non-ASCII addresses."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
     root.chmod(0o755)
@@ -188,7 +190,7 @@ virtual_uid_maps = static:{pf.pw_uid}
 virtual_gid_maps = static:{pf.pw_gid}
 maillog_file_prefixes = /tmp
 maillog_file = {root}/maillog
-smtputf8_enable = no
+smtputf8_enable = {"yes" if smtputf8 else "no"}
 biff = no
 {ours}
 # test timings: retry within seconds, not minutes
