@@ -231,12 +231,13 @@ def looks_like_mail(raw: bytes) -> bool:
     return bool(lines) and bool(_HEADER_LINE.match(lines[0]))
 
 
-def fix_surrogates(text: str) -> str:
+def fix_surrogates(text: str, hint: str | None = None) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: UTF-8 if they are, else what
-    the detector makes of them (charsets.guess), never cp1252 by force."""
+    the detector makes of them (charsets.guess, with the mail's hint), never cp1252 by
+    force."""
     if text.isascii() or not _SURROGATE.search(text):
         return text
-    return charsets.guess(text.encode("utf-8", "surrogateescape"))
+    return charsets.guess(text.encode("utf-8", "surrogateescape"), hint=hint)
 
 
 def decode_words(text: str) -> str:
@@ -266,14 +267,37 @@ def raw_headers(msg: Message, name: str) -> list[str]:
     index = _INDEXES.get(msg)
     if index is None:  # one pass over the headers per message, not one per lookup
         index = {}
+        hint = _HINTS.get(msg)
         for key, value in msg.raw_items():
-            text = fix_surrogates(str(value)).replace("\r\n", "").replace("\n", "")
+            text = fix_surrogates(str(value), hint).replace("\r\n", "").replace("\n", "")
             index.setdefault(key.lower(), []).append(text)
         _INDEXES[msg] = index
     return index.get(name.lower(), [])
 
 
 _INDEXES: weakref.WeakKeyDictionary[Message, dict[str, list[str]]] = weakref.WeakKeyDictionary()
+# Each part of a mail with unlabelled 8-bit text -> the codec all of them read as together.
+_HINTS: weakref.WeakKeyDictionary[Message, str] = weakref.WeakKeyDictionary()
+
+
+def _remember_hint(msg: Message) -> None:
+    """What the mail's unlabelled 8-bit texts (raw header bytes, text parts without a
+    usable charset) are detected as together, kept for each of its parts: a text too
+    short to detect alone is read the same way as the rest (charsets.Sample)."""
+    sample = charsets.Sample()
+    parts = list(msg.walk())
+    for part in parts:
+        for _key, value in part.raw_items():
+            text = str(value)
+            if not text.isascii() and _SURROGATE.search(text):
+                sample.feed(text.encode("utf-8", "surrogateescape"))
+        text_part = part.get_content_maintype() == "text" and not part.is_multipart()
+        if text_part and charsets.codec(part.get_content_charset()) is None:
+            sample.feed(payload_bytes(part))
+    hint = sample.guess()
+    if hint is not None:
+        for part in parts:
+            _HINTS[part] = hint
 
 
 def header_str(msg: Message, name: str) -> str:
@@ -318,7 +342,7 @@ def _part_text(part: Message) -> str:
 def _decode_part(part: Message) -> str:
     """A text part's text from its bytes and its label, read as charsets.decode reads
     them (get_content would put U+FFFD wherever the bytes outgrow the label)."""
-    return charsets.decode(payload_bytes(part), part.get_content_charset())
+    return charsets.decode(payload_bytes(part), part.get_content_charset(), hint=_HINTS.get(part))
 
 
 def _filename(part: Message) -> str:
@@ -326,10 +350,10 @@ def _filename(part: Message) -> str:
     if isinstance(name, tuple):
         charset, _language, text = name
         data = str(text).encode("raw-unicode-escape")  # how the stdlib unquotes them
-        name = charsets.decode(data, charset)
+        name = charsets.decode(data, charset, hint=_HINTS.get(part))
     if not name:
         return ""
-    return clean(decode_words(fix_surrogates(email.utils.unquote(str(name)))))
+    return clean(decode_words(fix_surrogates(email.utils.unquote(str(name)), _HINTS.get(part))))
 
 
 def _param(part: Message, header: str, name: str) -> object:
@@ -348,6 +372,7 @@ def _param(part: Message, header: str, name: str) -> object:
 
 
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_UUENCODED = ("x-uuencode", "uuencode", "x-uue", "uue")
 _RFC822 = re.compile(rb"message/rfc822", re.IGNORECASE)
 
 
@@ -355,7 +380,11 @@ def payload_bytes(part: Message) -> bytes:
     """A leaf part's decoded bytes. Base64 is decoded as mail readers do it: characters
     outside the alphabet skipped, a broken length or padding mended (the stdlib hands
     back the undecoded text then)."""
-    if part.get("Content-Transfer-Encoding", "").strip().lower() == "base64":
+    cte = part.get("Content-Transfer-Encoding", "").strip().lower()
+    if cte in _UUENCODED:
+        text = part.get_payload(decode=False)
+        return _uu_lines(text if isinstance(text, str) else "")
+    if cte == "base64":
         text = part.get_payload(decode=False)
         encoded = text.encode("ascii", "ignore") if isinstance(text, str) else b""
         try:
@@ -470,23 +499,32 @@ def _uudecode(text: str) -> tuple[str, list[tuple[str, bytes]]]:
     files: list[tuple[str, bytes]] = []
 
     def take(found: re.Match[str]) -> str:
-        data = bytearray()
-        for line in found.group(2).splitlines():
-            if not line.strip() or line.strip() == "`":
-                continue
-            chunk = line.encode("latin-1", "replace")
-            try:
-                data += binascii.a2b_uu(chunk)
-            except binascii.Error:  # trailing junk: the length byte says what counts
-                size = (chunk[0] - 32) & 63
-                try:
-                    data += binascii.a2b_uu(chunk[: 1 + (size + 2) // 3 * 4])
-                except binascii.Error:
-                    continue
-        files.append((found.group(1).strip() or "uuencoded.bin", bytes(data)))
+        files.append((found.group(1).strip() or "uuencoded.bin", _uu_lines(found.group(2))))
         return ""
 
     return _UU_BLOCK.sub(take, text), files
+
+
+def _uu_lines(text: str) -> bytes:
+    """The bytes of uuencoded lines: a `begin` line (if any) skipped, up to `end`.  A
+    Content-Transfer-Encoding of x-uuencode need not have the begin line."""
+    data = bytearray()
+    for line in text.splitlines():
+        word = line.strip()
+        if not word or word == "`" or word.startswith("begin "):
+            continue
+        if word == "end":
+            break
+        chunk = line.encode("latin-1", "replace")
+        try:
+            data += binascii.a2b_uu(chunk)
+        except binascii.Error:  # trailing junk: the length byte says what counts
+            size = (chunk[0] - 32) & 63
+            try:
+                data += binascii.a2b_uu(chunk[: 1 + (size + 2) // 3 * 4])
+            except binascii.Error:
+                continue
+    return bytes(data)
 
 
 def _cut_parts(raw: bytes, max_parts: int) -> tuple[bytes, int]:
@@ -533,6 +571,8 @@ def parse(raw: bytes, max_parts: int = MAX_PARTS) -> ParsedMail:
         out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
         return out
     out.message = msg
+    if not readable.isascii():
+        _remember_hint(msg)
     out.subject = clean(header_str(msg, "Subject"))
     froms = _addresses(msg, "From")
     if froms:

@@ -85,3 +85,120 @@ def test_the_search_index_sees_the_decoded_text(pipeline) -> None:
     with pipeline.sessions() as s:
         rows, _ = queries.results(s, pipeline.config, "сломался", 10)
     assert [r["number"] for r in rows] == [number]
+
+
+# -- issue 25: 7-bit charsets, short texts, x-uuencode ---------------------------------------
+
+
+def _iconv(text: str, charset: str) -> bytes:
+    """Bytes as another program writes them: glibc's iconv for what Python cannot encode."""
+    import subprocess
+
+    done = subprocess.run(
+        ["iconv", "-f", "UTF-8", "-t", charset], input=text.encode(), capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+SEVEN_BIT = [
+    ("ISO-2022-JP", "テスト 日本語のメール", lambda t: t.encode("iso2022_jp")),
+    ("ISO-2022-KR", "한국어 시험 메일", lambda t: t.encode("iso2022_kr")),
+    ("ISO-2022-CN", "中文测试 简体邮件", lambda t: _iconv(t, "ISO-2022-CN")),
+    ("HZ-GB-2312", "中文测试 简体邮件", lambda t: t.encode("hz")),
+    ("UTF-7", "Grüße aus Köln €", lambda t: t.encode("utf-7")),
+]
+
+
+@pytest.mark.parametrize(("label", "text", "encode"), SEVEN_BIT, ids=[s[0] for s in SEVEN_BIT])
+def test_seven_bit_charsets_in_subject_name_filename_and_body(label, text, encode) -> None:
+    """Issue 25, item 2: every byte of these is ASCII, and that was taken for ASCII text
+    (`$B%F%9%H (B`).  Each is read by its own codec wherever it is declared."""
+    import base64
+    import urllib.parse
+
+    data = encode(text)
+    assert data.isascii()
+    word = f"=?{label}?B?{base64.b64encode(data).decode()}?="
+    rfc2231 = urllib.parse.quote(data + b".txt", safe=".")
+    raw = (
+        (
+            f"From: {word} <sender@customer.test>\nTo: hotline@example.com\nSubject: {word}\n"
+            'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n'
+            f"--b\nContent-Type: text/plain; charset={label}\nContent-Transfer-Encoding: 7bit\n\n"
+        ).encode()
+        + data
+        + (
+            "\n--b\nContent-Type: text/plain\n"
+            f"Content-Disposition: attachment; filename*={label}''{rfc2231}\n\nfile\n--b--\n"
+        ).encode()
+    )
+    m = parse(raw)
+    assert m.subject == text
+    assert m.from_name == text
+    assert m.body_text == text
+    assert [a.filename for a in m.attachments] == [text + ".txt"]
+
+
+def test_an_unlabelled_iso_2022_jp_body_is_read_by_its_escapes() -> None:
+    body = "お世話になっております。テストです。".encode("iso2022_jp")
+    assert parse(_mail(b"Subject: t\n", body)).body_text == "お世話になっております。テストです。"
+
+
+def test_iso_2022_jp_with_jis_x_0213_characters_is_read_by_a_wider_form() -> None:
+    text = "﨑山 ① 丏"  # JIS X 0213 (ESC $ ( Q), which mail labels ISO-2022-JP all the same
+    data = text.encode("iso2022_jp_2004")
+    ctype = b"Content-Type: text/plain; charset=ISO-2022-JP\n"
+    assert parse(_mail(b"Subject: t\n" + ctype, data)).body_text == text
+
+
+def test_a_short_unlabelled_text_is_read_as_the_rest_of_its_mail() -> None:
+    """A four-letter KOI8-R body is too short to detect (chardetng says Greek); its raw
+    subject is read as KOI8-R, so the body is too."""
+    raw = _mail("Subject: тест письма\n".encode("koi8-r"), "ТЕСТ".encode("koi8-r"))
+    m = parse(raw)
+    assert (m.subject, m.body_text) == ("тест письма", "ТЕСТ")
+
+
+def test_x_uuencode_parts_without_a_begin_line() -> None:
+    import binascii
+
+    payload = b"The file's own bytes \x00\x01\x02, longer than one line of uuencode." * 2
+    lines = [binascii.b2a_uu(payload[i : i + 45]) for i in range(0, len(payload), 45)]
+    for cte, begin in (("x-uuencode", b""), ("uuencode", b"begin 644 data.bin\n"), ("x-uue", b"")):
+        raw = (
+            b"From: x@customer.test\nTo: hotline@example.com\nSubject: uu\n"
+            b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
+            b"see the file\n--b\nContent-Type: application/octet-stream; name=data.bin\n"
+            + f"Content-Transfer-Encoding: {cte}\n\n".encode()
+            + begin
+            + b"".join(lines)
+            + b"`\nend\n--b--\n"
+        )
+        [part] = parse(raw).attachments
+        assert part.data == payload, cte
+
+
+def test_a_japanese_mail_is_filed_and_answered_in_japanese(pipeline) -> None:
+    """Through the pipeline: ticket title, article text and the acknowledgement's subject
+    carry the Japanese text, not its escape codes."""
+    import base64
+
+    from sqlalchemy import select
+
+    from otrs_mailgate.store.models import Article, Ticket
+
+    from helpers import outbox_mails
+
+    subject = "=?ISO-2022-JP?B?" + base64.b64encode("請求書について".encode("iso2022_jp")).decode()
+    raw = _mail(
+        f"Subject: {subject}?=\nContent-Type: text/plain; charset=iso-2022-jp\n".encode(),
+        "請求書が届いていません。".encode("iso2022_jp"),
+    )
+    number = pipeline.deliver_one(raw, "hotline@example.com").ticket_number
+    with pipeline.sessions() as s:
+        title = s.execute(select(Ticket.title).where(Ticket.number == number)).scalar_one()
+        text = s.execute(select(Article.body_text)).scalar_one()
+    assert (title, text) == ("請求書について", "請求書が届いていません。")
+    [ack] = outbox_mails(pipeline)
+    assert str(ack["Subject"]) == f"[Ticket#{number}] 請求書について"
