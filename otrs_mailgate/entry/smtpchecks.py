@@ -223,17 +223,16 @@ class Message:
         ):
             return Reply("550", "5.7.1", "mail loop: this mail carries our own X-Loop")
         edits = Edits()
-        dkim_checked: tuple[bool, str] | None = None
+        found: list[auth.Signature] | None = None
         dns = pipeline.dkim_dns()
         if milter.dkim:
             found = auth.signatures(raw, dns)
-            dkim_checked = auth.dkim_verdict(found, (mail.from_addr or "").rpartition("@")[2])
             edits.delete += self._ours(AR, lambda v: auth.claims_ours(v, config.authserv_id))
             edits.insert.append((AR, _results(config.authserv_id, found)))
         now = utcnow()
         with read_only(pipeline.engine) as conn:
             for token in self.tokens:
-                verdict = auth.check(conn, config.agents, mail, token, now, dns, dkim_checked)
+                verdict = auth.check(conn, config.agents, mail, token, now, dns, found)
                 if verdict.reasons:  # the reasons are logged, never told (item 3)
                     log.info("refused mail from %s: %s", self.sender, verdict.reasons)
                     return REFUSED_TOKEN
@@ -266,14 +265,19 @@ def _text(value: bytes) -> str:
 
 def _results(authserv_id: str, found: list[auth.Signature]) -> str:
     """The value of our Authentication-Results header (RFC 8601)."""
-    results = [
-        authres.DKIMAuthenticationResult(
+    results = []
+    for sig in found:
+        result = authres.DKIMAuthenticationResult(
             result=sig.result,
             header_d=sig.domain or None,
             header_s=sig.selector or None,
             reason=sig.reason[:100] or None,
         )
-        for sig in found
-    ] or [authres.DKIMAuthenticationResult(result="none")]
+        if len(sig.b) >= 8:  # which signature (RFC 6008); last: authres drops it when first
+            result.properties.append(
+                authres.AuthenticationResultProperty("header", "b", sig.b[:16])
+            )
+        results.append(result)
+    results = results or [authres.DKIMAuthenticationResult(result="none")]
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return str(header).split(":", 1)[1].strip()

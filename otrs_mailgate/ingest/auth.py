@@ -8,16 +8,23 @@
   the policy is `dkim = optional`;
 - the Message-ID has not been seen before (no replays);
 - the Date is within the configured window;
-- no From, Sender, To, Cc, Subject, Date, Message-ID or In-Reply-To comes twice.
+- no From, Sender, To, Cc, Subject, Date, Message-ID, In-Reply-To or References comes
+  twice;
+- the passing DKIM signature signs every one of From, To, Cc, Subject, Date, Message-ID,
+  In-Reply-To and References the mail has, and the whole body (no `l=` shorter than
+  it): a copy of an agent's mail with a new Message-ID, a swapped Subject or text
+  appended below the signed part is another mail (issue 25).
 
 Every failing check is named, so the transcript can say exactly why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +44,11 @@ log = logging.getLogger(__name__)
 DNSFunc = Callable[..., bytes | None]
 # Headers a command mail has once: with two, the DKIM verifier (the bottom one) and the
 # parser (the top one) would read different mails.
-SINGLE_HEADERS = ("From", "Sender", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To")
+SINGLE_HEADERS = (
+    "From", "Sender", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References"
+)  # fmt: skip
+# What the DKIM signature of a command mail must sign, of those the mail has.
+COVERED = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references")
 
 
 @dataclass
@@ -78,12 +89,71 @@ def aligned(domain: str, from_domain: str) -> bool:
 
 @dataclass(frozen=True)
 class Signature:
-    """One DKIM-Signature and what became of it (RFC 8601 result words)."""
+    """One DKIM-Signature and what became of it (RFC 8601 result words), with what it
+    signs: the header names of h=, the body length of l= and the body's own length."""
 
     domain: str
     selector: str
-    result: str  # pass | fail | permerror | temperror
+    result: str  # pass | fail | permerror | temperror ("" before it was verified)
     reason: str = ""
+    signed: tuple[str, ...] = ()  # h=, lower-cased
+    length: int | None = None  # l=, when the signer limited the body it signs
+    body_length: int = 0  # the canonical body's length under the signature's c=
+    b: str = ""  # b= without white space: an Authentication-Results header.b names it
+
+    def gaps(self, present: Mapping[str, int]) -> str:
+        """Why this signature does not vouch for a command mail with these headers (name
+        -> how often), or "": a header it does not sign, a body it signs only part of."""
+        problems = []
+        missing = [name for name in COVERED if present.get(name, 0) > self.signed.count(name)]
+        if missing:
+            problems.append("it does not sign " + ", ".join(missing))
+        if self.length is not None and self.length < self.body_length:
+            unsigned = self.body_length - self.length
+            problems.append(f"its l={self.length} leaves {unsigned} bytes of the body unsigned")
+        return "; ".join(problems)
+
+
+def present(mail: ParsedMail) -> dict[str, int]:
+    """How often each header a command mail's signature must sign occurs."""
+    return {name: len(raw_headers_of(mail, name)) for name in COVERED}
+
+
+def _declared(checker: dkim.DKIM) -> list[Signature]:
+    """Every DKIM-Signature as it declares itself (not verified): d=, s=, h=, l=, b=."""
+    found = []
+    for name, value in checker.headers:
+        if name.lower() != b"dkim-signature":
+            continue
+        try:
+            tags = dkim.util.parse_tag_value(value)
+        except Exception:
+            found.append(Signature("", "", ""))
+            continue
+        length = tags.get(b"l", b"").strip()
+        try:
+            canon = dkim.CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+            body_length = len(canon.canonicalize_body(checker.body))
+        except Exception:
+            body_length = 0
+        found.append(
+            Signature(
+                _ascii(tags.get(b"d", b"")),
+                _ascii(tags.get(b"s", b"")),
+                "",
+                signed=tuple(
+                    _ascii(h).strip().lower() for h in tags.get(b"h", b"").split(b":") if h.strip()
+                ),
+                length=int(length) if length.isdigit() else None,
+                body_length=body_length,
+                b=_ascii(re.sub(rb"\s+", b"", tags.get(b"b", b""))),
+            )
+        )
+    return found
+
+
+def _ascii(value: bytes) -> str:
+    return value.decode("ascii", "replace")
 
 
 def signatures(raw: bytes, dnsfunc: DNSFunc) -> list[Signature]:
@@ -91,11 +161,11 @@ def signatures(raw: bytes, dnsfunc: DNSFunc) -> list[Signature]:
     dkimpy cannot read at all gives one permerror."""
     try:
         checker = dkim.DKIM(raw, timeout=5)
-        count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
+        declared = _declared(checker)
     except Exception as exc:
         return [Signature("", "", "permerror", f"the message cannot be checked ({exc})")]
     found = []
-    for idx in range(count):
+    for idx, sig in enumerate(declared):
         try:
             ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
             result, reason = ("pass", "") if ok else ("fail", "signature does not verify")
@@ -105,26 +175,25 @@ def signatures(raw: bytes, dnsfunc: DNSFunc) -> list[Signature]:
             result, reason = "permerror", str(exc)
         except Exception as exc:  # DNS trouble: worth trying again later
             result, reason = "temperror", f"{type(exc).__name__}: {exc}"
-        found.append(
-            Signature(
-                (checker.domain or b"").decode("ascii", "replace"),
-                (checker.selector or b"").decode("ascii", "replace"),
-                result,
-                reason,
-            )
-        )
+        found.append(dataclasses.replace(sig, result=result, reason=reason))
     return found
 
 
-def dkim_verdict(found: list[Signature], from_domain: str) -> tuple[bool, str]:
-    """(an aligned signature passes, what was found)."""
+def dkim_verdict(
+    found: list[Signature], from_domain: str, headers: Mapping[str, int] | None = None
+) -> tuple[bool, str]:
+    """(an aligned signature passes, what was found); with `headers` (what a command mail
+    has), the passing signature must also sign them and the whole body."""
     if not found:
         return False, "DKIM: the mail is not signed"
     seen = []
     for sig in found:
         if sig.result == "pass" and aligned(sig.domain, from_domain):
-            return True, f"DKIM pass, d={sig.domain}"
-        if sig.result == "pass":
+            gaps = sig.gaps(headers) if headers is not None else ""
+            if not gaps:
+                return True, f"DKIM pass, d={sig.domain}"
+            seen.append(f"d={sig.domain} passes, but {gaps}")
+        elif sig.result == "pass":
             seen.append(f"d={sig.domain} passes but is not aligned with {from_domain}")
         else:
             word = "fails" if sig.result == "fail" else sig.result
@@ -132,9 +201,11 @@ def dkim_verdict(found: list[Signature], from_domain: str) -> tuple[bool, str]:
     return False, "DKIM: " + "; ".join(seen)
 
 
-def dkim_result(raw: bytes, from_domain: str, dnsfunc: DNSFunc) -> tuple[bool, str]:
+def dkim_result(
+    raw: bytes, from_domain: str, dnsfunc: DNSFunc, headers: Mapping[str, int] | None = None
+) -> tuple[bool, str]:
     """(an aligned signature verifies, what was found) over every DKIM-Signature."""
-    return dkim_verdict(signatures(raw, dnsfunc), from_domain)
+    return dkim_verdict(signatures(raw, dnsfunc), from_domain, headers)
 
 
 def _parse_results(value: str) -> authres.AuthenticationResultsHeader | None:
@@ -155,24 +226,52 @@ def claims_ours(value: str, authserv_id: str) -> bool:
     return bool(authserv_id) and str(header.authserv_id).lower() == authserv_id.lower()
 
 
-def trusted_results(mail: ParsedMail, authserv_id: str, from_domain: str) -> tuple[bool, str]:
+def trusted_results(
+    mail: ParsedMail,
+    authserv_id: str,
+    from_domain: str,
+    headers: Mapping[str, int] | None = None,
+) -> tuple[bool, str]:
     """The milter's Authentication-Results with an aligned dkim=pass.  Only the topmost
     such header is read: the milter inserts its own at the top and deletes every other
-    that claims our authserv-id, so anything below is somebody else's."""
+    that claims our authserv-id, so anything below is somebody else's.  With `headers`
+    the signature it names (header.b) must also sign them and the whole body: that is
+    read from the DKIM-Signature itself, the result says nothing of it."""
     if not authserv_id or mail.message is None:
         return False, ""
     values = raw_headers(mail.message, "Authentication-Results")
     header = _parse_results(values[0]) if values else None
+    gaps = ""
     if header is not None and str(header.authserv_id).lower() == authserv_id.lower():
         for result in header.results:
             if result.method != "dkim" or result.result != "pass":
                 continue
-            for prop in result.properties:
-                if prop.type == "header" and prop.name in ("d", "i"):
-                    signer = str(prop.value).rpartition("@")[2]
-                    if aligned(signer, from_domain):
-                        return True, f"Authentication-Results of {authserv_id}: dkim=pass"
+            props = {(p.type, p.name): str(p.value) for p in result.properties}
+            signer = props.get(("header", "d")) or props.get(("header", "i")) or ""
+            if not aligned(signer.rpartition("@")[2], from_domain):
+                continue
+            if headers is not None:
+                gaps = _gaps_of(mail, props.get(("header", "b"), ""), headers)
+                if gaps:
+                    continue
+            return True, f"Authentication-Results of {authserv_id}: dkim=pass"
+    if gaps:
+        return False, f"Authentication-Results of {authserv_id}: dkim=pass, but {gaps}"
     return False, f"no Authentication-Results of {authserv_id} with an aligned dkim=pass"
+
+
+def _gaps_of(mail: ParsedMail, named: str, headers: Mapping[str, int]) -> str:
+    """What the signature an Authentication-Results header.b names leaves unsigned."""
+    if len(named) < 8:
+        return "the result names no signature (header.b)"
+    try:
+        declared = _declared(dkim.DKIM(mail.raw, timeout=5))
+    except Exception as exc:
+        return f"the message cannot be checked ({exc})"
+    for sig in declared:
+        if sig.b.startswith(named):
+            return sig.gaps(headers)
+    return "the signature it names is not in the mail"
 
 
 def check_token(conn: Connection, token_text: str, now: dt.datetime) -> Verdict:
@@ -202,9 +301,9 @@ def check(
     token_text: str,
     now: dt.datetime,
     dnsfunc: DNSFunc,
-    dkim_checked: tuple[bool, str] | None = None,
+    dkim_found: list[Signature] | None = None,
 ) -> Verdict:
-    """Every check; dkim_checked is a verdict already reached on these bytes (the
+    """Every check; dkim_found are the signatures already verified on these bytes (the
     milter's, before it has written its Authentication-Results)."""
     verdict = check_token(conn, token_text, now)
     agent = verdict.agent
@@ -220,12 +319,13 @@ def check(
             verdict.reasons.append(f"the mail has {count} {name} headers, a command mail one")
     if config.dkim == "required":
         from_domain = (mail.from_addr or "").rpartition("@")[2]
-        if dkim_checked is not None:
-            passed, why = dkim_checked
+        headers = present(mail)
+        if dkim_found is not None:
+            passed, why = dkim_verdict(dkim_found, from_domain, headers)
         else:
-            passed, why = trusted_results(mail, config.authserv_id, from_domain)
+            passed, why = trusted_results(mail, config.authserv_id, from_domain, headers)
             if not passed:
-                passed, why = dkim_result(mail.raw, from_domain, dnsfunc)
+                passed, why = dkim_result(mail.raw, from_domain, dnsfunc, headers)
         if not passed:
             verdict.reasons.append(f"{why} (policy: dkim = required)")
     if not mail.message_id:

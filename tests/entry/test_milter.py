@@ -286,3 +286,18 @@ def test_smtputf8_sender_and_odd_client_names_keep_the_connection(milter: Milter
         "From: Jörg <jörg@exämple.de>\r\nTo: hotline@example.com\r\nSubject: Grüße\r\n\r\nHallo\r\n"
     )
     milter.run("utf8.lua", idn=milter.file("idn.eml", idn.encode()))
+
+
+def test_command_mail_signed_over_too_little_is_refused(milter: Milter) -> None:
+    subject = f"Re: [Ticket#{milter.number} close] Printer"
+    raw = agent_mail("alice@agents.test", "x", subject, "Fixed.\n")
+    signed = milter.signer.sign(raw, length=True)
+    milter.run(
+        "coverage.lua",
+        token_address=milter.token_address,
+        reason=REFUSED_TOKEN.text,
+        narrow=milter.file("narrow.eml", milter.signer.sign(raw, headers=[b"from"])),
+        partial=milter.file("partial.eml", signed + b"Pay to IBAN DE00 first.\r\n"),
+        added=milter.file("added.eml", b"Cc: eve@evil.test\r\n" + milter.signer.sign(raw)),
+        good=milter.file("good.eml", signed),
+    )

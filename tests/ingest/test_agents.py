@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
+from otrs_mailgate.ingest import auth
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.jobs import locks
 from otrs_mailgate.mail import tokens
@@ -391,14 +392,27 @@ def test_dkim_optional_accepts_the_token_and_from_alone(
 def test_authentication_results_only_with_our_authserv_id(
     db_url: str, signing: SigningDomain
 ) -> None:
+    """The daemon believes our milter's dkim=pass (the key is not in its own DNS here)
+    when it names, by header.b, a signature in the mail that signs what a command mail
+    must have signed; another authserv-id, or no signature named, is nothing."""
     desk = Desk(Pipeline(make_config(db_url, agents={"authserv_id": "mx.mailgate.test"})), signing)
+    desk.p.dns = lambda name, timeout=5: None  # only the milter could look the key up
     n = new_ticket(desk)
-    forged = {"Authentication-Results": "mx.elsewhere.test; dkim=pass header.d=agents.test"}
-    desk.command("alice", n, "close", sign=False, headers=forged)
-    assert state(desk, n)[0] == "new"
-    ours = {"Authentication-Results": "mx.mailgate.test; dkim=pass header.d=agents.test"}
-    desk.command("alice", n, "close", sign=False, headers=ours)
-    assert state(desk, n)[0] == "closed"
+
+    def close_with(results: str, signed: bool) -> str:
+        to = desk.reply_address("alice", n)
+        raw = agent_mail("alice@agents.test", to, f"Re: [Ticket#{n} close] Printer", "Done.")
+        raw = signing.sign(raw) if signed else raw
+        b = auth._declared(auth.dkim.DKIM(raw))[0].b[:16] if signed else ""
+        value = results.replace("B", b)
+        desk.p.deliver_one(f"Authentication-Results: {value}\r\n".encode() + raw, to)
+        return state(desk, n)[0]
+
+    assert close_with("mx.elsewhere.test; dkim=pass header.d=agents.test header.b=B", True) == "new"
+    assert close_with("mx.mailgate.test; dkim=pass header.d=agents.test", False) == "new"
+    assert close_with("mx.mailgate.test; dkim=pass header.d=agents.test header.b=B", True) == (
+        "closed"
+    )
 
 
 def test_no_header_injection_into_customer_mail(desk: Desk) -> None:

@@ -43,8 +43,10 @@ class SigningDomain:
         name = name.decode() if isinstance(name, bytes) else name
         return self.txt if name.rstrip(".") == f"{self.selector}._domainkey.{self.domain}" else None
 
-    def sign(self, raw: bytes) -> bytes:
-        headers = [b"from", b"to", b"subject", b"date", b"message-id"]
+    def sign(self, raw: bytes, headers: list[bytes] | None = None, length: bool = False) -> bytes:
+        """A signature as mail clients' servers make it: dkimpy's default set of headers
+        (From signed twice, everything a command mail's must cover) unless `headers`
+        names others; `length` adds l= (the body's length at signing)."""
         return (
             dkim.sign(
                 raw,
@@ -52,6 +54,7 @@ class SigningDomain:
                 self.domain.encode(),
                 self.private,
                 include_headers=headers,
+                length=length,
             )
             + raw
         )

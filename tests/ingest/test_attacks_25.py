@@ -1,0 +1,159 @@
+"""Issue 25, item 3: eight ways around the agent checks and the data boundaries, each
+tried as an attacker would.  The DKIM cases use real signatures made by dkimpy and go
+through the daemon over LMTP, with the agents' key pinned (agents.dkim_keys)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.outbound.outbox import split_recipients
+from otrs_mailgate.store.models import Article, History, Outbox, Ticket
+
+from agent_helpers import Desk, SigningDomain, agent_mail
+from helpers import mail, make_config
+from lmtp_helpers import RawLMTP, running
+
+HOT = "hotline@example.com"
+CUSTOMER = "cus@customer.test"
+ALICE = "alice@agents.test"
+
+
+@pytest.fixture(scope="module")
+def signing() -> SigningDomain:
+    return SigningDomain()
+
+
+@pytest.fixture
+def pinned(tmp_path: Path, db_url: str, signing: SigningDomain) -> Desk:
+    """A desk whose daemon knows the agents' DKIM key from a pinned-keys file only."""
+    keys = tmp_path / "agent-keys"
+    keys.write_text(f"{signing.selector}._domainkey.{signing.domain} {signing.txt.decode()}\n")
+    desk = Desk(Pipeline(make_config(db_url, agents={"dkim_keys": str(keys)})), signing)
+    desk.p.dns = lambda name, timeout=5: None  # nothing but the pinned key
+    return desk
+
+
+def deliver(desk: Desk, raw: bytes, to: str, sender: str = ALICE) -> list[str]:
+    """Through a running daemon, over LMTP; the replies to DATA."""
+    with running(desk.p.config) as daemon:
+        client = RawLMTP(daemon.config.lmtp.port)
+        client.cmd("LHLO attacker.test")
+        _, replies = client.send(sender, [to], raw)
+        client.close()
+    return replies
+
+
+def ticket(desk: Desk, number: str) -> Ticket:
+    with desk.p.sessions() as s:
+        return s.execute(select(Ticket).where(Ticket.number == number)).unique().scalar_one()
+
+
+def answers_to(desk: Desk, address: str) -> list[Outbox]:
+    with desk.p.sessions() as s:
+        rows = s.execute(select(Outbox).where(Outbox.kind == "agent_reply")).scalars().all()
+    return [r for r in rows if address in split_recipients(r.rcpt_to)]
+
+
+def refusals(desk: Desk) -> list[str]:
+    """The reasons of every command mail refused so far (the ticket's history)."""
+    with desk.p.sessions() as s:
+        rows = s.execute(select(History.detail).where(History.type == "CommandRefused"))
+        return ["; ".join(json.loads(d)["reasons"]) for d in rows.scalars()]
+
+
+def new_ticket(desk: Desk) -> str:
+    return desk.p.deliver_one(mail("Printer", "It burns.", sender=CUSTOMER), HOT).ticket_number
+
+
+def agent_answer(desk: Desk, number: str, subject_extra: str = "", body: str = "Fixed.") -> bytes:
+    to = desk.reply_address("alice", number)
+    tag = f"[Ticket#{number}{' ' + subject_extra if subject_extra else ''}]"
+    return agent_mail(ALICE, to, f"Re: {tag} Printer", body)
+
+
+# -- DKIM that covers too little ----------------------------------------------------------
+
+
+def test_a_signature_over_from_alone_commands_nothing_nor_does_its_replay(pinned: Desk) -> None:
+    """Signed over From only: not a command mail.  A copy with a new Message-ID (which
+    the signature does not cover) answers the customer no second time either."""
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    raw = pinned.domain.sign(agent_answer(pinned, n, "close"), headers=[b"from"])
+    assert deliver(pinned, raw, to)[0].startswith("250")
+    replay = raw.replace(b"Message-ID: <", b"Message-ID: <again-")
+    assert deliver(pinned, replay, to)[0].startswith("250")
+    assert ticket(pinned, n).state == "new"
+    assert answers_to(pinned, CUSTOMER) == []
+    reasons = refusals(pinned)
+    assert len(reasons) == 2
+    assert all("does not sign to, subject, date, message-id" in r for r in reasons), reasons
+
+
+def test_a_swapped_subject_outside_the_signature_closes_nothing(pinned: Desk) -> None:
+    """The agent's genuine mail signs From, To, Date, Message-ID but not Subject: a copy
+    whose Subject says close and cc+= an outsider is refused, the ticket stays as it was."""
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    genuine = agent_answer(pinned, n, "note", "Looking into it.")
+    signed = pinned.domain.sign(genuine, headers=[b"from", b"to", b"date", b"message-id"])
+    swapped = signed.replace(
+        f"[Ticket#{n} note]".encode(), f"[Ticket#{n} close cc+=eve@evil.test]".encode()
+    )
+    assert deliver(pinned, swapped, to)[0].startswith("250")
+    row = ticket(pinned, n)
+    assert row.state == "new"
+    assert any("does not sign subject" in r for r in refusals(pinned))
+    assert answers_to(pinned, "eve@evil.test") == []
+
+
+def test_an_added_cc_is_not_signed_and_not_a_command(pinned: Desk) -> None:
+    """A header the mail did not have when signed (Cc), added on the way: unsigned."""
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    signed = pinned.domain.sign(agent_answer(pinned, n))
+    added = b"Cc: eve@evil.test\r\n" + signed
+    assert deliver(pinned, added, to)[0].startswith("250")
+    assert answers_to(pinned, CUSTOMER) == []
+    assert any("does not sign cc" in r for r in refusals(pinned))
+
+
+def test_the_same_mail_signed_over_everything_works(pinned: Desk) -> None:
+    """The control: dkimpy's default signature (From, To, Subject, Date, Message-ID and
+    the rest) is a command mail through the daemon with pinned keys."""
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    assert deliver(pinned, pinned.domain.sign(agent_answer(pinned, n, "close")), to)[0][:3] == "250"
+    assert ticket(pinned, n).state == "closed"
+    assert len(answers_to(pinned, CUSTOMER)) == 1
+
+
+# -- DKIM l= ------------------------------------------------------------------------------
+
+
+def test_text_appended_after_an_l_signature_never_reaches_the_customer(pinned: Desk) -> None:
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    signed = pinned.domain.sign(
+        agent_answer(pinned, n, body="Your refund is on its way."), length=True
+    )
+    appended = signed + b"\r\nPlease pay the fee to IBAN DE00 1234 5678 first.\r\n"
+    assert deliver(pinned, appended, to)[0].startswith("250")
+    assert answers_to(pinned, CUSTOMER) == []
+    assert any("bytes of the body unsigned" in r for r in refusals(pinned))
+    with pinned.p.sessions() as s:
+        stored = s.execute(select(Article).order_by(Article.id.desc())).scalars().first()
+    assert stored.internal and "IBAN" in stored.body_text  # filed for the agents, not sent
+
+
+def test_an_l_signature_over_the_whole_body_is_fine(pinned: Desk) -> None:
+    n = new_ticket(pinned)
+    to = pinned.reply_address("alice", n)
+    signed = pinned.domain.sign(agent_answer(pinned, n, "close"), length=True)
+    assert deliver(pinned, signed, to)[0].startswith("250")
+    assert ticket(pinned, n).state == "closed"
