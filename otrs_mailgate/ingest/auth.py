@@ -33,8 +33,8 @@ import dkim
 from sqlalchemy import Connection, bindparam, select
 
 from otrs_mailgate.config.schema import AgentsConfig
-from otrs_mailgate.mail import tokens
-from otrs_mailgate.mail.parse import ParsedMail, raw_headers
+from otrs_mailgate.mail import addresses, tokens
+from otrs_mailgate.mail.parse import ParsedMail, raw_headers, spec
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import MessageRef
 from otrs_mailgate.tickets import agents, refs
@@ -310,7 +310,12 @@ def check(
     if agent is None:
         return verdict
     froms = [a for a in email.utils.getaddresses(raw_headers_of(mail, "From")) if "@" in a[1]]
-    if len(froms) != 1 or froms[0][1].strip().lower() != agent.address:
+    sender = froms[0][1].strip() if len(froms) == 1 else ""
+    if addresses.imitates(sender, agent.address):  # a Kelvin sign for a k, fullwidth, ...
+        verdict.reasons.append(
+            f"From {sender} imitates the agent's address {agent.address} with look-alike characters"
+        )
+    elif len(froms) != 1 or spec(sender) != agent.address:  # exact: A-Z lower-cased only
         shown = mail.from_addr or "(none)"
         verdict.reasons.append(f"From is {shown}, not the agent's address {agent.address}")
     for name in SINGLE_HEADERS:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config, QueueConfig
 from otrs_mailgate.mail import bounces, tokens
+from otrs_mailgate.mail.addresses import ascii_lower
 from otrs_mailgate.mail.commands import VOCABULARY
 from otrs_mailgate.mail.compose import Response, new_message_id
 from otrs_mailgate.mail.parse import ParsedMail
@@ -126,7 +127,7 @@ def notify(
         recipients = owner_or_queue(session, ticket.owner_id, ticket.queue_id)
     # An agent is not told of what it wrote itself: an agent's robot answering a
     # notification at the queue address would otherwise be notified of its own answer.
-    recipients = [a for a in recipients if a.address != (mail.from_addr or "").lower()]
+    recipients = [a for a in recipients if a.address != mail.from_addr]
     template = "notification_new" if new else "notification_followup"
     if bounce is not None:
         template = "notification_bounce"
@@ -188,7 +189,9 @@ def moved(
             site, session, ticket, "customer_moved", target,
             new_queue=target.display_name or target.name,
         )  # fmt: skip
-    workers = [a for a in queue_workers(session, ticket.queue_id) if a.address != actor.lower()]
+    workers = [
+        a for a in queue_workers(session, ticket.queue_id) if a.address != ascii_lower(actor)
+    ]
     return to_agents(
         site, session, ticket, target, workers,
         template="notification_moved", subject=ticket.title,

@@ -66,8 +66,17 @@ def by_login(conn: Connection, login: str) -> AgentRef | None:
 
 
 def by_address(conn: Connection, address: str) -> AgentRef | None:
-    row = conn.execute(select(*_COLUMNS).where(_A.c.address == address.lower())).first()
+    """The agent of exactly this address (addresses.canonical: A-Z lower-cased, never a
+    look-alike letter folded onto an ASCII one)."""
+    row = conn.execute(select(*_COLUMNS).where(_A.c.address == _spec(address))).first()
     return _ref(row) if row else None
+
+
+def _spec(address: str) -> str:
+    try:
+        return addresses.canonical(address)
+    except addresses.Unanswerable:
+        return addresses.ascii_lower(address.strip())
 
 
 def find(conn: Connection, who: str) -> AgentRef | None:
@@ -79,11 +88,15 @@ def find(conn: Connection, who: str) -> AgentRef | None:
 
 
 def add(session: Session, login: str, address: str, name: str, groups: list[str]) -> AgentRef:
-    login, address = login.strip().lower(), address.strip().lower()
+    login = login.strip().lower()
     if not LOGIN.match(login):
         raise AgentError(f"login {login!r}: use lower-case letters, digits, '.', '_', '-'")
     if not addresses.is_address(address):
         raise AgentError(f"{address!r} is not a mail address")
+    try:
+        address = addresses.canonical(address)
+    except addresses.Unanswerable as exc:
+        raise AgentError(f"{address!r} cannot take our mail: {exc}") from None
     conn = session.connection()
     if by_login(conn, login):
         raise AgentError(f"an agent with login {login!r} exists already")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.mail import addresses
 from otrs_mailgate.store.models import Customer, TicketCc
 
 
@@ -20,7 +21,7 @@ def set_language(session: Session, address: str, language: str, known: frozenset
         )
     done = session.execute(
         update(Customer)
-        .where(Customer.address == address.strip().lower())
+        .where(Customer.address == addresses.ascii_lower(address.strip()))
         .values(language=language)
     )
     if not done.rowcount:  # type: ignore[attr-defined]
@@ -45,7 +46,7 @@ def label(conn: Connection, customer_id: int | None) -> str:
 
 def is_party(conn: Connection, ticket_id: int, customer_id: int | None, address: str) -> bool:
     """The address is the ticket's customer or one of its Cc: somebody who may read it."""
-    address = address.strip().lower()
+    address = addresses.ascii_lower(address.strip())
     if not address:
         return False
     if contact(conn, customer_id)[0] == address:

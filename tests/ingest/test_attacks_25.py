@@ -4,6 +4,7 @@ through the daemon over LMTP, with the agents' key pinned (agents.dkim_keys)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.mail import tokens
 from otrs_mailgate.outbound.outbox import split_recipients
-from otrs_mailgate.store.models import Article, History, Outbox, Ticket
+from otrs_mailgate.store.models import Article, History, Outbox, Ticket, utcnow
 
 from agent_helpers import Desk, SigningDomain, agent_mail
 from helpers import mail, make_config
@@ -157,3 +159,76 @@ def test_an_l_signature_over_the_whole_body_is_fine(pinned: Desk) -> None:
     signed = pinned.domain.sign(agent_answer(pinned, n, "close"), length=True)
     assert deliver(pinned, signed, to)[0].startswith("250")
     assert ticket(pinned, n).state == "closed"
+
+
+# -- confusable addresses ---------------------------------------------------------------
+
+LOCAL = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def look_alikes() -> list[tuple[str, str]]:
+    """Every code point outside ASCII whose NFKC form, case fold or lower case (or a mix)
+    is one character of [a-z0-9]: (the character, the letter it passes for)."""
+    import sys
+    import unicodedata
+
+    found = []
+    for cp in range(0x80, sys.maxunicode + 1):
+        c = chr(cp)
+        if unicodedata.category(c) in ("Cs", "Cn"):
+            continue
+        nfkc = unicodedata.normalize("NFKC", c)
+        for form in (nfkc, c.casefold(), c.lower(), nfkc.casefold(), nfkc.lower()):
+            if len(form) == 1 and form in LOCAL:
+                found.append((c, form))
+                break
+    return found
+
+
+def test_every_look_alike_of_an_agents_address_is_refused(db_url: str, signing) -> None:
+    """U+212A KELVIN SIGN + `ate@` was agent kate (str.lower() makes it a k).  Identities
+    are compared on the exact ASCII addr-spec; every non-ASCII look-alike is refused
+    with that reason, never matched."""
+    from otrs_mailgate.ingest import auth
+    from otrs_mailgate.mail.parse import parse
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    pairs = look_alikes()
+    assert len(pairs) > 900 and ("\u212a", "k") in pairs and ("ｋ", "k") in pairs
+    desk = Desk(Pipeline(make_config(db_url, agents={"dkim": "optional"})), signing)
+    with db.transaction(desk.p.sessions) as s:
+        kate = agents.add(s, "kate", f"{LOCAL}@agents.test", "Kate", [])
+        agents.grant(s, desk.p.queue_id("Hotline"), "kate", "rw")
+    row = ticket(desk, new_ticket(desk))
+    to = tokens.make(kate.secret, kate.id, row.id, "command", dt.date.today() + dt.timedelta(9))
+
+    refused = 0
+    with desk.p.engine.connect() as conn:
+        for char, letter in pairs:
+            local = LOCAL.replace(letter, char, 1)
+            raw = f"From: <{local}@agents.test>\r\nTo: x\r\nSubject: s\r\n\r\nx\r\n".encode()
+            verdict = auth.check(conn, desk.p.config.agents, parse(raw), to, utcnow(), None)
+            assert verdict.reasons, (hex(ord(char)), "matched the agent")
+            assert any("imitates the agent's address" in r for r in verdict.reasons), (
+                hex(ord(char)),
+                verdict.reasons,
+            )
+            refused += 1
+    assert refused == len(pairs)
+
+
+def test_the_kelvin_sign_through_the_daemon_closes_nothing(pinned: Desk) -> None:
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    with db.transaction(pinned.p.sessions) as s:
+        agents.add(s, "kate", "kate@agents.test", "Kate", [])
+        agents.grant(s, pinned.p.queue_id("Hotline"), "kate", "rw")
+    n = new_ticket(pinned)
+    to = pinned.reply_address("kate", n)
+    raw = agent_mail("x@agents.test", to, f"Re: [Ticket#{n} close] Printer", "Done.")
+    raw = raw.replace(b"From: x@agents.test", "From: \u212aate@agents.test".encode())
+    assert deliver(pinned, pinned.domain.sign(raw), to, "kate@agents.test")[0][:3] == "250"
+    assert ticket(pinned, n).state == "new"
+    assert any("imitates the agent's address kate@agents.test" in r for r in refusals(pinned))
