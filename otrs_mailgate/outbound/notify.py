@@ -26,7 +26,7 @@ from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article
-from otrs_mailgate.tickets import agents, articles, customers, links
+from otrs_mailgate.tickets import agents, articles, customers, history, links, state
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.refs import TicketRef
 
@@ -47,13 +47,32 @@ def queue_workers(session: Session, queue_id: int) -> list[AgentRef]:
     cache = session.info.setdefault("queue_workers", {})
     if queue_id not in cache:
         cache[queue_id] = agents.workers(session.connection(), queue_id)
+        known = session.info.setdefault(ACCESS, {})
+        known.update({(a.id, queue_id): "rw" for a in cache[queue_id]})
     return cache[queue_id]
 
 
+ACCESS = "agent_access"  # session.info: (agent id, queue id) -> rw | ro | None
+
+
+def may_read(session: Session, agent: AgentRef, queue_id: int) -> bool:
+    """The agent (enabled) holds a grant on the queue now: only then does a mail about one
+    of its tickets go to the agent (issue 25: an owner kept getting the customer's text
+    after the ticket moved to a queue the owner has no grant on)."""
+    known = session.info.setdefault(ACCESS, {})
+    key = (agent.id, queue_id)
+    if key not in known:
+        known[key] = agents.access(session.connection(), agent.id, queue_id)
+    return known[key] is not None
+
+
 def owner_or_queue(session: Session, owner_id: int | None, queue_id: int) -> list[AgentRef]:
-    """The ticket's owner while enabled, else every rw agent of its queue."""
+    """The ticket's owner while enabled and allowed in its queue, else every rw agent of
+    the queue."""
     owner = agents.by_id(session.connection(), owner_id) if owner_id else None
-    return [owner] if owner is not None and owner.enabled else queue_workers(session, queue_id)
+    if owner is not None and owner.enabled and may_read(session, owner, queue_id):
+        return [owner]
+    return queue_workers(session, queue_id)
 
 
 def to_agents(
@@ -71,7 +90,8 @@ def to_agents(
     references: tuple[str, ...] = (),
 ) -> int:
     """One mail per recipient about a ticket; an agent's carries its own reply address
-    (answering it is how the agent works the ticket), a plain address gets none."""
+    (answering it is how the agent works the ticket), a plain address gets none.  An
+    agent without a grant on the ticket's queue gets nothing (the history says so)."""
     tags = site.tags
     common = {
         "number": ticket.number,
@@ -84,6 +104,12 @@ def to_agents(
     }
     count = 0
     for recipient in recipients:
+        if isinstance(recipient, AgentRef) and not may_read(session, recipient, ticket.queue_id):
+            history.append(
+                session, ticket.id, "AgentNotNotified", "system",
+                agent=recipient.login, reason=f"no grant on queue {ticket.queue}",
+            )  # fmt: skip
+            continue
         if isinstance(recipient, AgentRef):
             reply_to, expires = reply_address(site, queue, recipient, ticket.id)
             to, to_name, until = recipient.address, recipient.name, expires.isoformat()
@@ -192,7 +218,7 @@ def moved(
     workers = [
         a for a in queue_workers(session, ticket.queue_id) if a.address != ascii_lower(actor)
     ]
-    return to_agents(
+    told = to_agents(
         site, session, ticket, target, workers,
         template="notification_moved", subject=ticket.title,
         vars={
@@ -202,6 +228,38 @@ def moved(
         },
         history_type="AgentNotified",
     )  # fmt: skip
+    _moved_away(site, session, ticket, target, old_queue, actor)
+    return told
+
+
+def _moved_away(
+    site: Site, session: Session, ticket: TicketRef, target: QueueConfig, old: str, actor: str
+) -> None:
+    """An owner without a grant on the new queue is told once that the ticket left their
+    queues, with nothing of its content (no title, no customer, no reply address), and
+    its lock is let go so the new queue's agents can take it."""
+    owner = agents.by_id(session.connection(), ticket.owner_id) if ticket.owner_id else None
+    if owner is None or not owner.enabled or owner.address == ascii_lower(actor):
+        return
+    if may_read(session, owner, ticket.queue_id):
+        return
+    if ticket.lock_until is not None:
+        reason = f"moved out of {owner.login}'s queues"
+        state.unlock(session, ticket.id, actor="system", reason=reason)
+        ticket.lock_until = None
+    words = MOVED_AWAY.get(site.config.system.language, MOVED_AWAY["en"])
+    to_agents(
+        site, session, ticket, target, [owner.address],
+        template="notification_moved_away", subject=words,
+        vars={"old_queue": old, "moved_by": actor, "title": "", "state": ""},
+        history_type="AgentNotified",
+    )  # fmt: skip
+
+
+MOVED_AWAY = {
+    "en": "moved to a queue you have no access to",
+    "de": "in eine Queue verschoben, auf die Sie keinen Zugriff haben",
+}
 
 
 def tell_customer(

@@ -28,7 +28,7 @@ from otrs_mailgate.mail.parse import Attachment
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
-from otrs_mailgate.tickets import history
+from otrs_mailgate.tickets import agents, history
 
 log = logging.getLogger("otrs_mailgate.outbound.outbox")
 
@@ -131,6 +131,19 @@ def send(
         **({"files": [f.filename for f in files]} if files else {}),
     )
     return message_id
+
+
+# Mail about a ticket to its customer (and Cc); any other kind about a ticket is to agents.
+CUSTOMER_KINDS = frozenset(
+    {"acknowledgement", "followup_received", "followup_rejected", "agent_reply",
+     "new_ticket_rejected", "closed_with_parent"}
+)  # fmt: skip
+
+
+def for_agents(kind: str) -> bool:
+    """A mail of this kind about a ticket goes to agents (and is checked against their
+    grants when it is composed)."""
+    return kind not in CUSTOMER_KINDS and not kind.startswith("customer_")
 
 
 # What a person asked for or wrote; every other kind of mail is automatic and counts
@@ -359,9 +372,13 @@ class Sender:
         unreachable = ""
         done = 0  # rows whose outcome is decided: the rest go back if the pass breaks
         try:
+            withheld = self._withheld(rows)
             for done, row in enumerate(rows):  # noqa: B007 - read in finally
                 if self._stalled:  # the database went away mid-pass: send no more
                     break
+                if row.id in withheld:  # the agent lost the grant since it was decided
+                    self._finish(row, 554, withheld[row.id], result, now)
+                    continue
                 if unreachable:  # do not knock on a closed door once per row
                     self._finish(row, 451, unreachable, result, now)
                     continue
@@ -376,6 +393,38 @@ class Sender:
             self._flush(result)
         self._report(unreachable, result)
         return result
+
+    def _withheld(self, rows: Sequence[Any]) -> dict[int, str]:
+        """Rows to agents about a ticket whose queue the agent has no grant on now (moved,
+        or the grant taken away, since the mail was decided): composed means checked
+        (issue 25).  One look at the database for the whole pass."""
+        wanted = [r for r in rows if r.ticket_id is not None and for_agents(r.kind)]
+        if not wanted:
+            return {}
+        found: dict[int, str] = {}
+        with db.read_only(self.sessions.kw["bind"]) as conn:
+            queue_of = dict(
+                conn.execute(
+                    select(Ticket.id, Ticket.queue_id).where(
+                        Ticket.id.in_({r.ticket_id for r in wanted})
+                    )
+                ).all()
+            )
+            addresses = {a for r in wanted for a in split_recipients(r.rcpt_to)}
+            by_address = {a.address: a for a in agents.by_addresses(conn, addresses)}
+            for row in wanted:
+                for address in split_recipients(row.rcpt_to):
+                    agent = by_address.get(address)
+                    queue_id = queue_of.get(row.ticket_id)
+                    if agent is None or queue_id is None:
+                        continue
+                    if agents.access(conn, agent.id, queue_id) is None:
+                        found[row.id] = (
+                            f"withheld: {agent.login} has no grant on the ticket's queue now "
+                            "(moved, or the grant or the agent was taken away, since this "
+                            "mail was decided)"
+                        )
+        return found
 
     def _send_row(
         self, row: Any, smtp: smtplib.SMTP | None, result: PassResult, now: dt.datetime

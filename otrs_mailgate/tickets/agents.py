@@ -79,6 +79,14 @@ def _spec(address: str) -> str:
         return addresses.ascii_lower(address.strip())
 
 
+def by_addresses(conn: Connection, wanted: set[str]) -> list[AgentRef]:
+    """The agents of these (canonical) addresses, in one query."""
+    if not wanted:
+        return []
+    rows = conn.execute(select(*_COLUMNS).where(_A.c.address.in_(sorted(wanted))))
+    return [_ref(r) for r in rows]
+
+
 def find(conn: Connection, who: str) -> AgentRef | None:
     """An agent by login or by address."""
     return by_address(conn, who) if "@" in who else by_login(conn, who)

@@ -232,3 +232,100 @@ def test_the_kelvin_sign_through_the_daemon_closes_nothing(pinned: Desk) -> None
     assert deliver(pinned, pinned.domain.sign(raw), to, "kate@agents.test")[0][:3] == "250"
     assert ticket(pinned, n).state == "new"
     assert any("imitates the agent's address kate@agents.test" in r for r in refusals(pinned))
+
+
+# -- a ticket moved away from its owner ---------------------------------------------------
+
+
+@pytest.fixture
+def desk(db_url: str, signing: SigningDomain) -> Desk:
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    desk = Desk(Pipeline(make_config(db_url)), signing)
+    with db.transaction(desk.p.sessions) as s:
+        agents.add(s, "dave", "dave@agents.test", "Dave", [])
+        agents.grant(s, desk.p.queue_id("Support-DE"), "dave", "rw")
+        agents.grant(s, desk.p.queue_id("Support-DE"), "bob", "rw")
+    return desk
+
+
+def move(desk: Desk, number: str, queue: str, actor: str) -> None:
+    from otrs_mailgate.outbound import notify
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import refs, state
+
+    site = desk.p.site
+    with db.transaction(desk.p.sessions) as session:
+        ticket_ref = refs.load(session.connection(), refs.id_of(session.connection(), number))
+        old = ticket_ref.queue
+        state.move(session, ticket_ref, queue, site.queue_id(queue), actor=actor, now=utcnow())
+        notify.moved(site, session, ticket_ref, old, actor)
+
+
+def texts_to(desk: Desk, address: str) -> list[str]:
+    return [m.get_body(("plain",)).get_content() for m in desk.to(address)]
+
+
+def test_the_owner_of_a_ticket_moved_out_of_their_queues_hears_no_more_of_it(desk: Desk) -> None:
+    n = new_ticket(desk)
+    desk.command("alice", n, "", "I'll handle this.")  # alice owns it now
+    assert ticket(desk, n).owner_id is not None
+    before = len(desk.to(ALICE))
+    move(desk, n, "Support-DE", "bob@agents.test")  # as `ticket move` does it
+    row = ticket(desk, n)
+    assert row.lock_until is None  # let go: dave can take it
+    [notice] = desk.to(ALICE)[before:]
+    text = notice.get_body(("plain",)).get_content()
+    assert "Support-DE" in text and "no access" in text
+    assert "Printer" not in text and "It burns" not in text and CUSTOMER not in text
+    assert notice["Reply-To"] is None  # nothing to work the ticket with
+    desk.p.deliver_one(
+        mail(f"Re: [Ticket#{n}] Printer", "Secret: the code is 4711.", sender=CUSTOMER), HOT
+    )
+    assert len(desk.to(ALICE)) == before + 1  # told once, never of the follow-up
+    assert any("4711" in t for t in texts_to(desk, "dave@agents.test"))
+    assert not any("4711" in t for t in texts_to(desk, ALICE))
+
+
+def test_a_mail_decided_before_the_grant_went_is_withheld_when_sent(desk: Desk, sink) -> None:
+    """Composed means checked: a notification queued while alice could read the queue is
+    not sent once her grant is gone; the row fails with the reason, the rest go out."""
+    from otrs_mailgate.outbound.outbox import Sender
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    n = new_ticket(desk)
+    with db.transaction(desk.p.sessions) as s:
+        agents.grant(s, desk.p.queue_id("Hotline"), "alice", "none")
+    desk.p.config.smtp.port = sink.port
+    result = Sender(desk.p.config, desk.p.sessions).run_pass()
+    with desk.p.sessions() as s:
+        rows = s.execute(select(Outbox).order_by(Outbox.id)).scalars().all()
+    [to_alice] = [r for r in rows if r.rcpt_to == ALICE]
+    assert to_alice.status == "failed" and "withheld: alice has no grant" in to_alice.last_error
+    assert ALICE not in [rcpt for _, rcpts in sink.received for rcpt in rcpts]
+    assert result.sent == len(rows) - 1 and n
+
+
+@pytest.fixture
+def sink():
+    from aiosmtpd.controller import Controller
+
+    from lmtp_helpers import free_port
+
+    class Handler:
+        def __init__(self) -> None:
+            self.received: list[tuple[str, list[str]]] = []
+            self.port = 0
+
+        async def handle_DATA(self, server, session, envelope):
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            return "250 OK"
+
+    handler = Handler()
+    ctl = Controller(handler, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    handler.port = ctl.port
+    yield handler
+    ctl.stop()
