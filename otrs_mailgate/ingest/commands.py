@@ -196,8 +196,14 @@ class CommandMail:
             plan.ok(c.text, f"{minutes} minutes accounted", lambda: self._account(minutes))
         elif name == "faq":
             entry = faq.get(self.conn, int(value))
-            if entry is None:
-                plan.error(c.text, f"no FAQ entry {value} (`otrs-mailgate faq list` shows them)")
+            if entry is None or entry.queue not in ("", self.ticket.queue):
+                # another queue's entry is as unknown here as a missing one (issue 25):
+                # neither its text nor its title reaches this queue's customers
+                plan.error(
+                    c.text,
+                    f"no FAQ entry {value} for queue {self.ticket.queue} "
+                    f"(`otrs-mailgate faq list --queue {self.ticket.queue}` shows them)",
+                )
             else:
                 self.inserts.append(entry.text)
                 plan.ok(c.text, f"FAQ entry {entry.id} ({entry.title}) added to your text")

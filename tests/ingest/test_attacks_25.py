@@ -329,3 +329,30 @@ def sink():
     handler.port = ctl.port
     yield handler
     ctl.stop()
+
+
+# -- faq= across queues ---------------------------------------------------------------------
+
+
+def test_a_faq_entry_of_another_queue_is_as_unknown_as_a_missing_one(desk: Desk) -> None:
+    """An agent of Hotline asks for an entry of the Secret queue by number: refused like
+    an unknown number, and neither its text nor its title reaches anyone."""
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import faq
+
+    with db.transaction(desk.p.sessions) as s:
+        secret = faq.add(s, "Merger plans", "We buy ACME on Friday.", "en", "Support-DE")
+        public = faq.add(s, "Opening hours", "We answer 9 to 5.", "en", "")
+        own = faq.add(s, "Toner", "Push until it clicks.", "en", "Hotline")
+    n = new_ticket(desk)
+    desk.command("alice", n, f"faq={secret.id}", "Here you go:")
+    transcript = desk.to(ALICE)[-1].get_content()
+    assert f"no FAQ entry {secret.id} for queue Hotline" in transcript
+    assert "Merger" not in transcript and "ACME" not in transcript
+    assert not any("ACME" in m.get_content() for m in desk.mails())
+    assert answers_to(desk, CUSTOMER) == []
+    desk.command("alice", n, f"faq={public.id} faq={own.id}", "Here you go:")
+    [answer] = answers_to(desk, CUSTOMER)
+    assert answer.status == "queued"
+    text = next(m for m in desk.to(CUSTOMER) if "Here you go" in m.get_content()).get_content()
+    assert "9 to 5" in text and "clicks" in text
