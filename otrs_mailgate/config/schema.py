@@ -99,6 +99,10 @@ class LMTPConfig(_Section):
     port: int = Field(8024, ge=1, le=65535)
     socket: str = ""  # a UNIX socket path instead of host/port
     max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    # The header block (up to the first empty line): over this, LMTP and the milter
+    # refuse the mail with 552 5.3.4 (Postfix's header_size_limit is 100 KB a header;
+    # no real mail's whole header comes near this).
+    max_header_size: int = Field(256 * 1024, ge=4096)
     # MIME parts made into attachments, for every entry (LMTP, pipe, import): beyond
     # this the rest of the mail stays in its raw bytes only (15,000 parts took seconds
     # of parsing and as many rows while other mail waited).

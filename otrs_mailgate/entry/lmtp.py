@@ -158,6 +158,13 @@ class Handler:
         raw = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
         sender = envelope.mail_from or ""
+        limit = self.committer.pipeline.config.lmtp.max_header_size
+        if header_too_big(raw, limit):
+            log.info("refused whole message rcpts=%d reason=header-over-%d", len(recipients), limit)
+            for _ in recipients:
+                self.metrics.reply(552)
+            reply = f"552 5.3.4 message header too big (over {limit} bytes)"
+            return "\r\n".join([reply] * len(recipients))
         self.in_flight += 1
         try:
             replies = await self.committer.submit(raw, recipients, sender)
@@ -185,6 +192,17 @@ class Handler:
                 elapsed_ms,
             )
         return "\r\n".join(o.reply for o in replies)
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+def header_too_big(raw: bytes, limit: int) -> bool:
+    """The header block (up to the first empty line) is longer than limit (issue 25: a
+    900 KB Subject); a mail without a body counts whole."""
+    if len(raw) <= limit:
+        return False
+    return _BLANK_LINE.search(raw, 0, limit + 4) is None
 
 
 def controller(

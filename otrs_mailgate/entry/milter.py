@@ -208,8 +208,8 @@ class Connection:
             return [m.Continue()] if message.ours else [m.Accept()]
         if isinstance(event, m.Header):
             value = bytes(event.value)
-            message.header(event.name, value if self.leading_space else b" " + value)
-            return [m.Continue()]
+            refused = message.header(event.name, value if self.leading_space else b" " + value)
+            return _reply(refused) if refused else [m.Continue()]
         if isinstance(event, m.Body):
             refused = message.body_chunk(bytes(event.content))
             return _reply(refused) if refused else [m.Continue()]

@@ -12,7 +12,8 @@ the sender's own MTA tells the sender why.  Checks, in the order they can act:
   expired, foreign (no agent of ours) or whose agent is disabled -> 550 5.7.1 (one
   text for every reason; the reasons go to the log).  `hotline+anything@` that is
   no token is the queue address.
-- The body grows over the smallest limit of its queues -> 552 5.3.4.
+- The header block grows over lmtp.max_header_size -> 552 5.3.4; the body over the
+  smallest limit of its queues -> 552 5.3.4.
 - End of message: our own X-Loop -> 550 5.7.1 (mail loop); a command mail whose
   From is not the agent, whose DKIM fails under `dkim = required`, that is a
   replay, too old or has a second From/To/Cc/Subject/Date/Message-ID -> 550 5.7.1,
@@ -136,6 +137,7 @@ class Message:
         self.tokens: list[str] = []
         self.at_our_domain = False
         self.headers: list[tuple[str, bytes]] = []
+        self.header_bytes = 0
         self.body = bytearray()
 
     @property
@@ -185,8 +187,15 @@ class Message:
         with read_only(self.gate.pipeline.engine) as conn:
             return auth.check_token(conn, token, utcnow())
 
-    def header(self, name: str, value: bytes) -> None:
+    def header(self, name: str, value: bytes) -> Reply | None:
+        """Keep a header; refuse a header block over lmtp.max_header_size (the daemon
+        would refuse it after DATA, this says so while the sender is connected)."""
         self.headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 3
+        limit = self.config.lmtp.max_header_size
+        if self.queues and self.header_bytes > limit:
+            return Reply("552", "5.3.4", f"message header too big (over {limit} bytes)")
+        return None
 
     def body_chunk(self, chunk: bytes) -> Reply | None:
         self.body += chunk

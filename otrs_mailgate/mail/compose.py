@@ -122,10 +122,10 @@ class Responder:
         msg["Subject"] = bounded(response.subject)
         msg["Date"] = format_datetime(date)
         msg["Message-ID"] = f"<{message_id}>"
-        in_reply_to = response.in_reply_to
+        in_reply_to = response.in_reply_to if _fits(response.in_reply_to) else ""
         if in_reply_to:
             msg["In-Reply-To"] = f"<{in_reply_to}>"
-        refs = [r for r in response.references if r]
+        refs = [r for r in response.references if r and _fits(r)]
         if in_reply_to and in_reply_to not in refs:
             refs.append(in_reply_to)
         if refs:
@@ -146,6 +146,15 @@ def address(name: str, spec: str) -> Address:
     no second parser has a say; the display name cleaned and cut."""
     local, domain = addresses.unquoted(addresses.canonical(spec))
     return Address(bounded(name, 120), local, domain)
+
+
+MAX_ID = 250  # characters of a Message-ID we repeat: a longer one cannot be folded
+
+
+def _fits(msgid: str) -> bool:
+    """A Message-ID we can write into In-Reply-To/References: one line, no longer than
+    MAX_ID (a header line of ours never passes 998 octets)."""
+    return bool(msgid) and len(msgid) <= MAX_ID and msgid.isprintable() and " " not in msgid
 
 
 def bounded(text: str, limit: int = MAX_SUBJECT) -> str:

@@ -353,7 +353,21 @@ def _filename(part: Message) -> str:
         name = charsets.decode(data, charset, hint=_HINTS.get(part))
     if not name:
         return ""
-    return clean(decode_words(fix_surrogates(email.utils.unquote(str(name)), _HINTS.get(part))))
+    text = clean(decode_words(fix_surrogates(email.utils.unquote(str(name)), _HINTS.get(part))))
+    return _short_name(text)
+
+
+MAX_FILENAME = 200  # characters of an attachment's name (the raw mail keeps it whole)
+
+
+def _short_name(name: str) -> str:
+    """A file name cut to MAX_FILENAME characters, its extension kept."""
+    if len(name) <= MAX_FILENAME:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        return name[:MAX_FILENAME]
+    return stem[: MAX_FILENAME - len(ext) - 1] + "." + ext
 
 
 def _param(part: Message, header: str, name: str) -> object:

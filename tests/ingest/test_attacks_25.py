@@ -356,3 +356,71 @@ def test_a_faq_entry_of_another_queue_is_as_unknown_as_a_missing_one(desk: Desk)
     assert answer.status == "queued"
     text = next(m for m in desk.to(CUSTOMER) if "Here you go" in m.get_content()).get_content()
     assert "9 to 5" in text and "clicks" in text
+
+
+# -- a 900 KB Subject ---------------------------------------------------------------------
+
+
+def _header_lines(raw: bytes) -> list[bytes]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return head.split(b"\r\n")
+
+
+def test_a_huge_subject_is_refused_at_lmtp_time(desk: Desk) -> None:
+    huge = "Invoice " * 112_500  # 900 KB
+    raw = mail(huge, "Please pay.", sender=CUSTOMER)
+    with running(desk.p.config) as daemon:
+        client = RawLMTP(daemon.config.lmtp.port)
+        client.cmd("LHLO t")
+        _, replies = client.send(CUSTOMER, [HOT, "support@example.de"], raw)
+        client.close()
+        metrics = daemon.metrics.render().decode()
+    assert replies == ["552 5.3.4 message header too big (over 262144 bytes)"] * 2
+    assert 'otrs_mailgate_mails_total{outcome="rejected"} 2.0' in metrics
+    with desk.p.sessions() as s:
+        assert s.execute(select(Ticket.id)).first() is None
+
+
+def test_a_long_subject_under_the_limit_makes_a_short_title_and_bounded_headers(
+    desk: Desk,
+) -> None:
+    """200 KB of subject (and a 2 KB Message-ID) taken by the pipe's direct path: the
+    ticket's title is cut, every mail we write keeps its subject to 250 characters and
+    every header line to 998 octets; the raw mail keeps the whole subject."""
+    from otrs_mailgate.outbound.outbox import render
+    from otrs_mailgate.store.models import RawMessage
+
+    subject = "Überweisung " * 17_000
+    long_id = "x" * 2000 + "@customer.test"
+    raw = mail(subject, "Please pay.", sender=CUSTOMER, message_id=long_id)
+    n = desk.p.deliver_one(raw, HOT).ticket_number
+    row = ticket(desk, n)
+    assert len(row.title) <= 250 and row.title.startswith("Überweisung Überweisung")
+    with desk.p.sessions() as s:
+        assert subject.encode() in s.execute(select(RawMessage.data)).scalar_one()
+        rows = s.execute(select(Outbox)).scalars().all()
+    assert {r.kind for r in rows} == {"acknowledgement", "notification_new"}
+    for outbox_row in rows:
+        data = render(desk.p.site.responder, outbox_row)
+        assert max(len(line) for line in _header_lines(data)) <= 998
+        assert len(data) < 64_000, (outbox_row.kind, len(data))
+    for message in desk.mails():
+        assert len(str(message["Subject"])) <= 250
+
+
+def test_the_milter_refuses_a_huge_header_block_while_the_sender_waits(desk: Desk) -> None:
+    import asyncio
+
+    from otrs_mailgate.entry import smtpchecks
+
+    gate = smtpchecks.Gate(desk.p)
+
+    async def run() -> smtpchecks.Reply | None:
+        message = gate.message("192.0.2.7")
+        message.mail_from(f"<{CUSTOMER}>", [])
+        assert await message.rcpt(f"<{HOT}>") is None
+        assert message.header("From", f" {CUSTOMER}".encode()) is None
+        return message.header("Subject", b" " + b"Invoice " * 112_500)
+
+    refused = asyncio.run(run())
+    assert str(refused) == "552 5.3.4 message header too big (over 262144 bytes)"
