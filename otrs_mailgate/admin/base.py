@@ -44,7 +44,8 @@ class Ctx:
         from otrs_mailgate.store.db import sessionmaker_for
         from otrs_mailgate.tickets import history
 
-        return sessionmaker_for(self.engine(), {history.INFO: history.keys_for(self.config)})
+        keys = history.keys_for(self.config, rows=lambda: history.bounds(self.engine()))
+        return sessionmaker_for(self.engine(), {history.INFO: keys})
 
     def session(self) -> Any:
         """A session for reading (the caller closes it, `with ctx.session() as s`)."""

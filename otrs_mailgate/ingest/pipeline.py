@@ -228,7 +228,7 @@ class Pipeline:
         customer_ack: bool = True,
     ) -> None:
         self.engine = engine or db.make_engine(config.database.url, config.database.busy_timeout_ms)
-        self.sessions = db.sessionmaker_for(self.engine, {history.INFO: history.keys_for(config)})
+        self.sessions = db.sessionmaker_for(self.engine, {history.INFO: self._audit_keys(config)})
         self.acknowledge = acknowledge
         # False: new tickets get no acknowledgement (`ticket create --no-ack`), while the
         # agents are still notified; `acknowledge` False silences every automatic mail.
@@ -239,11 +239,16 @@ class Pipeline:
         self.dns: auth.DNSFunc | None = None
         self.site = Site.build(config)
 
+    def _audit_keys(self, config: Config) -> history.AuditKeys:
+        """The history's keys; the key file learns from the database from which row on
+        the history is keyed, when it does not say yet (history.keys_for)."""
+        return history.keys_for(config, rows=lambda: history.bounds(self.engine))
+
     def reconfigure(self, config: Config) -> None:
         """Take a new config (SIGHUP): a new Site, swapped whole; the engine stays, the
         audit keys are read again (`audit rotate-key`)."""
         self.site = Site.build(config)
-        self.sessions.configure(info={history.INFO: history.keys_for(config)})
+        self.sessions.configure(info={history.INFO: self._audit_keys(config)})
 
     # Views of the Site in force, for the entry points and the tests.
 

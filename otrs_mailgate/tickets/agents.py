@@ -136,9 +136,15 @@ def _need(conn: Connection, who: str) -> AgentRef:
 
 
 def set_enabled(session: Session, who: str, enabled: bool) -> AgentRef:
+    """Disabling voids everything handed out to the agent for good: its secret is new
+    (every reply address it had stops working, also after `agent enable`, issue 25)
+    and its logins end."""
     conn = session.connection()
     agent = _need(conn, who)
-    conn.execute(update(_A).where(_A.c.id == agent.id).values(enabled=enabled))
+    values: dict[str, Any] = {"enabled": enabled}
+    if not enabled:
+        values["secret"] = tokens.new_secret()
+    conn.execute(update(_A).where(_A.c.id == agent.id).values(**values))
     if not enabled:
         conn.execute(delete(WebSession).where(WebSession.agent_id == agent.id))
     return _need(conn, who)

@@ -5,7 +5,11 @@ over (previous hash, ticket, time, actor, type, detail), keyed by an audit key k
 outside the database (AuditKeys: a file of `id hexkey` lines, the last one signs,
 older ones still verify), so whoever can write the database cannot forge a chain.
 A unique (ticket, prev_hash) constraint keeps the chain linear even if two writers
-race; `audit verify` walks every chain and names the first broken link.  Deleting
+race; `audit verify` walks every chain and names the first broken link.  The key file
+also says from which row on the history is keyed (`after=N` on its first key, written
+when that key is made, or on the first start that finds it missing): a row after that
+without a key is broken, even when every row was rewritten in the old unkeyed form,
+which the rows themselves could not show (issue 25).  Deleting
 the newest rows leaves an intact chain behind, so the scheduler logs the `head` (the
 last row id and a digest of every chain's tail) daily, and `audit verify --head`
 finds any row missing up to a head once published.
@@ -19,12 +23,12 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import Engine, bindparam, event, func, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config
@@ -41,10 +45,12 @@ class AuditKeyError(ValueError):
 
 @dataclass(frozen=True)
 class AuditKeys:
-    """The history's keys by id; `current` signs new rows ("" : none, plain SHA-256)."""
+    """The history's keys by id; `current` signs new rows ("" : none, plain SHA-256);
+    `keyed_after`: every row with a greater id must be keyed (None: not recorded)."""
 
     keys: dict[str, bytes]
     current: str = ""
+    keyed_after: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> AuditKeys:
@@ -56,16 +62,21 @@ class AuditKeys:
             raise AuditKeyError(f"cannot read the audit keys {path}: {exc}") from exc
         keys: dict[str, bytes] = {}
         current = ""
+        keyed_after: int | None = None
         for line in lines:
             if not line.strip() or line.startswith("#"):
                 continue
-            key_id, _, hexkey = line.strip().partition(" ")
+            key_id, hexkey, *extra = line.split()
             try:
                 keys[key_id] = bytes.fromhex(hexkey.strip())
             except ValueError as exc:
                 raise AuditKeyError(f"{path}: bad line for key {key_id!r}") from exc
+            for word in extra:
+                name, _, value = word.partition("=")
+                if name == "after" and value.isdigit() and keyed_after is None:
+                    keyed_after = int(value)
             current = key_id
-        return cls(keys, current)
+        return cls(keys, current, keyed_after)
 
 
 def key_path(config: Config) -> Path | None:
@@ -79,30 +90,80 @@ def key_path(config: Config) -> Path | None:
     return None
 
 
-def add_key(path: Path) -> str:
-    """A new key at the end of the file (made with mode 0600): it signs from now on."""
+def add_key(path: Path, after: int | None = None) -> str:
+    """A new key at the end of the file (made with mode 0600): it signs from now on;
+    `after`, for the first key: the last history row written before it (none keyed)."""
     old = AuditKeys.load(path)
     key_id = f"k{len(old.keys) + 1}"
+    mark = f" after={after}" if after is not None and not old.keys else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="ascii") as fh:
-            fh.write(f"{key_id} {secrets.token_hex(32)}\n")
+            fh.write(f"{key_id} {secrets.token_hex(32)}{mark}\n")
     except OSError as exc:
         raise AuditKeyError(f"cannot write the audit keys {path}: {exc}") from exc
     return key_id
 
 
-def keys_for(config: Config, *, create: bool = True) -> AuditKeys:
-    """The keys this installation signs with; a first key is made when there is none."""
+def _mark(path: Path, after: int) -> None:
+    """Write `after=N` onto the first key's line of a key file made before it existed."""
+    lines = path.read_text(encoding="ascii").split("\n")
+    for index, line in enumerate(lines):
+        if line.strip() and not line.startswith("#"):
+            lines[index] = f"{line.rstrip()} after={after}"
+            break
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write("\n".join(lines))
+    os.replace(tmp, path)
+
+
+def keys_for(
+    config: Config, *, create: bool = True, rows: Callable[[], tuple[int, int | None]] | None = None
+) -> AuditKeys:
+    """The keys this installation signs with; a first key is made when there is none.
+    `rows` tells (the last history id, the first keyed one) for the key file's after=:
+    asked when the first key is made, or once for a key file made without it."""
     path = key_path(config)
     if path is None:
         return AuditKeys({})
     keys = AuditKeys.load(path)
     if not keys.current and create:
-        add_key(path)
+        add_key(path, after=_ask(rows, first=False))
         keys = AuditKeys.load(path)
+    elif keys.current and keys.keyed_after is None and create and rows is not None:
+        after = _ask(rows, first=True)
+        if after is not None:
+            try:
+                _mark(path, after)
+            except OSError as exc:
+                raise AuditKeyError(f"cannot write the audit keys {path}: {exc}") from exc
+            keys = AuditKeys.load(path)
     return keys
+
+
+def _ask(rows: Callable[[], tuple[int, int | None]] | None, *, first: bool) -> int | None:
+    """The id the history is keyed after: the last row now (a new key), or the row
+    before the first keyed one (a key file older than after=); None when unknown."""
+    if rows is None:
+        return None
+    try:
+        last, first_keyed = rows()
+    except Exception:  # no database yet, or not now: ask again next start
+        return None
+    if first and first_keyed is not None:
+        return first_keyed - 1
+    return last
+
+
+def bounds(engine: Engine) -> tuple[int, int | None]:
+    """(the last history id or 0, the first keyed history id or None)."""
+    with db.read_only(engine) as conn:
+        last = conn.execute(select(func.max(_TABLE.c.id))).scalar() or 0
+        first = conn.execute(select(func.min(_TABLE.c.id)).where(_TABLE.c.key_id != "")).scalar()
+    return int(last), (int(first) if first is not None else None)
 
 
 def _digest(
@@ -249,6 +310,12 @@ def verify(
                 yield Broken(row.ticket_id, row.id, f"key {row.key_id!r} is not in the key file")
             elif not row.key_id and keyed_since is not None:
                 yield Broken(row.ticket_id, row.id, f"unkeyed row after keyed row {keyed_since}")
+            elif not row.key_id and keys.keyed_after is not None and row.id > keys.keyed_after:
+                yield Broken(
+                    row.ticket_id,
+                    row.id,
+                    f"unkeyed row, but the key file says rows after {keys.keyed_after} are keyed",
+                )
             elif row.hash != _digest(
                 row.prev_hash, row.ticket_id, row.created_at, row.actor, row.type, row.detail, key
             ):

@@ -424,3 +424,26 @@ def test_the_milter_refuses_a_huge_header_block_while_the_sender_waits(desk: Des
 
     refused = asyncio.run(run())
     assert str(refused) == "552 5.3.4 message header too big (over 262144 bytes)"
+
+
+# -- disable, then enable -----------------------------------------------------------------
+
+
+def test_disable_then_enable_leaves_the_old_reply_addresses_void(desk: Desk) -> None:
+    from otrs_mailgate.store import db
+    from otrs_mailgate.tickets import agents
+
+    n = new_ticket(desk)
+    old = desk.reply_address("alice", n)
+    with db.transaction(desk.p.sessions) as s:
+        agents.set_enabled(s, "alice", False)
+    with db.transaction(desk.p.sessions) as s:
+        agents.set_enabled(s, "alice", True)
+    desk.command("alice", n, "close", to=old)
+    assert ticket(desk, n).state == "new"
+    assert any("secret was rotated" in r for r in refusals(desk)), refusals(desk)
+    desk.p.deliver_one(mail(f"Re: [Ticket#{n}] Printer", "More.", sender=CUSTOMER), HOT)
+    fresh = desk.reply_address("alice", n)
+    assert fresh != old
+    desk.command("alice", n, "close", to=fresh)
+    assert ticket(desk, n).state == "closed"

@@ -179,3 +179,67 @@ def test_rotate_key_signs_new_rows_and_old_ones_still_verify(
     with pipeline.sessions() as s:
         assert set(s.execute(select(History.key_id)).scalars()) == {"k1", "k2"}
     assert cli(cfg, "audit", "verify").returncode == 0
+
+
+def _rewrite_unkeyed(pipeline: Pipeline, actor: str = "mallory@evil.test") -> None:
+    """What whoever can write the database can do without the key: every row of every
+    chain written anew in the old, unkeyed form (plain SHA-256), consistent throughout."""
+    with db.transaction(pipeline.sessions) as s:
+        rows = s.execute(select(History).order_by(History.id)).scalars().all()
+        last: dict[int, str] = {}
+        for row in rows:
+            prev = last.get(row.ticket_id, history.GENESIS)
+            digest = history._digest(
+                prev, row.ticket_id, row.created_at, actor, row.type, row.detail
+            )
+            s.execute(
+                update(History)
+                .where(History.id == row.id)
+                .values(actor=actor, prev_hash=prev, hash=digest, key_id="")
+            )
+            last[row.ticket_id] = digest
+
+
+def test_a_history_rewritten_as_if_keyless_is_broken_for_plain_verify(
+    keyed: tuple[Pipeline, Path],
+) -> None:
+    """Issue 25: with every row rewritten unkeyed, the rows cannot show that a key was
+    ever used; the key file says from which row on the history is keyed."""
+    pipeline, cfg = keyed
+    _fill(pipeline)
+    keys_file = Path(pipeline.config.system.audit_keys)
+    assert " after=0" in keys_file.read_text()  # made with the first key, no rows then
+    assert cli(cfg, "audit", "verify").returncode == 0
+    _rewrite_unkeyed(pipeline)
+    proc = cli(cfg, "audit", "verify")
+    assert proc.returncode == 1, proc.stdout
+    assert b"unkeyed row, but the key file says rows after 0 are keyed" in proc.stdout
+
+
+def test_a_key_file_from_before_the_marker_learns_it_from_the_first_keyed_row(
+    tmp_path: Path, db_url: str
+) -> None:
+    """An installation keyed by an older version (no after= in its key file): the first
+    start writes it from the first keyed row, older unkeyed rows still verify."""
+    cfg = write_config(tmp_path / "c.toml", db_url)
+    domain = 'domain = "mailgate.test"'
+    cfg.write_text(cfg.read_text().replace(domain, f'{domain}\naudit_keys = ""'))
+    plain = Pipeline(load(cfg))  # on SQLite too: no keys, unkeyed rows first
+    plain.sessions.configure(info={history.INFO: history.AuditKeys({})})
+    _fill(plain)
+    plain.engine.dispose()
+    keys = tmp_path / "older.keys"
+    history.add_key(keys)  # as the older version made it
+    assert "after=" not in keys.read_text()
+    cfg.write_text(cfg.read_text().replace('audit_keys = ""', f'audit_keys = "{keys}"'))
+    with db.transaction(plain.sessions) as s:
+        unkeyed = s.execute(select(History.id).order_by(History.id.desc())).scalars().first()
+    pipeline = Pipeline(load(cfg))
+    _fill(pipeline)  # keyed rows now; the marker is what the last unkeyed row was
+    pipeline.engine.dispose()
+    pipeline = Pipeline(load(cfg))
+    assert f" after={unkeyed}" in keys.read_text()
+    assert _verify(pipeline)[0] == []
+    _rewrite_unkeyed(pipeline)
+    assert any("the key file says rows after" in b.reason for b in _verify(pipeline)[0])
+    pipeline.engine.dispose()
