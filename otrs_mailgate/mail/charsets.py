@@ -22,6 +22,7 @@ import codecs
 import ctypes
 import ctypes.util
 import functools
+import re
 
 from chardetng_py import EncodingDetector, detect
 
@@ -76,6 +77,9 @@ _ESC = b"\x1b"
 # 0213 characters in mail that says ISO-2022-JP).
 _JP_FAMILY = ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3")
 SHORT = 64  # non-ASCII bytes: fewer, and a text is read as the rest of its mail
+# A label Python has no codec for is asked of glibc's iconv, which knows more (VISCII,
+# ARMSCII-8, TCVN, the ISO-2022-CN forms) when it looks like a charset name.
+_ICONV_NAME = re.compile(r"[a-z0-9][a-z0-9_.:+-]{1,39}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,6 +114,10 @@ def decode(
             return data.decode(known)
         except UnicodeDecodeError:
             pass
+    elif name in ICONV_ONLY or _ICONV_NAME.fullmatch(name):  # VISCII, ARMSCII-8, ...
+        text = iconv(data, ICONV_ONLY.get(name, name))
+        if text is not None and "\ufffd" not in text:
+            return text
     return guess(data, tld, hint)
 
 
@@ -119,6 +127,10 @@ def _seven_bit(data: bytes, name: str) -> str | None:
     known = codec(name)
     if name in ICONV_ONLY:
         return iconv(data, ICONV_ONLY[name])
+    if known is None and _ESC in data and _ICONV_NAME.fullmatch(name):
+        text = iconv(data, name)
+        if text is not None and "\ufffd" not in text:
+            return text
     if known in SEVEN_BIT:
         for candidate in (known, *(_JP_FAMILY if known.startswith("iso2022_jp") else ())):
             try:

@@ -202,3 +202,11 @@ def test_a_japanese_mail_is_filed_and_answered_in_japanese(pipeline) -> None:
     assert (title, text) == ("請求書について", "請求書が届いていません。")
     [ack] = outbox_mails(pipeline)
     assert str(ack["Subject"]) == f"[Ticket#{number}] 請求書について"
+
+
+def test_a_label_python_has_no_codec_for_is_read_by_iconv() -> None:
+    """VISCII (Vietnamese) and ARMSCII-8 (Armenian): glibc knows them, Python does not."""
+    for label, text in (("VISCII", "Tiếng Việt thử nghiệm"), ("ARMSCII-8", "Բարեւ աշխարհ")):
+        data = _iconv(text, label)
+        ctype = f"Content-Type: text/plain; charset={label}\n".encode()
+        assert parse(_mail(b"Subject: t\n" + ctype, data)).body_text == text, label
