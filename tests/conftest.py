@@ -21,6 +21,7 @@ from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Base
 
+from agent_helpers import SigningDomain
 from helpers import CORPUS, make_config, need
 
 PG_ADMIN_URL = os.environ.get(
@@ -115,3 +116,9 @@ def pipeline(config: Config) -> Iterator[Pipeline]:
     p = Pipeline(config)
     yield p
     p.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def signing() -> SigningDomain:
+    """The agents' mail domain with its DKIM key (one for the whole run)."""
+    return SigningDomain()

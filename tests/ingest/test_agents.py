@@ -23,11 +23,6 @@ CUSTOMER = "cus@customer.test"
 ALICE, BOB, CAROL = (f"{n}@agents.test" for n in ("alice", "bob", "carol"))
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def desk(pipeline: Pipeline, signing: SigningDomain) -> Desk:
     return Desk(pipeline, signing)

@@ -28,11 +28,6 @@ CUSTOMER = "cus@customer.test"
 ALICE = "alice@agents.test"
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def desk(pipeline: Pipeline, signing: SigningDomain) -> Desk:
     return Desk(pipeline, signing)

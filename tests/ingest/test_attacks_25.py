@@ -25,11 +25,6 @@ CUSTOMER = "cus@customer.test"
 ALICE = "alice@agents.test"
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def pinned(tmp_path: Path, db_url: str, signing: SigningDomain) -> Desk:
     """A desk whose daemon knows the agents' DKIM key from a pinned-keys file only."""

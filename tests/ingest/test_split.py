@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from otrs_mailgate.config.schema import load
@@ -20,11 +19,6 @@ from helpers import count, mail
 
 HOT = "hotline@example.com"
 CUSTOMER = "cus@customer.test"
-
-
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
 
 
 def articles_of(p: Pipeline, number: str) -> list[Article]:

@@ -38,11 +38,6 @@ SLAS = [
 MIN = dt.timedelta(minutes=1)
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 def make_desk(db_url: str, signing: SigningDomain, **overrides: object) -> Desk:
     config = make_config(db_url, **{"calendar": [ALWAYS], "sla": SLAS, **overrides})
     return Desk(Pipeline(config), signing)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import select
 
 from otrs_mailgate.ingest.pipeline import Pipeline
@@ -15,11 +14,6 @@ from helpers import mail, make_config
 
 HOT = "hotline@example.com"
 CUSTOMER = "Cus Tomer <cus@customer.test>"
-
-
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
 
 
 def make_desk(db_url: str, signing: SigningDomain, policy: str) -> Desk:

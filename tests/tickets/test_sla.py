@@ -28,11 +28,6 @@ SLAS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def desk(db_url: str, signing: SigningDomain) -> Desk:
     return Desk(Pipeline(make_config(db_url, sla=SLAS)), signing)

@@ -20,11 +20,6 @@ from lmtp_helpers import free_port, running
 from web_helpers import Browser, link_in, story
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def desk(pipeline: Pipeline, signing: SigningDomain) -> Desk:
     pipeline.config.web.port = free_port()

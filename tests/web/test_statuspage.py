@@ -25,11 +25,6 @@ from lmtp_helpers import RawLMTP, free_port, running
 from web_helpers import EVIL, HOT, Browser, link_in, story
 
 
-@pytest.fixture(scope="module")
-def signing() -> SigningDomain:
-    return SigningDomain()
-
-
 @pytest.fixture
 def desk(pipeline: Pipeline, signing: SigningDomain) -> Desk:
     pipeline.config.web.port = free_port()
