@@ -381,6 +381,10 @@ class QueueConfig(_Section):
         "merged",
         "moved",
     ]
+    # An agent's answer by mail ends with a signature: "replace" drops the one the
+    # agent's mail client wrote (after `-- `, or "Sent from my iPhone") and signs with
+    # the agent's name and the queue; "keep" sends the agent's own and adds none.
+    agent_signature: Literal["replace", "keep"] = "replace"
 
     @field_validator("addresses")
     @classmethod

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from email_reply_parser import EmailReplyParser
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.ingest import auth, split
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
-from otrs_mailgate.mail import addresses, commands
+from otrs_mailgate.mail import addresses, commands, replytext
 from otrs_mailgate.mail.classify import HUMAN, Classification
 from otrs_mailgate.mail.commands import Command
 from otrs_mailgate.mail.compose import Response
+from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
 from otrs_mailgate.outbound import notify, outbox, replies
@@ -36,7 +36,6 @@ from otrs_mailgate.tickets import agents, articles, customers, faq, history, ref
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
-MARKERS = ("##- Write your reply above this line -##", "##- Antwort bitte über dieser Zeile")
 PRIORITY_NAMES = {v: k for k, v in commands.PRIORITIES.items()}
 
 
@@ -68,18 +67,26 @@ class Plan:
         self.errors += 1
 
 
-def agent_text(mail: ParsedMail, own_addresses: Collection[str]) -> str:
-    """The agent's own words: above our marker, without quoted history or our tokens."""
-    text = mail.body_text
-    for marker in MARKERS:
-        text = text.split(marker, 1)[0]
-    text = EmailReplyParser.parse_reply(text) if text.strip() else ""
-    for address in own_addresses:
-        local, _, domain = address.partition("@")
-        text = re.sub(
-            rf"{re.escape(local)}\+[a-z2-7]+@{re.escape(domain)}", address, text, flags=re.I
-        )
-    return text.strip()
+def agent_reply(mail: ParsedMail, customer_text: str = "") -> replytext.Found:
+    """The agent's own words in a reply to our notification, in whatever shape the mail
+    client gave it (mail/replytext.py): from the text/plain part, or from the HTML with
+    its blockquotes read as quotes when there is no plain part."""
+    source = html_to_text(mail.body_html, quotes=True) if mail.body_from_html else mail.body_text
+    return replytext.find(source, customer_text)
+
+
+def leak_patterns(site: Site) -> list[re.Pattern[str]]:
+    """What of ours must never be in an answer to a customer: a reply token address of
+    any queue address, and a link to the agents' page."""
+    patterns = [
+        re.compile(rf"{re.escape(local)}\+[a-z2-7]{{20,}}@{re.escape(domain)}", re.IGNORECASE)
+        for local, _, domain in (a.partition("@") for a in site.own_addresses)
+    ]
+    web = site.config.web
+    if web.enabled:
+        patterns.append(re.compile(re.escape(web.base_url()) + r"/agent\b", re.IGNORECASE))
+    patterns.append(re.compile(r"https?://[^\s<>]+/agent/(?:ticket|login|search)\b", re.I))
+    return patterns
 
 
 class CommandMail:
@@ -376,13 +383,14 @@ class CommandMail:
 
     def run(self) -> Result:
         tag = next(iter(self.site.tags.find(self.mail.subject)), None)
-        text = agent_text(self.mail, self.site.own_addresses)
-        parsed = commands.parse(tag.commands if tag else "", text)
+        found = agent_reply(self.mail, self._customer_text())
+        parsed = commands.parse(tag.commands if tag else "", found.head)
         self.closed_children: list[TicketRef] = []
         self.events: list[tuple[str, dict[str, str]]] = []  # what the customer may be told
         self.inserts: list[str] = []  # texts of faq=<id> commands, in their order
         plan = self.plan(parsed)
-        text = "\n\n".join(t for t in [parsed.body.strip(), *self.inserts] if t)
+        own = found.text(parsed.body)
+        text = "\n\n".join(t for t in [own.strip(), *self.inserts] if t)
         if plan.errors:
             article_id = self._store(text, internal=True)
             self._history(
@@ -395,7 +403,13 @@ class CommandMail:
         self._expire_lock()
         for action in plan.actions:
             action()
-        replying = plan.mode == "reply" and not plan.quiet and bool(text)
+        answer = plan.mode == "reply" and not plan.quiet
+        held = ""
+        if answer and found.problem and own.strip():
+            held = f"{found.problem}; nothing was sent"
+        elif answer and text:
+            held = self._leak(text)
+        replying = answer and bool(text) and not held
         if replying and plan.owner is None and self._lock_holder() in (None, self.agent):
             plan.owner = self.agent  # a reply locks the ticket to its author
         self._apply_lock(plan)
@@ -406,18 +420,23 @@ class CommandMail:
             "AgentNote" if internal else "AgentReply",
             article_id=article_id,
             commands=[c.text for c in parsed.commands],
+            **({"held": held} if held else {}),
         )
+        plan.lines = [ln for ln in plan.lines if ln.command not in ("reply", "note")]
         if replying:
-            plan.lines = [ln for ln in plan.lines if ln.command != "reply"]  # each command once
-            why_not = self._reply(text)
+            why_not = self._reply(text, found)
             if why_not:
                 plan.lines.insert(0, Line("reply", f"NOT sent: {why_not} (kept on the ticket)"))
             else:
-                plan.lines.insert(0, Line("reply", "your text went to the customer"))
+                plan.lines.insert(0, Line("reply", self._sent_line(found)))
                 state.first_response(self.session, self.ticket.id, self.now)
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
-        elif not any(line.command == "note" for line in plan.lines):  # each command once
+        elif held:
+            plan.lines.insert(0, Line("reply", f"NOT sent: {held}. {RESEND}"))
+        elif answer and found.problem and self._quoted_only():
+            plan.lines.insert(0, Line("reply", f"NOT sent: {found.problem}. {RESEND}"))
+        else:
             plan.lines.insert(0, Line("note", "your text was kept internal" if text else "no text"))
         for child in self.closed_children:
             sla.recompute(self.conn, self.site.config, child.id)
@@ -432,6 +451,34 @@ class CommandMail:
         self._transcript(plan)
         self.trip.article_id = article_id
         return self.trip.result()
+
+    def _customer_text(self) -> str:
+        """What the customer wrote lately: the quoted lines an interleaved answer keeps
+        must be theirs."""
+        rows = self.conn.execute(_SEL_CUSTOMER_TEXTS, {"t": self.ticket.id}).scalars()
+        return "\n".join(rows)
+
+    def _quoted_only(self) -> bool:
+        """The mail holds quoted text (the agent sent the notification back) rather than
+        nothing at all (a mail of commands only)."""
+        return bool(self.mail.body_text.strip())
+
+    def _leak(self, text: str) -> str:
+        """Why an answer must be held: it carries something of ours no customer may see."""
+        forbidden = [*NOTIFICATION_FRAME, self.agent.address]
+        found = replytext.leaks(text, forbidden, leak_patterns(self.site))
+        return f"your answer contains {found}, which no customer may see" if found else ""
+
+    def _sent_line(self, found: replytext.Found) -> str:
+        line = "your text went to the customer (queued; you are told if it cannot be delivered)"
+        if found.style == "interleaved":
+            line += "; with the customer's lines you answered quoted above each part"
+        if found.signature and self.queue.agent_signature == "replace":
+            line += "; your own signature was replaced by the queue's"
+        files = [a for a in self.mail.attachments if a.content_type == "message/rfc822"]
+        if files:
+            line += "; the attached original mail was not forwarded"
+        return line
 
     def _store(self, text: str, *, internal: bool) -> int:
         """The agent's mail as an article: raw as received, text as the customer sees it."""
@@ -467,7 +514,7 @@ class CommandMail:
             t.lock_until = None
             state.unlock(self.session, t.id, actor=actor, reason="unlock command")
 
-    def _reply(self, text: str) -> str:
+    def _reply(self, text: str, found: replytext.Found) -> str:
         """The agent's answer into the outbox; why it cannot go, or ""."""
         queue_name = self.queue.display_name or self.queue.name
         to, name, _ = customers.contact(self.conn, self.ticket.customer_id)
@@ -499,7 +546,11 @@ class CommandMail:
             subject=self.site.tags.build(self.ticket.number, self.ticket.title),
             vars={
                 "text": text,
-                "signature": clean(f"{self.agent.name or self.agent.login}, {queue_name}"),
+                "signature": found.signature
+                if found.signature and self.queue.agent_signature == "keep"
+                else clean(f"{self.agent.name or self.agent.login}, {queue_name}"),
+                # whom to tell when the mail cannot be delivered (outbox.Sender)
+                "agent_address": self.agent.address,
             },
             in_reply_to=last,
             auto_submitted="",
@@ -513,8 +564,13 @@ class CommandMail:
             response,
             "SendAgentReply",
             self.agent.address,
-            # what the agent attached goes along (not inline parts: logos of a signature)
-            files=[a for a in self.mail.attachments if not a.inline],
+            # what the agent attached goes along: not inline parts (logos of a signature),
+            # not an attached original mail (Outlook's "attach original": our notification)
+            files=[
+                a
+                for a in self.mail.attachments
+                if not a.inline and a.content_type != "message/rfc822"
+            ],
         )
         return ""
 
@@ -600,6 +656,25 @@ def refused(
     outbox.send(session, site, ticket.id, "command_refused", response, "TranscriptQueued")
 
 
+_SEL_CUSTOMER_TEXTS = (
+    select(Article.body_text)
+    .where(Article.ticket_id == bindparam("t"), Article.sender_type == "customer")
+    .order_by(Article.id.desc())
+    .limit(3)
+)
+RESEND = (
+    "Write your answer above or below the quoted notification (or between its quoted "
+    "lines) and send it as a new reply to the notification"
+)
+# Lines of our notifications' frame (en, de): never part of an answer to a customer.
+NOTIFICATION_FRAME = (
+    "Reply to this mail to answer the customer",
+    "The reply address of this mail is yours alone",
+    "Reply to this mail to work on the ticket",
+    "Antworten Sie auf diese Mail, um dem Kunden zu antworten",
+    "Antworten Sie auf diese Mail, um am Ticket zu arbeiten",
+    "Die Antwortadresse dieser Mail gehört nur Ihnen",
+)
 _SEL_LAST_CUSTOMER_MID = (
     select(Article.message_id)
     .where(Article.ticket_id == bindparam("t"), Article.sender_type == "customer")

@@ -113,6 +113,7 @@ class ParsedMail:
     content_language: str = ""
     body_text: str = ""
     body_html: str = ""
+    body_from_html: bool = False  # no text/plain part: body_text is the HTML's rendering
     attachments: list[Attachment] = field(default_factory=list)
     unparsed: bool = False
     problem: str = ""  # why it is unparsed
@@ -316,6 +317,7 @@ def spec(address: str) -> str:
     """An address as it is stored and compared: canonical where it can be (trailing dot
     gone, IDNA A-labels, quoting as needed), else as it came with A-Z lower-cased, to be
     filed and never answered (addresses.Unanswerable says why, where it is answered)."""
+    address = address.replace("\x00", "")  # dropped from every text anyway (_drop_nul)
     try:
         return addresses.canonical(address)
     except addresses.Unanswerable:
@@ -336,7 +338,33 @@ def _msgids(text: str) -> list[str]:
 
 
 def _part_text(part: Message) -> str:
-    return _decode_part(part).replace("\r\n", "\n").replace("\r", "\n")
+    text = _decode_part(part).replace("\r\n", "\n").replace("\r", "\n")
+    if str(part.get_param("format") or "").lower() == "flowed":
+        delsp = str(part.get_param("delsp") or "").lower() == "yes"
+        text = unflow(text, delsp)
+    return text
+
+
+def unflow(text: str, delsp: bool = False) -> str:
+    """format=flowed text (RFC 3676) as its writer wrote it: a line ending in a space
+    goes on in the next line of the same quote depth (with DelSp=yes the space was only
+    there for that), space-stuffing undone; the `-- ` signature line stays."""
+    out: list[tuple[int, str]] = []
+    joining = False
+    for raw in text.split("\n"):
+        depth = len(raw) - len(raw.lstrip(">"))
+        body = raw[depth:]
+        if body.startswith(" "):  # stuffed (or the space after the quote marks)
+            body = body[1:]
+        flowed = body.endswith(" ") and body != "-- "
+        if flowed and delsp:
+            body = body[:-1]
+        if joining and out and out[-1][0] == depth:
+            out[-1] = (depth, out[-1][1] + body)
+        else:
+            out.append((depth, body))
+        joining = flowed
+    return "\n".join(("> " * depth if depth else "") + body for depth, body in out)
 
 
 def _decode_part(part: Message) -> str:
@@ -616,6 +644,7 @@ def parse(raw: bytes, max_parts: int = MAX_PARTS) -> ParsedMail:
     out.body_text = "\n".join(p.rstrip("\n") for p in plain if p.strip()).strip("\n")
     if not out.body_text and out.body_html:
         out.body_text = html_to_text(out.body_html)
+        out.body_from_html = True
     _drop_nul(out)
     return out
 

@@ -16,6 +16,7 @@ import smtplib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail.compose import Responder, Response, new_message_id, wire
-from otrs_mailgate.mail.parse import Attachment
+from otrs_mailgate.mail.parse import POLICY, Attachment
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
@@ -112,6 +113,10 @@ def send(
             message = site.responder.compose(response, message_id, utcnow())
             for f in files:
                 kind_, _, subtype = (f.content_type or "application/octet-stream").partition("/")
+                if f.content_type == "message/rfc822":  # RFC 2046 5.2.1: 7bit/8bit only
+                    inner = BytesParser(policy=POLICY).parsebytes(f.data)
+                    message.add_attachment(inner, filename=f.filename)
+                    continue
                 message.add_attachment(
                     f.data, maintype=kind_, subtype=subtype or "octet-stream", filename=f.filename
                 )
@@ -597,6 +602,8 @@ class Sender:
         conn.execute(_UPD_ROW, {"_id": row.id, "status": "failed", "last_error": error})
         result.failed += 1
         log.warning("outbox failed id=%s to=%s error=%r", row.id, row.rcpt_to, error)
+        if row.kind == "agent_reply":
+            self._tell_author(session, row, error)
         if row.ticket_id is not None:
             session.execute(select(Ticket.id).where(Ticket.id == row.ticket_id).with_for_update())
             history.append(
@@ -608,6 +615,37 @@ class Sender:
                 kind=row.kind,
                 to=row.rcpt_to,
                 error=error,
+            )
+
+    def _tell_author(self, session: Session, row: Any, error: str) -> None:
+        """An agent's answer the MTA refused for good: the agent hears of it (the
+        transcript said "queued"), in the same transaction as the row's failure."""
+        spec = Response.from_json(row.spec)
+        agent = str(spec.vars.get("agent_address") or "")
+        if not agent:
+            return
+        notice = Response(
+            template="reply_failed",
+            language=self.config.system.language,
+            from_addr=spec.from_addr,
+            from_name=f"{spec.from_name} (otrs-mailgate)",
+            to=agent,
+            to_name="",
+            subject=f"Not delivered: {spec.subject}",
+            vars={"subject": spec.subject, "to": spec.to, "error": error},
+            in_reply_to=row.message_id,
+            auto_submitted="auto-generated",
+        )
+        enqueue(
+            session,
+            row.ticket_id,
+            "reply_failed",
+            notice,
+            new_message_id(self.config.system.domain),
+        )
+        if row.ticket_id is not None:
+            history.append(
+                session, row.ticket_id, "AgentToldOfFailure", "system", to=agent, outbox_id=row.id
             )
 
 
