@@ -300,3 +300,47 @@ def test_hand_written_replies_in_default_client_settings(desk: Desk, name: str) 
     assert body_of(sent) == f"{expected}\n--\n{SIGNATURE}\n"
     assert_nothing_of_ours(body_of(sent), n)
     assert ticket(desk, number).priority == 3
+
+
+def test_an_answer_the_mta_refuses_for_good_is_told_to_the_agent(desk: Desk) -> None:
+    """The transcript said "queued"; when the customer's server refuses the answer for
+    good, the agent gets a notice with the reason (and the row says failed)."""
+    from aiosmtpd.controller import Controller
+
+    from otrs_mailgate.outbound.outbox import Sender
+
+    from lmtp_helpers import free_port
+
+    class Refusing:
+        async def handle_RCPT(self, server, session, envelope, address, options):
+            if address == CUSTOMER:
+                return "550 5.1.1 <bob@customer.test>: mailbox unavailable"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    _, n, _ = notification(desk)
+    assert deliver(desk, shapes.gmail_en(n, ANSWERS["en"]), n.reply_to).startswith("250")
+    assert "you are told if it cannot be delivered" in transcript(desk)
+    ctl = Controller(Refusing(), hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    try:
+        import datetime as dt
+
+        from otrs_mailgate.store.models import utcnow
+
+        desk.p.config.smtp.port = ctl.port
+        later = utcnow() + dt.timedelta(days=1)  # the daemon deferred them: no MTA then
+        Sender(desk.p.config, desk.p.sessions).run_pass(now=later)
+    finally:
+        ctl.stop()
+    with desk.p.sessions() as s:
+        rows = {r.kind: r for r in s.execute(select(Outbox)).scalars()}
+    assert rows["agent_reply"].status == "failed"
+    assert rows["reply_failed"].rcpt_to == ALICE
+    [notice] = [m for m in desk.to(ALICE) if str(m["Subject"]).startswith("Not delivered")]
+    text = notice.get_content()
+    assert "could not be delivered to bob@customer.test" in text
+    assert "550 mailbox unavailable" in text or "mailbox unavailable" in text
