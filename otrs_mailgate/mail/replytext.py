@@ -47,7 +47,15 @@ _RU_ATTRIBUTION = re.compile(r"(?:написал(?:\(а\)|а)?|пишет)\s*:\s
 # own text are not a quoted mail).
 _FROM_NAMES = re.compile(
     r"^[ \t*]*(?:From|Von|De|Da|Van|Från|Fra|Od|Od kogo|От|От кого|差出人|发件人|寄件者|"
-    r"보낸\s?사람|Date|Datum|Sent|Gesendet)[ \t*]*:",
+    r"보낸\s?사람)[ \t*]*:",
+    re.IGNORECASE,
+)
+# ... and one of these: when it was sent (a From: and a To: line of an agent's own text,
+# "To: the printer room", are no header block).
+_DATE_NAMES = re.compile(
+    r"^[ \t*]*(?:Date|Sent|Datum|Gesendet|Envoyé|Enviado|Enviado el|Inviato|Data|Verzonden|"
+    r"Skickat|Sendt|Wysłano|Odesláno|Отправлено|Дата|送信日時|日付|发送时间|日期|寄件日期|"
+    r"보낸\s?날짜)[ \t*]*:",
     re.IGNORECASE,
 )
 # A line shaped like a header ("Date : lundi ...", "Sent: ..."): the first lines of an
@@ -148,7 +156,12 @@ def _header_block(lines: list[str], index: int, intros: set[int]) -> bool:
     end = index
     while end < len(lines) and end in intros and not _QUOTED.match(lines[end]):
         end += 1
-    return end - start >= 2 and any(_FROM_NAMES.match(lines[i]) for i in range(start, end))
+    block = lines[start:end]
+    return (
+        len(block) >= 2
+        and any(_FROM_NAMES.match(line) for line in block)
+        and any(_DATE_NAMES.match(line) for line in block)
+    )
 
 
 def find(text: str, customer_text: str = "") -> Found:
@@ -176,6 +189,8 @@ def find(text: str, customer_text: str = "") -> Found:
             quote = _last_paragraph(quote)
         if is_marker(line) or (_SEPARATOR.match(line) and _original_follows(lines, index)):
             seen_quote = True
+            while own and (not own[-1].strip() or _HEADERISH.match(own[-1])):
+                own.pop()  # a header block above our notification, in any form
             break  # our notification (or a forwarded original) follows unquoted
         if index in intros:
             if _header_block(lines, index, intros):
@@ -189,8 +204,7 @@ def find(text: str, customer_text: str = "") -> Found:
             if nxt >= len(lines) or _QUOTED.match(lines[nxt]) or is_marker(lines[nxt]):
                 index = nxt  # an attribution: the quote it introduces follows
                 continue
-            seen_quote = True
-            break  # an introduction with the original after it, unquoted
+            # no quote follows: the agent's own words ("To: the printer room")
         if _introduces_quote(lines, index):
             index = _next_content(lines, index + 1)  # any language's "... wrote:"
             continue
@@ -258,25 +272,17 @@ def _assemble(
 
 
 def _split_signature(own: list[str]) -> tuple[list[str], str]:
-    """The agent's own lines and their signature: from the last `-- ` line (or a `--`
-    a client ate the space of, after an empty line, with a few short lines below it),
-    and the phones' "Sent from my iPhone" lines at the very end."""
+    """The agent's own lines and their signature: from the last `-- ` line (RFC 3676's
+    separator, with its space: a bare `--` is text), and the phones' "Sent from my
+    iPhone" lines at the very end."""
     lines = _rstrip_blank(list(own))
     tail: list[str] = []
     while lines and _SENT_FROM.match(lines[-1].strip()):
         tail.insert(0, lines.pop().strip())
         lines = _rstrip_blank(lines)
     for index in range(len(lines) - 1, -1, -1):
-        below = lines[index + 1 :]
-        exact = lines[index] == _SIG
-        bare = (
-            lines[index] == "--"
-            and (index == 0 or not lines[index - 1].strip())
-            and len(below) <= 8
-            and all(len(line) < 80 for line in below)
-        )
-        if exact or bare:
-            return lines[:index], "\n".join([*below, *tail]).strip()
+        if lines[index] == _SIG:
+            return lines[:index], "\n".join([*lines[index + 1 :], *tail]).strip()
     return lines, "\n".join(tail)
 
 
