@@ -43,6 +43,46 @@ HEAD_EVERY = 24 * 3600.0  # the history's head goes to the log this often (and a
 SCHEDULER_MIN_SLEEP = 0.2  # rows another daemon holds (SKIP LOCKED) are due again soon
 EX_OSERR = 71  # sysexits.h: a port already taken is the system's state, not a bug
 EX_USAGE = 64  # sysexits.h: a request that cannot work as asked
+EX_UNAVAILABLE = 69  # sysexits.h: the database cannot be used (named in one line)
+BACKOFF_MAX = 60.0  # seconds between tries while the database stays away
+
+
+class Trouble:
+    """Failures of a loop, said once: the first of a kind is one warning line (the
+    database's reason and what to do, no traceback for a database that went away),
+    repeats are quiet, the recovery is one line; the loop waits longer each time (as
+    Postfix backs off), up to BACKOFF_MAX.  A traceback flood of thousands of lines in
+    seconds told an admin nothing a single line did not (issue 27)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.said = ""
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Say it (once); the seconds to wait before the next try."""
+        self.failures += 1
+        if isinstance(exc, db.TemporaryFailure | db.DatabaseProblem) or _is_database(exc):
+            why = db.explain(exc)
+            if why != self.said:
+                log.warning("%s: the database does not answer: %s; trying again", self.what, why)
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+            if why != self.said:
+                log.exception("%s failed", self.what)
+        self.said = why
+        return min(BACKOFF_MAX, 0.5 * 2 ** min(self.failures, 8))
+
+    def ok(self) -> None:
+        if self.said:
+            log.info("%s: working again", self.what)
+        self.said, self.failures = "", 0
+
+
+def _is_database(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError | DBAPIError)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -53,6 +93,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin list at every check
 
 
 class CannotListen(Exception):
@@ -66,7 +107,9 @@ class Daemon:
         self.config_path = config_path
         self.config = config
         self.reuse_port = reuse_port  # one of serve --workers N: the ports are shared
-        self.engine = db.make_engine(config.database.url, config.database.busy_timeout_ms)
+        self.engine = db.make_engine(
+            config.database.url, config.database.busy_timeout_ms, create=False
+        )
         self.pipeline = Pipeline(config, self.engine)
         workers = config.lmtp.workers or (1 if self.engine.dialect.name == "sqlite" else 4)
         self.committer = GroupCommitter(self.pipeline, workers=workers)
@@ -122,16 +165,20 @@ class Daemon:
     async def outbox_loop(self, sender: Sender) -> None:
         """Send what is due; sleep until woken or OUTBOX_IDLE (mail of other daemons, retries)."""
         loop = asyncio.get_running_loop()
+        trouble = Trouble("outbox")
         while not self.stopping.is_set():
             try:
                 result = await loop.run_in_executor(self.sending, sender.run_pass, None, CLAIM)
+                trouble.ok()
                 for name in ("sent", "retried", "failed"):
                     self.metrics.outbox.labels(name).inc(getattr(result, name))
                 if result.claimed >= CLAIM:  # more may be due: go on, and call a helper
                     self.wake_sender()
                     continue
-            except Exception:  # the database may be down: try again later
-                log.exception("outbox pass failed")
+            except Exception as exc:  # the database may be down: try again later
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), trouble.failed(exc))
+                continue
             if self._look_again:
                 self._look_again = False
                 continue
@@ -156,6 +203,7 @@ class Daemon:
         """
         loop = asyncio.get_running_loop()
         head_logged = -HEAD_EVERY
+        trouble = Trouble("scheduler")
         while not self.stopping.is_set():
             self.scheduler_wakeup.clear()
             delay = SCHEDULER_MAX_SLEEP
@@ -171,8 +219,9 @@ class Daemon:
                 if result.next_at is not None:
                     ahead = (result.next_at - utcnow()).total_seconds()
                     delay = min(max(ahead, SCHEDULER_MIN_SLEEP), SCHEDULER_MAX_SLEEP)
-            except Exception:  # the database may be down: try again later
-                log.exception("scheduler pass failed")
+                trouble.ok()
+            except Exception as exc:  # the database may be down: try again later
+                delay = max(SCHEDULER_MIN_SLEEP, trouble.failed(exc))
             # Commits that come meanwhile are one look, not one each: a new ticket's
             # deadlines are minutes away, and a pass is a transaction of its own.
             pause = min(SCHEDULER_MIN_SLEEP, delay)
@@ -182,6 +231,9 @@ class Daemon:
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
+        # The database first: a daemon that says "listening" and then fails every mail
+        # is worse than one that says in one line why it will not start.
+        revision = await loop.run_in_executor(None, db.check_ready, self.engine)
         lmtp = self.config.lmtp
         ctl = controller(
             self.handler,
@@ -224,10 +276,13 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         log.info(
-            "listening for LMTP on %s, database %s",
+            "listening for LMTP on %s, database %s (schema %s)",
             where,
             self.engine.url.render_as_string(hide_password=True),
+            revision,
         )
+        for warning in self.config.warnings:
+            log.warning("config: %s", warning)
         if milter is not None:
             mc = self.config.milter
             log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")
@@ -344,9 +399,9 @@ class Workers:
                 status = status or (exit_code if exit_code > 0 else 0)
                 continue
             log.error("worker %d (pid %d) ended with %d; starting it again", worker, pid, exit_code)
-            if exit_code == EX_OSERR:  # a port it cannot bind: it would only fail again
-                self._stop(signal.SIGTERM, None)
-                status = EX_OSERR
+            if exit_code in (EX_OSERR, EX_UNAVAILABLE):  # a port it cannot bind, a
+                self._stop(signal.SIGTERM, None)  # database it cannot use: again is no cure
+                status = exit_code
                 continue
             time.sleep(1)
             self._start(worker)
@@ -384,12 +439,16 @@ def _reason(exc: OSError) -> str:
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
-    """The exit status of an entry point: a port already taken is one line, not a trace."""
+    """The exit status of an entry point: a port already taken, or a database that cannot
+    be used, is one line, not a trace."""
     try:
         return asyncio.run(main)
     except CannotListen as exc:
         log.error("%s", exc)
         return EX_OSERR
+    except db.DatabaseProblem as exc:
+        log.error("not started: %s", exc)
+        return EX_UNAVAILABLE
 
 
 def milter_only(config_path: str | None, config: config_mod.Config) -> int:

@@ -29,14 +29,18 @@ class Ctx:
             except config_mod.ConfigError as exc:
                 click.echo(f"otrs-mailgate: config error: {exc}", err=True)
                 sys.exit(2)
+            for warning in self._config.warnings:
+                click.echo(f"otrs-mailgate: warning: {warning}", err=True)
         return self._config
 
-    def engine(self) -> Any:
+    def engine(self, *, create: bool = False) -> Any:
+        """The command's engine.  Only `init` creates a database (create=True): any
+        other command on a SQLite path with no file says so instead of making one."""
         if self._engine is None:
             from otrs_mailgate.store.db import make_engine
 
             database = self.config.database
-            self._engine = make_engine(database.url, database.busy_timeout_ms)
+            self._engine = make_engine(database.url, database.busy_timeout_ms, create=create)
         return self._engine
 
     def sessions(self) -> Any:
@@ -44,8 +48,9 @@ class Ctx:
         from otrs_mailgate.store.db import sessionmaker_for
         from otrs_mailgate.tickets import history
 
-        keys = history.keys_for(self.config, rows=lambda: history.bounds(self.engine()))
-        return sessionmaker_for(self.engine(), {history.INFO: keys})
+        engine = self.engine()  # first: a database that is not there makes no key file
+        keys = history.keys_for(self.config, rows=lambda: history.bounds(engine))
+        return sessionmaker_for(engine, {history.INFO: keys})
 
     def session(self) -> Any:
         """A session for reading (the caller closes it, `with ctx.session() as s`)."""
@@ -79,16 +84,14 @@ def _database_errors(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
+        from sqlalchemy.exc import DBAPIError
+
+        from otrs_mailgate.store.db import DatabaseProblem, TemporaryFailure, explain
 
         try:
             return fn(*args, **kwargs)
-        except (OperationalError, ProgrammingError) as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            click.echo(
-                f"otrs-mailgate: database error: {reason} (did you run `otrs-mailgate init`?)",
-                err=True,
-            )
+        except (DBAPIError, DatabaseProblem, TemporaryFailure) as exc:
+            click.echo(f"otrs-mailgate: database error: {explain(exc)}", err=True)
             sys.exit(1)
 
     return wrapper

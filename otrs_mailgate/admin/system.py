@@ -19,16 +19,15 @@ from otrs_mailgate.admin.base import (
 @pass_ctx
 def init(ctx: Ctx) -> None:
     """Create or upgrade the database schema (data is kept)."""
-    from otrs_mailgate.store.db import current_revision, upgrade
+    from otrs_mailgate.store.db import current_revision, explain, upgrade
 
-    engine = ctx.engine()
+    engine = ctx.engine(create=True)
     try:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
     except Exception as exc:
-        reason = getattr(exc, "orig", None) or exc
-        click.echo(f"otrs-mailgate: cannot initialise the database: {reason}", err=True)
+        click.echo(f"otrs-mailgate: cannot initialise the database: {explain(exc)}", err=True)
         sys.exit(1)
     url = engine.url.render_as_string(hide_password=True)
     if before == after:
@@ -74,8 +73,14 @@ def dkim() -> None:
     default=None,
     help="Where to write the private key (default: dkim.key_file).",
 )
+@click.option(
+    "--domain",
+    default=None,
+    help="The key's domain (default: dkim.domain or system.domain). An agents' domain "
+    "gives a test key: the line for the agents.dkim_keys file is printed too.",
+)
 @pass_ctx
-def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
+def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None, domain: str | None) -> None:
     """Make a 2048-bit RSA key and print the DNS TXT record to publish."""
     from otrs_mailgate.outbound.outbox import dkim_keygen as keygen
 
@@ -86,10 +91,20 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None) -> None:
         raise click.UsageError("no --key-file and no dkim.key_file in the config")
     if path.exists():
         raise click.UsageError(f"{path} exists; move it away first (keys are never overwritten)")
-    domain = config.dkim.domain or config.system.domain
-    record = keygen(path, selector, domain)
-    click.echo(f"wrote {path} (mode 0600). Publish this record, then set in [dkim]:")
-    click.echo(f'  selector = "{selector}"\n  key_file = "{path}"')
+    ours = config.dkim.domain or config.system.domain
+    record = keygen(path, selector, domain or ours)
+    click.echo(f"wrote {path} (mode 0600).")
+    if domain and domain != ours:
+        text = "".join(record.split("(", 1)[1].rsplit(")", 1)[0].split('"')[1::2])
+        click.echo(
+            f"A key for the agents' domain {domain}: publish the record below in its DNS, "
+            "or, to try it out, pin it: add this line to the agents.dkim_keys file"
+        )
+        click.echo(f"  {selector}._domainkey.{domain} {text}")
+        click.echo(f"and sign test mail with it: dkimsign {selector} {domain} {path} < MAIL")
+    else:
+        click.echo("Publish this record, then set in [dkim]:")
+        click.echo(f'  selector = "{selector}"\n  key_file = "{path}"')
     click.echo(record)
 
 

@@ -12,6 +12,7 @@ raises ConfigError carrying one line that names the key and the problem.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import itertools
 import os
 import re
@@ -88,10 +89,31 @@ class TicketConfig(_Section):
     divider: str = ""
 
 
+DATABASE_FORMS = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE"
+_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 class DatabaseConfig(_Section):
     url: str = "sqlite:///var/otrs-mailgate.sqlite"
     # SQLite only: wait this long for a lock before answering "try again later".
     busy_timeout_ms: int = Field(5000, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        """Only the databases we run on, said in one line (mysql:// or a typo such as
+        sqllite:/// gave a traceback from every command)."""
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in _SCHEMES:
+            close = difflib.get_close_matches(scheme.lower(), ["sqlite", "postgresql"], n=1)
+            hint = f" (did you mean {close[0]}://?)" if close and sep else ""
+            named = f"{scheme}://" if sep else "a URL without a scheme"
+            raise ValueError(f"{named} is no database we support{hint}; use {DATABASE_FORMS}")
+        if scheme.lower() == "sqlite" and not rest.startswith("/"):
+            raise ValueError(f"a SQLite URL has three slashes and a path: {DATABASE_FORMS}")
+        if scheme.lower() != "sqlite" and not rest.strip("/"):
+            raise ValueError(f"no server and database named; use {DATABASE_FORMS}")
+        return value
 
 
 class LMTPConfig(_Section):
@@ -412,6 +434,9 @@ class Config(_Section):
     calendar: list[CalendarConfig] = Field(default_factory=lambda: [CalendarConfig()])
     sla: list[SLAConfig] = Field(default_factory=list)
     source: str = ""  # where this config came from, for messages
+    # What an admin should hear about the config that does not stop it (an unknown
+    # OTRS_MAILGATE_* variable): the CLI prints these, the daemon logs them at start.
+    warnings: list[str] = Field(default_factory=list)
 
     @field_validator("queue")
     @classmethod
@@ -464,16 +489,41 @@ class Config(_Section):
         return next((q for q in self.queue if q.name == name), None)
 
 
-def _env_overrides(data: dict[str, Any]) -> None:
-    """Apply OTRS_MAILGATE_<SECTION>_<KEY> to the scalar keys of each section."""
+# OTRS_MAILGATE_* names that are no config key: the config file's path, and the test
+# suite's own settings.
+_ENV_OTHERS = ("CONFIG", "CORPUS", "PORTS")
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # shown as ***
+
+
+def _env_overrides(data: dict[str, Any]) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Apply OTRS_MAILGATE_<SECTION>_<KEY> to the scalar keys of each section; which
+    variable set which key, and a warning for each OTRS_MAILGATE_* name that is none
+    (a typo, OTRS_MAILGATE_LMTP_PROT, would otherwise change nothing, silently)."""
+    known: dict[str, tuple[str, str]] = {}
     for section, model in Config.model_fields.items():
         sub = model.annotation
         if not (isinstance(sub, type) and issubclass(sub, _Section)):
             continue
         for key in sub.model_fields:
-            value = configfile.env_value(section, key)
-            if value is not None:
-                data.setdefault(section, {})[key] = value
+            known[f"{configfile.ENV_PREFIX}{section}_{key}".upper()] = (section, key)
+    used: dict[tuple[str, str], str] = {}
+    warnings: list[str] = []
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith(configfile.ENV_PREFIX):
+            continue
+        rest = name.removeprefix(configfile.ENV_PREFIX)
+        if rest in _ENV_OTHERS or rest.startswith("TEST_"):
+            continue
+        where = known.get(name)
+        if where is None:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"environment variable {name} names no config key{hint}")
+            continue
+        section, key = where
+        data.setdefault(section, {})[key] = value
+        used[where] = name
+    return used, warnings
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -498,7 +548,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"{name}: cannot read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{name}: not valid TOML: {exc}") from None
-    _env_overrides(data)
+    from_env, warnings = _env_overrides(data)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -507,8 +557,16 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         problem = err["msg"]
         if err["type"] == "extra_forbidden":
             problem = "unknown key"
+        problem = problem.removeprefix("Value error, ")
+        variable = from_env.get(tuple(str(p) for p in err["loc"][:2]))  # type: ignore[arg-type]
+        if variable is not None:  # the environment said it, not the file
+            shown = _PASSWORD.sub(r"\1***@", os.environ.get(variable, ""))
+            raise ConfigError(
+                f"environment variable {variable}={shown!r}: {where}: {problem}"
+            ) from None
         raise ConfigError(f"{name}: {where}: {problem}") from None
     config.source = name
+    config.warnings = warnings
     if file is not None:
         config.database.url = _resolve_sqlite_path(config.database.url, file.parent)
         if config.system.templates:

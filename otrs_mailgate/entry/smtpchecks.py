@@ -242,8 +242,11 @@ class Message:
         with read_only(pipeline.engine) as conn:
             for token in self.tokens:
                 verdict = auth.check(conn, config.agents, mail, token, now, dns, found)
-                if verdict.reasons:  # the reasons are logged, never told (item 3)
+                if verdict.reasons:  # logged; told only as a class, never the details
                     log.info("refused mail from %s: %s", self.sender, verdict.reasons)
+                    why = auth.reason_class(verdict.reasons)
+                    if why:  # the agent's own mistake: say which kind (issue 27)
+                        return Reply("550", "5.7.1", f"{REFUSED_TOKEN.text}: {why}")
                     return REFUSED_TOKEN
             ticket_id = pipeline.match_id(conn, mail)
             if not self.queues:  # only at our domains: stripped, nothing more to decide

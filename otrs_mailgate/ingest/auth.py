@@ -341,6 +341,25 @@ def check(
     return verdict
 
 
+def reason_class(reasons: list[str]) -> str:
+    """What the SMTP refusal may say of why a mail to a reply address is no command
+    mail: the class of the agent's own mistake (an unsigned first reply looked like a
+    wrong address, issue 27), nothing when the mail is not even from the agent (the
+    token, the From: an attacker learns nothing of what held)."""
+    if any(r.startswith(("From ", "the token", "agent ", "the reply address")) for r in reasons):
+        return ""
+    for reason in reasons:
+        if reason.startswith(("DKIM", "no Authentication-Results", "Authentication-Results")):
+            return "not DKIM-signed by your domain, or the signature leaves part of it out"
+        if "was seen before" in reason:
+            return "a copy of a mail taken before"
+        if "hours away from now" in reason or "no readable Date" in reason:
+            return "its Date is missing or too far from now"
+        if reason.startswith("the mail has") and "headers" in reason:
+            return "a header appears twice"
+    return ""
+
+
 def raw_headers_of(mail: ParsedMail, name: str) -> list[str]:
     return raw_headers(mail.message, name) if mail.message is not None else []
 

@@ -708,7 +708,9 @@ def _reset(smtp: smtplib.SMTP | None, quit: bool = True) -> None:
 
 
 def dkim_keygen(key_file: Path, selector: str, domain: str) -> str:
-    """Write a new 2048-bit RSA key (mode 0600) and return the DNS TXT record for it."""
+    """Write a new 2048-bit RSA key (mode 0600) and return the DNS TXT record for it,
+    the record's text split into quoted strings of at most 255 characters (one string
+    of 410 is refused by BIND and most DNS panels; opendkim-genkey splits it too)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -725,7 +727,13 @@ def dkim_keygen(key_file: Path, selector: str, domain: str) -> str:
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return f'{selector}._domainkey.{domain}. IN TXT "{dkim_txt(public)}"'
+    return f"{selector}._domainkey.{domain}. IN TXT ( {txt_strings(dkim_txt(public))} )"
+
+
+def txt_strings(text: str, size: int = 250) -> str:
+    """A TXT record's text as DNS zone files write it: quoted strings of at most 255
+    characters, which resolvers join again."""
+    return " ".join(f'"{text[i : i + size]}"' for i in range(0, len(text), size))
 
 
 def dkim_txt(public_der: bytes) -> str:

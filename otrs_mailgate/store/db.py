@@ -54,12 +54,24 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
+class DatabaseProblem(Exception):
+    """The configured database cannot be used; the message says why and what to do, in
+    one line (the CLI prints it, `serve` refuses to start with it)."""
+
+
+def make_engine(url: str, busy_timeout_ms: int = 5000, *, create: bool = True) -> Engine:
+    """An engine for the URL.  create=False: a SQLite file that is not there is a
+    DatabaseProblem instead of a new empty database (only `init` makes one: a mistyped
+    path in `ticket list` made a directory and an empty file)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:" and not create and not Path(path).exists():
+            raise DatabaseProblem(
+                f"no database at {path}: run `otrs-mailgate init` to make it, or fix database.url"
+            )
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         kwargs: dict[str, Any] = {}
         module = sqlite_module()
         if module is not None:
@@ -463,11 +475,67 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def explain(exc: BaseException) -> str:
+    """A database error as one line with the hint that matches its cause."""
+    if isinstance(exc, DatabaseProblem):
+        return str(exc)
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    first = text.split(" [SQL:")[0][:300]
+    lowered = text.lower()
+    for needles, hint in _HINTS:
+        if any(n in lowered for n in needles):
+            return f"{first} ({hint})"
+    return first
+
+
+_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("no such table", "undefinedtable", "relation \""),
+     "the database has no tables yet: run `otrs-mailgate init`"),
+    (("password authentication failed", "authentication failed", "no password supplied"),
+     "check the user and password in database.url"),
+    (("role \"",), "the user in database.url does not exist on the server"),
+    (("database \"",), "create the database (createdb NAME) or fix its name in database.url"),
+    (("connection refused", "could not connect", "no such file or directory", "is the server"),
+     "is the database server running, at the host and port database.url names?"),
+    (("failed to resolve host", "name or service not known", "could not translate host"),
+     "the host name in database.url does not resolve"),
+    (("unable to open database file",),
+     "the SQLite file's directory must exist and be writable by this user"),
+    (("database is locked",), "another process holds SQLite's lock; try again"),
+    (("readonly database", "read-only"), "the database (or its directory) is read-only"),
+    (("disk is full", "no space"), "the disk is full"),
+)  # fmt: skip
+
+
+def check_ready(engine: Engine) -> str:
+    """The database answers and has this version's schema; its revision.  Raises
+    DatabaseProblem with one line saying what is wrong and what to do."""
+    from alembic.script import ScriptDirectory
+
+    try:
+        current = current_revision(engine)
+    except Exception as exc:
+        raise DatabaseProblem(explain(exc)) from exc
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    if current is None:
+        raise DatabaseProblem("the database has no tables yet: run `otrs-mailgate init`")
+    if current != head:
+        raise DatabaseProblem(
+            f"the database's schema is at revision {current}, this version needs {head}: "
+            "run `otrs-mailgate init` to upgrade it (data is kept)"
+        )
+    return current
+
+
 __all__ = [
+    "DatabaseProblem",
     "TemporaryFailure",
+    "check_ready",
     "current_revision",
     "defer_insert",
     "deferred",
+    "explain",
     "insert_ignore",
     "make_engine",
     "next_counter",

@@ -34,6 +34,7 @@ from helpers import mail, need
 from lmtp_helpers import free_port
 
 SCRIPTS = Path(__file__).resolve().parent / "milter"
+UNSIGNED = "not DKIM-signed by your domain, or the signature leaves part of it out"
 AUTHSERV = "mx.mailgate.test"
 REJECT_TEXT = "Sales takes no new requests by mail; please call us."
 QUEUES = f"""
@@ -295,9 +296,23 @@ def test_command_mail_signed_over_too_little_is_refused(milter: Milter) -> None:
     milter.run(
         "coverage.lua",
         token_address=milter.token_address,
-        reason=REFUSED_TOKEN.text,
+        reason=f"{REFUSED_TOKEN.text}: {UNSIGNED}",
         narrow=milter.file("narrow.eml", milter.signer.sign(raw, headers=[b"from"])),
         partial=milter.file("partial.eml", signed + b"Pay to IBAN DE00 first.\r\n"),
         added=milter.file("added.eml", b"Cc: eve@evil.test\r\n" + milter.signer.sign(raw)),
         good=milter.file("good.eml", signed),
+    )
+
+
+def test_an_agents_unsigned_reply_is_refused_naming_the_class(milter: Milter) -> None:
+    """Issue 27: an agent's first reply without DKIM read "this reply address does not take
+    this mail", like a wrong address; the refusal now says what kind of mistake it was
+    (bob, who is not the agent, still learns nothing: see forms.lua)."""
+    subject = f"Re: [Ticket#{milter.number} note] Printer"
+    milter.run(
+        "token.lua",
+        token_address=milter.token_address,
+        forged=milter.file("forged.eml", agent_mail("alice@agents.test", "x", subject, "Hi.\n")),
+        good=milter.file("good.eml", signed(milter, "alice@agents.test", "x", subject)),
+        reason=f"{REFUSED_TOKEN.text}: {UNSIGNED}",
     )

@@ -1,5 +1,5 @@
 -- Issue 25: a command mail whose DKIM signature leaves a header it has, or part of its
--- body, unsigned is refused at the end of the message (one text for every reason); the
+-- body, unsigned is refused at the end of the message, saying that class of mistake; the
 -- same mail signed over everything goes on.
 dofile(lib)
 local conn = connect()

@@ -28,5 +28,6 @@ assert(mt.eom_check(conn, MT_HDRDELETE, "Authentication-Results"), "glued A-R ke
 -- new headers above alice's old signed mail
 accepted(conn, "<alice@agents.test>", "<" .. token_address .. ">")
 message(conn, doubled)
-say(conn, "550", "5.7.1", generic, "a second Subject above a signed mail")
+say(conn, "550", "5.7.1", generic .. ": a header appears twice",
+    "a second Subject above a signed mail (the agent's own mistake: its class is said)")
 mt.disconnect(conn)
