@@ -127,6 +127,7 @@ class Daemon:
         self._idle_senders: deque[asyncio.Event] = deque()
         self._look_again = False
         self.scheduler_wakeup = asyncio.Event()
+        self.outbox_trouble = Trouble("outbox")
         self.committer.on_commit.append(self._wake_if_queued)
         self.committer.on_commit.append(lambda _queued: self.scheduler_wakeup.set())
 
@@ -165,7 +166,7 @@ class Daemon:
     async def outbox_loop(self, sender: Sender) -> None:
         """Send what is due; sleep until woken or OUTBOX_IDLE (mail of other daemons, retries)."""
         loop = asyncio.get_running_loop()
-        trouble = Trouble("outbox")
+        trouble = self.outbox_trouble  # one for all the senders: one line, not one each
         while not self.stopping.is_set():
             try:
                 result = await loop.run_in_executor(self.sending, sender.run_pass, None, CLAIM)
