@@ -79,6 +79,30 @@ class Trouble:
         self.said, self.failures = "", 0
 
 
+def _start_notes(config: config_mod.Config) -> list[str]:
+    """What a new site should see at start: the service levels in force (the example's
+    SLA on a Munich calendar applied silently to a new site, issue 27), and links in
+    mail that nobody but this host can open."""
+    notes = []
+    calendars = {c.name: c for c in config.calendar}
+    for sla in config.sla:
+        cal = calendars[sla.calendar]
+        notes.append(
+            f"SLA {sla.name} for {', '.join(sla.queues)}: first response {sla.first_response}, "
+            f"update {sla.update}, solution {sla.solution} working minutes on calendar "
+            f"{cal.name} ({cal.timezone}{', holidays ' + cal.holidays if cal.holidays else ''})"
+        )
+    web = config.web
+    domains = {a.rpartition("@")[2] for q in config.queue for a in q.addresses}
+    loopback = web.host in ("127.0.0.1", "::1", "localhost")
+    if web.enabled and not web.public_url and loopback and domains - {"localhost"}:
+        notes.append(
+            f"links in mail name {web.base_url()}, which only this host can open: set "
+            "[web] public_url to the address customers and agents reach the page at"
+        )
+    return notes
+
+
 def _is_database(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -284,6 +308,9 @@ class Daemon:
         )
         for warning in self.config.warnings:
             log.warning("config: %s", warning)
+        for line in _start_notes(self.config):
+            level = logging.WARNING if line.startswith("links ") else logging.INFO
+            log.log(level, "%s", line)
         if milter is not None:
             mc = self.config.milter
             log.info("milter listening on %s", mc.socket or f"{mc.host}:{mc.port}")

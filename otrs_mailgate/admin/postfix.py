@@ -15,8 +15,12 @@ from collections.abc import Sequence
 
 from otrs_mailgate.config.schema import Config
 
-RECIPIENTS_MAP = "/etc/postfix/otrs-mailgate-recipients"
-TRANSPORT_MAP = "/etc/postfix/otrs-mailgate-transport"
+MAPS_DIR = "/etc/postfix"
+MAIN_NAME = "otrs-mailgate-main.cf"  # lines to merge into main.cf, never a main.cf
+TRANSPORT_NAME = "otrs-mailgate-transport"
+RECIPIENTS_NAME = "otrs-mailgate-recipients"
+RECIPIENTS_MAP = f"{MAPS_DIR}/{RECIPIENTS_NAME}"
+TRANSPORT_MAP = f"{MAPS_DIR}/{TRANSPORT_NAME}"
 
 
 DESTINATION = re.compile(r"^(inet:[A-Za-z0-9.:\[\]-]+:\d{1,5}|unix:/[^\s,{}]+)$")
@@ -69,7 +73,8 @@ def main_cf(
 ) -> str:
     nexthops = destinations(config, lmtp)
     lines = [
-        "# otrs-mailgate: for /etc/postfix/main.cf (from `otrs-mailgate postfix-config`)",
+        "# otrs-mailgate: lines to merge into /etc/postfix/main.cf (`postconf -e` each);",
+        "# from `otrs-mailgate postfix-config`",
         f"relay_domains = {', '.join(domains(config))}",
         f"relay_recipient_maps = hash:{recipients_map}",
         *(
@@ -120,3 +125,11 @@ def recipients(config: Config) -> str:
         lines.append(f"# system.catch_all = {config.system.catch_all}: any other address too")
         lines += [f"@{d}\tOK" for d in domains(config)]
     return "\n".join(lines) + "\n"
+
+
+def next_steps(transport: object, recipients: object) -> str:
+    """What to run after the files are in place."""
+    return (
+        "# then: merge the main.cf lines (postconf -e '...' each, or by hand), "
+        f"postmap {transport} {recipients}, and postfix reload"
+    )

@@ -34,6 +34,26 @@ def init(ctx: Ctx) -> None:
         click.echo(f"database {url} is up to date (revision {after})")
     else:
         click.echo(f"database {url} upgraded from {before or 'empty'} to revision {after}")
+    for problem in _loose_files(ctx):
+        click.echo(f"otrs-mailgate: warning: {problem}", err=True)
+
+
+def _loose_files(ctx: Ctx) -> list[str]:
+    """Our files that hold secrets or customer data and others may read (made before
+    they were made 0600, or chmod-ed since)."""
+    from otrs_mailgate.store.db import loose_mode
+    from otrs_mailgate.tickets.history import key_path
+
+    config = ctx.config
+    paths = []
+    if config.database.url.startswith("sqlite:///"):
+        paths.append(Path(config.database.url.removeprefix("sqlite:///")))
+    keys = key_path(config)
+    if keys is not None:
+        paths.append(keys)
+    if config.dkim.key_file:
+        paths.append(Path(config.dkim.key_file))
+    return [p for p in map(loose_mode, paths) if p]
 
 
 @click.command()
@@ -114,8 +134,10 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None, domain: s
     "write_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write main.cf, transport and recipients files into this folder.",
+    help="Write otrs-mailgate-main.cf (lines to merge into main.cf), otrs-mailgate-transport "
+    "and otrs-mailgate-recipients into this folder; the lines name the maps there.",
 )
+@click.option("--force", is_flag=True, help="Replace files --write finds changed.")
 @click.option(
     "--lmtp",
     "lmtp",
@@ -125,27 +147,55 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None, domain: s
     "over several (default: this config's [lmtp]).",
 )
 @pass_ctx
-def postfix_config(ctx: Ctx, write_dir: Path | None, lmtp: tuple[str, ...]) -> None:
-    """Print the Postfix settings and maps for the configured queues."""
+def postfix_config(ctx: Ctx, write_dir: Path | None, force: bool, lmtp: tuple[str, ...]) -> None:
+    """Print (or write) the Postfix settings and maps for the configured queues: lines to
+    merge into main.cf (`postconf -e` each, never a whole main.cf), and two maps."""
+    import difflib
+
     from otrs_mailgate.admin import postfix
 
     try:
         postfix.destinations(ctx.config, lmtp)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--lmtp") from None
+    folder = write_dir.absolute() if write_dir is not None else Path(postfix.MAPS_DIR)
+    transport = folder / postfix.TRANSPORT_NAME
+    recipients = folder / postfix.RECIPIENTS_NAME
     parts = {
-        "main.cf": postfix.main_cf(ctx.config, lmtp=lmtp),
-        "transport": postfix.transport(ctx.config, lmtp),
-        "recipients": postfix.recipients(ctx.config),
+        folder / postfix.MAIN_NAME: postfix.main_cf(
+            ctx.config, str(transport), str(recipients), lmtp
+        ),
+        transport: postfix.transport(ctx.config, lmtp),
+        recipients: postfix.recipients(ctx.config),
     }
     if write_dir is None:
-        for name, text in parts.items():
-            click.echo(f"### {name}\n{text}")
+        for path, text in parts.items():
+            click.echo(f"### {path}\n{text}")
+        click.echo(postfix.next_steps(transport, recipients))
         return
-    write_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in parts.items():
-        (write_dir / name).write_text(text)
-        click.echo(f"wrote {write_dir / name}")
+    changed = [p for p, text in parts.items() if p.exists() and p.read_text() != text]
+    if changed and not force:
+        for path in changed:
+            diff = difflib.unified_diff(
+                path.read_text().splitlines(), parts[path].splitlines(),
+                str(path), f"{path} (new)", lineterm="",
+            )  # fmt: skip
+            click.echo("\n".join(diff), err=True)
+        names = ", ".join(str(p) for p in changed)
+        click.echo(
+            f"otrs-mailgate: {names} exist and differ (above); nothing was written. "
+            "Merge by hand, or --force to replace them.",
+            err=True,
+        )
+        sys.exit(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in parts.items():
+        if path.exists() and path.read_text() == text:
+            click.echo(f"unchanged {path}")
+            continue
+        path.write_text(text)
+        click.echo(f"wrote {path}")
+    click.echo(postfix.next_steps(transport, recipients))
 
 
 @click.command()

@@ -4,6 +4,7 @@ jobs cron may run (locks, escalations)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -201,7 +202,8 @@ def ticket_attachment(
         sys.stdout.buffer.write(data)
         return
     try:
-        with output.open("xb") as fh:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # customer data
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
     except FileExistsError:
         click.echo(f"otrs-mailgate: {output} exists; give a new file", err=True)

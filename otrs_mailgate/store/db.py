@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import importlib.resources
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -54,6 +55,30 @@ def normalise_url(url: str) -> str:
     return url
 
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+
+
+def private_file(path: Path) -> None:
+    """Make an empty file only its owner can read (0600 whatever the umask): the SQLite
+    database and its backups hold the agents' secrets and the customers' mail.  SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # the umask may have taken bits off, never added
+    os.close(fd)
+
+
+def loose_mode(path: Path) -> str:
+    """Why a file of ours is readable by others than its owner, or ""."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return ""
+    if mode & 0o077:
+        return f"{path} is mode {mode:04o}, readable beyond its owner: chmod 600 {path}"
+    return ""
+
+
 class DatabaseProblem(Exception):
     """The configured database cannot be used; the message says why and what to do, in
     one line (the CLI prints it, `serve` refuses to start with it)."""
@@ -70,8 +95,8 @@ def make_engine(url: str, busy_timeout_ms: int = 5000, *, create: bool = True) -
             raise DatabaseProblem(
                 f"no database at {path}: run `otrs-mailgate init` to make it, or fix database.url"
             )
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path and path != ":memory:" and not Path(path).exists():
+            private_file(Path(path))
         kwargs: dict[str, Any] = {}
         module = sqlite_module()
         if module is not None:
@@ -207,6 +232,7 @@ def read_only(engine: Engine) -> Iterator[Connection]:
 def backup_sqlite(engine: Engine, target: Path) -> int:
     """Copy a live SQLite database page by page (writers go on meanwhile; what the copy
     holds is one committed state); how many pages."""
+    private_file(target)
     raw = engine.raw_connection()
     try:
         source: Any = raw.driver_connection

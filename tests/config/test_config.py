@@ -27,8 +27,38 @@ def test_example_file_loads_and_relative_sqlite_path_is_beside_it(tmp_path: Path
     example.write_text((ROOT / "otrs-mailgate.toml.example").read_text())
     c = config_mod.load(example)
     assert [q.name for q in c.queue] == ["Hotline", "Support-DE"]
-    assert c.database.url == f"sqlite:///{tmp_path}/var/otrs-mailgate.sqlite"
+    # the example names the state directory; a relative path would be beside the file
+    assert c.database.url == "sqlite:////var/lib/otrs-mailgate/otrs-mailgate.sqlite"
     assert c.queue_by_name("Support-DE").follow_up_closed == "new"
+    example.write_text(example.read_text().replace(c.database.url, "sqlite:///var/x.sqlite"))
+    assert config_mod.load(example).database.url == f"sqlite:///{tmp_path}/var/x.sqlite"
+
+
+def test_the_example_shows_every_key_of_every_section() -> None:
+    """Issue 27: the README says the example explains every key; it lacked [lmtp],
+    [milter], [smtp] and [dkim]. Every key of every section is in it, set or commented."""
+    import re
+    import typing
+
+    text = (ROOT / "otrs-mailgate.toml.example").read_text()
+    missing = []
+    for section, field in config_mod.Config.model_fields.items():
+        model = field.annotation
+        if typing.get_origin(model) is list:
+            model = typing.get_args(model)[0]
+        if not (isinstance(model, type) and issubclass(model, config_mod._Section)):
+            continue
+        header = f"[[{section}]]" if typing.get_origin(field.annotation) is list else f"[{section}]"
+        if header not in text:
+            missing.append(header)
+        for key in model.model_fields:
+            if key == "hours":
+                key = "calendar.hours"
+            if key == "escalation":
+                key = "sla.escalation"
+            if not re.search(rf"^#?\s*\[*{re.escape(key)}\]*\s*=?", text, re.M):
+                missing.append(f"{section}.{key}")
+    assert missing == [], missing
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,7 +82,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ('[[queue]]\nname = "Q"\naddresses = []\n', "queue[0].addresses: List should have"),
         (
             '[[queue]]\nname="A"\naddresses=["a@x.test"]\n[[queue]]\nname="B"\naddresses=["a@x.test"]\n',
-            "queue: Value error, address 'a@x.test' belongs to two queues",
+            "queue: address 'a@x.test' belongs to two queues",
         ),
         ("[system\nid = 1\n", "not valid TOML"),
         ('[database]\nbusy_timeout_ms = "soon"\n', "database.busy_timeout_ms"),

@@ -68,14 +68,43 @@ addresses = ["{HOT}"]
 
 def test_postfix_files_match_postfix_config(tmp_path: Path) -> None:
     config = load(ROOT / "otrs-mailgate.toml.example")
-    assert (ROOT / "postfix" / "main.cf").read_text() == postfix.main_cf(config)
-    assert (ROOT / "postfix" / "transport").read_text() == postfix.transport(config)
-    assert (ROOT / "postfix" / "recipients").read_text() == postfix.recipients(config)
+    copies = ROOT / "postfix"
+    assert (copies / "otrs-mailgate-main.cf").read_text() == postfix.main_cf(config)
+    assert (copies / "otrs-mailgate-transport").read_text() == postfix.transport(config)
+    assert (copies / "otrs-mailgate-recipients").read_text() == postfix.recipients(config)
     proc = cli(ROOT / "otrs-mailgate.toml.example", "postfix-config")
     assert proc.returncode == 0
     assert b"transport_maps = hash:/etc/postfix/otrs-mailgate-transport" in proc.stdout
     assert b"hotline@example.com\tlmtp:inet:127.0.0.1:8024" in proc.stdout
     assert b"smtpd_milters = inet:127.0.0.1:8025" in proc.stdout
+
+
+def test_postfix_config_write_names_its_maps_and_never_overwrites(tmp_path: Path) -> None:
+    """Issue 27: --write wrote `main.cf` (over a site's own, in /etc/postfix) and maps whose
+    names the lines did not use.  Now: a snippet, maps named as the lines name them, and
+    a changed file is never replaced without --force (the diff is shown)."""
+    example = ROOT / "otrs-mailgate.toml.example"
+    site_main = tmp_path / "main.cf"
+    site_main.write_text("myhostname = mx.site.example\n")
+    first = cli(example, "postfix-config", "--write", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert site_main.read_text() == "myhostname = mx.site.example\n"  # never touched
+    snippet = (tmp_path / "otrs-mailgate-main.cf").read_text()
+    assert f"transport_maps = hash:{tmp_path}/otrs-mailgate-transport" in snippet
+    assert f"relay_recipient_maps = hash:{tmp_path}/otrs-mailgate-recipients" in snippet
+    assert (tmp_path / "otrs-mailgate-transport").exists()
+    assert (tmp_path / "otrs-mailgate-recipients").exists()
+    assert b"postmap " in first.stdout
+    again = cli(example, "postfix-config", "--write", str(tmp_path))
+    assert again.returncode == 0 and b"unchanged" in again.stdout
+    edited = tmp_path / "otrs-mailgate-transport"
+    edited.write_text("# the admin's own line\n" + edited.read_text())
+    refused = cli(example, "postfix-config", "--write", str(tmp_path))
+    assert refused.returncode == 1
+    assert b"-# the admin's own line" in refused.stderr and b"nothing was written" in refused.stderr
+    assert edited.read_text().startswith("# the admin's own line")
+    forced = cli(example, "postfix-config", "--write", str(tmp_path), "--force")
+    assert forced.returncode == 0 and not edited.read_text().startswith("# the admin")
 
 
 def test_postfix_config_for_several_daemons() -> None:

@@ -63,7 +63,7 @@ def test_bad_filters_are_config_errors(tmp_path: Path) -> None:
     cfg.write_text('[[filter]]\nname = "x"\nmatch = { Subject = "(" }\n')
     with pytest.raises(
         ConfigError,
-        match=r"filter\[0\]\.match: Value error, Subject: '\(' is not a regular expression",
+        match=r"filter\[0\]\.match: Subject: '\(' is not a regular expression",
     ):
         load(cfg)
     cfg.write_text('[[filter]]\nname = "x"\nmatch = { Subject = "a" }\nqueue = "Nope"\n')
