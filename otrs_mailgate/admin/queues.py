@@ -50,6 +50,43 @@ def queue_add(
     click.echo("next: `otrs-mailgate postfix-config` for Postfix, then SIGHUP the daemon")
 
 
+@queue.group("address")
+def queue_address() -> None:
+    """A queue's addresses: add a new one, retire an old one (still taken, never sent
+    from), remove one (refused from then on)."""
+
+
+def _address_command(action: str, doc: str) -> None:
+    @queue_address.command(action, help=doc)
+    @click.argument("name")
+    @click.argument("address")
+    @pass_ctx
+    def command(ctx: Ctx, name: str, address: str) -> None:
+        from otrs_mailgate.admin import queuefile
+        from otrs_mailgate.config import locate as configfile
+
+        path = configfile.find(ctx.config_path)
+        if path is None or not path.exists():
+            click.echo("otrs-mailgate: no config file to change", err=True)
+            sys.exit(2)
+        try:
+            said = queuefile.address(path, name, address, action)
+        except config_mod.ConfigError as exc:
+            click.echo(f"otrs-mailgate: nothing changed: {exc}", err=True)
+            sys.exit(1)
+        click.echo(said)
+        click.echo("next: `otrs-mailgate postfix-config` for Postfix, then SIGHUP the daemon")
+
+
+_address_command("add", "Add an address to a queue (mail to it lands there).")
+_address_command(
+    "retire",
+    "Keep taking mail at an address (replies to old acknowledgements, agents' open reply "
+    "addresses) while the queue sends from its other addresses.",
+)
+_address_command("remove", "Stop taking mail at an address (refused with 550 5.1.1).")
+
+
 @queue.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -61,14 +98,20 @@ def queue_list(ctx: Ctx, as_json: bool) -> None:
     with ctx.session() as session:
         grants = agents.grants(session.connection())
     rows = [
-        {"name": q.name, "addresses": q.addresses, "grants": grants.get(q.name, [])}
+        {
+            "name": q.name,
+            "addresses": q.addresses,
+            "retired_addresses": q.retired_addresses,
+            "grants": grants.get(q.name, []),
+        }
         for q in ctx.config.queue
     ]
     if as_json:
         _dump(rows)
         return
     for r in rows:
-        click.echo(f"{r['name']:<16} {', '.join(r['addresses']):<40} {' '.join(r['grants'])}")
+        shown = ", ".join([*r["addresses"], *(f"({a}, retired)" for a in r["retired_addresses"])])
+        click.echo(f"{r['name']:<16} {shown:<40} {' '.join(r['grants'])}")
 
 
 @queue.command("grant")

@@ -362,6 +362,10 @@ class SLAConfig(_Section):
 class QueueConfig(_Section):
     name: str = Field(min_length=1, max_length=200)
     addresses: list[str] = Field(min_length=1)
+    # Former addresses: mail to them (a customer's reply to an old acknowledgement, an
+    # agent's open reply address) is still taken and filed in this queue, and Postfix
+    # still accepts them; nothing new is sent from them (`queue address retire`).
+    retired_addresses: list[str] = Field(default_factory=list)
     language: str | None = Field(None, pattern=r"^[a-z]{2}$")
     acknowledge: bool = True
     # What a follow-up to a closed ticket does: reopen it, open a new ticket linked
@@ -408,13 +412,18 @@ class QueueConfig(_Section):
     # the agent's name and the queue; "keep" sends the agent's own and adds none.
     agent_signature: Literal["replace", "keep"] = "replace"
 
-    @field_validator("addresses")
+    @field_validator("addresses", "retired_addresses")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
             if not is_address(address):
                 raise ValueError(f"{address!r} is not a mail address")
         return [a.lower() for a in value]
+
+    @property
+    def all_addresses(self) -> list[str]:
+        """The addresses mail is taken at: the current ones, then the retired ones."""
+        return [*self.addresses, *self.retired_addresses]
 
 
 class Config(_Section):
@@ -447,7 +456,7 @@ class Config(_Section):
             if queue.name in names:
                 raise ValueError(f"queue name {queue.name!r} is used twice")
             names.add(queue.name)
-            for address in queue.addresses:
+            for address in queue.all_addresses:
                 if address in addresses:
                     raise ValueError(f"address {address!r} belongs to two queues")
                 addresses.add(address)

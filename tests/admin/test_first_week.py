@@ -183,3 +183,49 @@ def test_dkim_keygen_splits_the_record_and_makes_test_keys_for_agents(
     dns = auth.dns_with_pins(pinned_keys(str(pins)), lambda name, timeout=5: None)
     assert auth.dkim_result(signed, "agents.test", dns)[0]
     assert "dkimsign t1 agents.test" in out
+
+
+def test_a_queue_address_retired_keeps_old_replies_coming_in(tmp_path: Path, db_url: str) -> None:
+    """Replacing the hotline address: the new one sends, the old one still takes
+    customers' replies and agents' open reply addresses; removing it refuses it."""
+    from sqlalchemy import select
+
+    from otrs_mailgate.config.schema import load
+    from otrs_mailgate.ingest.pipeline import Pipeline
+    from otrs_mailgate.outbound.outbox import split_recipients
+    from otrs_mailgate.store.models import Outbox
+
+    cfg = write_config(tmp_path / "c.toml", db_url)
+    cfg.write_text("# my own comment, kept\n" + cfg.read_text())
+    pipeline = Pipeline(load(cfg))
+    pipeline.ensure_queues()
+    first = pipeline.deliver_one(mail("Printer", sender="bob@customer.test"), "hotline@example.com")
+    for action, address in (("add", "help@example.com"), ("retire", "hotline@example.com")):
+        proc = cli(cfg, "queue", "address", action, "Hotline", address)
+        assert proc.returncode == 0, proc.stderr
+    assert cfg.read_text().startswith("# my own comment, kept\n")
+    listed = cli(cfg, "queue", "list").stdout.decode()
+    assert "help@example.com, (hotline@example.com, retired)" in listed
+    maps = cli(cfg, "postfix-config").stdout.decode()
+    assert "hotline@example.com\tOK" in maps and "help@example.com\tOK" in maps
+    pipeline.reconfigure(load(cfg))
+    reply = mail(
+        f"Re: [Ticket#{first.ticket_number}] Printer", "Still broken", sender="bob@customer.test"
+    )
+    again = pipeline.deliver_one(reply, "hotline@example.com")
+    assert again.status == "stored" and again.ticket_number == first.ticket_number
+    new = pipeline.deliver_one(mail("Scanner", sender="eve@customer.test"), "help@example.com")
+    with pipeline.sessions() as s:
+        rows = s.execute(select(Outbox).where(Outbox.kind == "acknowledgement")).scalars().all()
+    ack = next(r for r in rows if split_recipients(r.rcpt_to) == ["eve@customer.test"])
+    assert ack.mail_from == "help@example.com" and new.new_ticket
+    only = cli(cfg, "queue", "address", "retire", "Hotline", "help@example.com")
+    assert only.returncode == 1 and b"the only address of Hotline" in only.stderr
+    removed = cli(cfg, "queue", "address", "remove", "Hotline", "hotline@example.com")
+    assert removed.returncode == 0 and b"refused" in removed.stdout
+    pipeline.reconfigure(load(cfg))
+    from otrs_mailgate.ingest.outcome import UnknownRecipient
+
+    with pytest.raises(UnknownRecipient):
+        pipeline.deliver_one(reply, "hotline@example.com")
+    pipeline.engine.dispose()
