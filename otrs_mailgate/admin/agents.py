@@ -117,6 +117,21 @@ def agent_link(ctx: Ctx, who: str) -> None:
     click.echo(f"login link for {agent.login} queued to {agent.address} (works until {until} UTC)")
 
 
+@agent.command("digest")
+@click.argument("who")
+@pass_ctx
+@agent_errors
+def agent_digest(ctx: Ctx, who: str) -> None:
+    """Mail an agent the open tickets of their queues, each with their own reply address
+    (for an agent added after the tickets were made: nobody told them)."""
+    from otrs_mailgate.outbound import notify
+
+    pipeline = ctx.pipeline()
+    with ctx.transaction() as session:
+        agent, count = notify.digest(pipeline.site, session, who)
+    click.echo(f"a list of {count} open ticket(s) queued to {agent.address}")
+
+
 @agent.command("join")
 @click.argument("who")
 @click.argument("group")

@@ -58,10 +58,13 @@ def outbox_list(ctx: Ctx, status: str, limit: int, as_json: bool) -> None:
         _dump(rows)
         return
     for r in rows:
-        line = f"{r['id']:>6} {r['status']:<8} {r['kind']:<22} {', '.join(r['to'])}"
+        when = r["created_at"].replace("T", " ")[:16]
+        line = f"{r['id']:>6} {when} {r['status']:<8} {r['kind']:<22} {', '.join(r['to'])}"
         if r["status"] == "queued":
             line += f"  (attempts {r['attempts']}, next {r['next_attempt_at']})"
         click.echo(line)
+        if r["subject"]:
+            click.echo(f"{'':>6} {r['subject'][:100]}")
         if r["last_error"] and r["status"] != "sent":
             click.echo(f"{'':>6} {r['last_error'][:200]}")
     if not rows:

@@ -21,7 +21,7 @@ from otrs_mailgate.admin.base import (
 
 @click.group()
 def ticket() -> None:
-    """Look at tickets."""
+    """Tickets: list and show them, create phone tickets, move, split, get attachments."""
 
 
 @ticket.command("list")

@@ -25,10 +25,10 @@ from otrs_mailgate.mail.compose import Response, new_message_id
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.site import Site
-from otrs_mailgate.store.models import Article
+from otrs_mailgate.store.models import Article, Queue, Ticket
 from otrs_mailgate.tickets import agents, articles, customers, history, links, state
 from otrs_mailgate.tickets.agents import AgentRef
-from otrs_mailgate.tickets.refs import TicketRef
+from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
 MAX_TEXT = 20_000  # characters of the customer's text quoted in a notification
 
@@ -300,6 +300,16 @@ def tell_customer(
     return True
 
 
+_SEL_OPEN_TICKETS = (
+    select(
+        Ticket.id, Ticket.number, Ticket.title, Ticket.state, Ticket.queue_id,
+        Queue.name.label("queue"), Ticket.customer_id, Ticket.updated_at,
+    )
+    .join(Queue, Queue.id == Ticket.queue_id)
+    .where(Ticket.state.in_(OPEN_STATES), Ticket.merged_into_id.is_(None))
+    .order_by(Ticket.updated_at.desc())
+    .limit(500)
+)  # fmt: skip
 _SEL_LAST_REPLY = (
     select(Article.body_text)
     .where(
@@ -338,3 +348,53 @@ def mail_login_link(session: Session, config: Config, who: str) -> tuple[AgentRe
     )
     outbox.enqueue(session, None, "agent_login", response, new_message_id(config.system.domain))
     return agent, url
+
+
+def digest(site: Site, session: Session, who: str) -> tuple[AgentRef, int]:
+    """One mail to an agent listing the open tickets of the queues they hold a grant on,
+    each with the agent's own reply address where they may work it (rw): for an agent
+    added after those tickets were made, whose notifications went to others."""
+    conn = session.connection()
+    agent = agents.find(conn, who)
+    if agent is None:
+        raise agents.AgentError(f"no agent {who!r}")
+    if not agent.enabled:
+        raise agents.AgentError(f"agent {agent.login} is disabled")
+    rows = conn.execute(_SEL_OPEN_TICKETS).all()
+    entries = []
+    for row in rows:
+        queue = site.config.queue_by_name(row.queue)
+        if queue is None:
+            continue
+        access = agents.access(conn, agent.id, row.queue_id)
+        if access is None:
+            continue
+        address = reply_address(site, queue, agent, row.id)[0] if access == "rw" else ""
+        entries.append(
+            {
+                "number": row.number,
+                "tag": site.tags.tag(row.number),
+                "title": row.title,
+                "queue": queue.display_name or queue.name,
+                "state": row.state,
+                "customer": customers.label(conn, row.customer_id),
+                "updated": row.updated_at.isoformat(timespec="minutes") if row.updated_at else "",
+                "reply_to": address,
+            }
+        )
+    queue = site.config.queue[0]
+    response = Response(
+        template="agent_digest",
+        language=site.config.system.language,
+        from_addr=queue.addresses[0],
+        from_name=f"{queue.display_name or queue.name} (otrs-mailgate)",
+        to=agent.address,
+        to_name=agent.name,
+        subject=f"Open tickets in your queues: {len(entries)}",
+        vars={"agent_name": agent.name or agent.login, "tickets": entries},
+        auto_submitted="auto-generated",
+    )
+    outbox.enqueue(
+        session, None, "agent_digest", response, new_message_id(site.config.system.domain)
+    )
+    return agent, len(entries)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import smtplib
@@ -200,6 +201,7 @@ def listing(session: Session, status: str = "", limit: int = 50) -> list[dict[st
             "kind": row.kind,
             "ticket_id": row.ticket_id,
             "to": split_recipients(row.rcpt_to),
+            "subject": _subject(row),
             "attempts": row.attempts,
             "created_at": row.created_at.isoformat(timespec="seconds"),
             "next_attempt_at": row.next_attempt_at.isoformat(timespec="seconds"),
@@ -219,6 +221,14 @@ def retry(session: Session, ids: list[int], all_failed: bool = False) -> int:
         .values(status="queued", attempts=0, next_attempt_at=utcnow())
     )
     return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def _subject(row: Any) -> str:
+    """The subject a row's mail has (or will have)."""
+    try:
+        return str(json.loads(row.spec).get("subject", ""))
+    except (ValueError, TypeError, AttributeError):
+        return ""
 
 
 def row_by_id(session: Session, row_id: int) -> Any:

@@ -229,3 +229,44 @@ def test_a_queue_address_retired_keeps_old_replies_coming_in(tmp_path: Path, db_
     with pytest.raises(UnknownRecipient):
         pipeline.deliver_one(reply, "hotline@example.com")
     pipeline.engine.dispose()
+
+
+def test_an_agent_added_later_gets_a_digest_of_the_open_tickets(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Agents added after tickets were made were never told of them: `agent digest`
+    mails the list, each ticket with the agent's own reply address to work it by."""
+    import re
+
+    from otrs_mailgate.config.schema import load
+    from otrs_mailgate.ingest.pipeline import Pipeline
+
+    from agent_helpers import agent_mail
+    from helpers import outbox_mails
+
+    cfg = write_config(tmp_path / "c.toml", db_url, '[agents]\ndkim = "optional"\n')
+    pipeline = Pipeline(load(cfg))
+    pipeline.ensure_queues()
+    numbers = [
+        pipeline.deliver_one(
+            mail(f"Case {i}", sender=f"c{i}@customer.test"), "hotline@example.com"
+        ).ticket_number
+        for i in range(3)
+    ]
+    assert cli(cfg, "agent", "add", "dave", "dave@agents.test").returncode == 0
+    assert cli(cfg, "queue", "grant", "Hotline", "dave", "rw").returncode == 0
+    proc = cli(cfg, "agent", "digest", "dave")
+    assert proc.returncode == 0 and b"a list of 3 open ticket(s) queued" in proc.stdout
+    [digest] = [m for m in outbox_mails(pipeline) if str(m["To"]) == "dave@agents.test"]
+    text = digest.get_content()
+    for number in numbers:
+        assert f"[Ticket#{number}]" in text
+    address = re.search(rf"Ticket#{numbers[0]}\].*?write to (\S+) with", text, re.S).group(1)
+    raw = agent_mail("dave@agents.test", address, f"[Ticket#{numbers[0]}] Case 0", "On it.")
+    result = pipeline.deliver_one(raw, address, "dave@agents.test")
+    assert result.ticket_number == numbers[0]
+    assert any(
+        str(m["To"]) == "c0@customer.test" and "On it." in m.get_content()
+        for m in outbox_mails(pipeline)
+    )
+    pipeline.engine.dispose()
