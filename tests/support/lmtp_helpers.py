@@ -23,10 +23,39 @@ from otrs_mailgate.daemon import Daemon
 _HANDED_OUT: set[int] = set()
 
 
+def _port_range() -> range | None:
+    """$OTRS_MAILGATE_PORTS, e.g. 20000-20999: the tests take their ports from it only
+    (the daemons, milters, pages, SMTP sinks and Postfix instances they start)."""
+    text = os.environ.get("OTRS_MAILGATE_PORTS", "").strip()
+    if not text:
+        return None
+    low, _, high = text.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, never one handed out before in this process:
     the kernel may offer a port again until its first taker binds it (two daemons'
-    configs written before either starts once got the same port)."""
+    configs written before either starts once got the same port).  Within
+    $OTRS_MAILGATE_PORTS when set (with pytest-xdist, each worker its own share)."""
+    allowed = _port_range()
+    if allowed is not None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        share = allowed[int(worker or 0) :: max(count, 1)]
+        for port in share:
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+        raise RuntimeError(
+            f"no free port left in OTRS_MAILGATE_PORTS={allowed.start}-{allowed.stop - 1}"
+        )
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
