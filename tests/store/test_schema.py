@@ -46,8 +46,9 @@ def test_commands_before_init_say_so(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", f"sqlite:///{tmp_path}/empty.sqlite")
     proc = cli(cfg, "ticket", "list")
     assert proc.returncode == 1
-    assert b"did you run `otrs-mailgate init`?" in proc.stderr
+    assert b"run `otrs-mailgate init` to make it" in proc.stderr  # and none was made
     assert b"Traceback" not in proc.stderr
+    assert not (tmp_path / "empty.sqlite").exists()
 
 
 def test_upgrade_from_0001_keeps_queued_mail(tmp_path: Path) -> None:
