@@ -11,7 +11,7 @@ milter (in `serve`, or `otrs-mailgate milter`); milter_default_action = tempfail
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from otrs_mailgate.config.schema import Config
 
@@ -65,46 +65,100 @@ def milter(config: Config) -> str:
     return f"unix:{m.socket}" if m.socket else f"inet:{m.host}:{m.port}"
 
 
+# The site's own values of the list settings we add to (postconf -h, see current()):
+# ours is added to theirs, never put in their place (a site's transport_maps or milters
+# replaced by ours would stop its other mail, issue 27).
+MERGED = ("relay_domains", "relay_recipient_maps", "transport_maps", "smtpd_milters")
+
+
+def _merged(name: str, ours: str, current: Mapping[str, str] | None) -> str:
+    """`name = theirs, ours`: the site's value first, ours added once."""
+    theirs = (current or {}).get(name, "").strip()
+    if not theirs or ours in theirs:
+        return f"{name} = {theirs or ours}"
+    return f"{name} = {theirs}, {ours}"
+
+
 def main_cf(
     config: Config,
     transport_map: str = TRANSPORT_MAP,
     recipients_map: str = RECIPIENTS_MAP,
     lmtp: Sequence[str] = (),
+    current: Mapping[str, str] | None = None,
 ) -> str:
+    """The main.cf lines for our queues; `current`: the site's own values of the settings
+    we add to (from postconf), so the lines keep them."""
     nexthops = destinations(config, lmtp)
+    delimiter = (current or {}).get("recipient_delimiter", "")
     lines = [
         "# otrs-mailgate: lines to merge into /etc/postfix/main.cf (`postconf -e` each);",
         "# from `otrs-mailgate postfix-config`",
-        f"relay_domains = {', '.join(domains(config))}",
-        f"relay_recipient_maps = hash:{recipients_map}",
+        _merged("relay_domains", ", ".join(domains(config)), current),
+        *_open_relay_note(current),
+        _merged("relay_recipient_maps", f"hash:{recipients_map}", current),
         *(
             ["# several daemons: each delivery goes to one of them, picked at random"]
             if len(nexthops) > 1
             else []
         ),
-        f"transport_maps = {transport_maps(transport_map, nexthops)}",
-        "recipient_delimiter = +",
+        _merged("transport_maps", transport_maps(transport_map, nexthops), current),
+        f"recipient_delimiter = {delimiter if '+' in delimiter else delimiter + '+'}",
         "# one LMTP session may carry many recipients; each gets its own reply",
         "lmtp_destination_recipient_limit = 50",
         "# long lines go to the daemon whole, as they came (it takes lines of any length)",
         "lmtp_line_length_limit = 0",
-        "# the daemon answers 451 while its database is away: retry soon",
+        "# the daemon answers 451 while its database is away: retry soon (all deferred",
+        "# mail of this Postfix: leave this line out to keep your site's value)",
         "minimal_backoff_time = 60s",
     ]
     if config.milter.enabled:
         lines += [
-            "# our milter checks mail to the hotline while the sender is connected",
-            f"smtpd_milters = {milter(config)}",
-            "milter_protocol = 6",
-            "# milter down (serve stopped): answer 451 4.7.1, the sender retries; nothing",
-            "# passes unchecked and nothing is lost",
-            "milter_default_action = tempfail",
-            "milter_connect_timeout = 10s",
-            "# DKIM keys come from DNS: give a slow lookup time before tempfailing",
-            "milter_command_timeout = 60s",
-            "milter_content_timeout = 300s",
+            "# our milter checks mail to the hotline while the sender is connected; its",
+            "# settings are its own (other milters keep theirs): down (serve stopped) it",
+            "# answers 451 4.7.1 and the sender retries, nothing passes unchecked; DKIM",
+            "# keys come from DNS, so a slow lookup gets time before it tempfails",
+            _merged("smtpd_milters", f"{{ {milter(config)}, {MILTER_SETTINGS} }}", current),
         ]
     return "\n".join([*lines, ""])
+
+
+def _open_relay_note(current: Mapping[str, str] | None) -> list[str]:
+    """The site relays domains of its own without a recipient map (every recipient
+    there taken): with ours set, Postfix checks those against it too."""
+    theirs = (current or {}).get("relay_domains", "")
+    if not theirs or (current or {}).get("relay_recipient_maps"):
+        return []
+    return [
+        f"# NOTE: your relay_domains ({theirs}) had no relay_recipient_maps, so every",
+        "# recipient there was taken; with this line Postfix looks them up here too. To",
+        "# keep taking all of them, add a map of yours before ours listing `@domain OK`.",
+    ]
+
+
+MILTER_SETTINGS = (
+    "protocol=6, default_action=tempfail, connect_timeout=10s, command_timeout=60s, "
+    "content_timeout=300s"
+)
+
+
+def current(postfix_dir: str) -> dict[str, str]:
+    """The site's values of the settings our lines add to, as its Postfix reads them
+    (`postconf -c DIR -h`); {} where there is no Postfix or no main.cf there."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("postconf") is None or not (Path(postfix_dir) / "main.cf").exists():
+        return {}
+    found = {}
+    for name in (*MERGED, "recipient_delimiter"):
+        done = subprocess.run(
+            ["postconf", "-c", postfix_dir, "-h", "-n", name],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if done.returncode == 0 and done.stdout.strip():
+            found[name] = done.stdout.strip()
+    return found
 
 
 def transport(config: Config, lmtp: Sequence[str] = ()) -> str:

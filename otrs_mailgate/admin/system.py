@@ -34,6 +34,16 @@ def init(ctx: Ctx) -> None:
         click.echo(f"database {url} is up to date (revision {after})")
     else:
         click.echo(f"database {url} upgraded from {before or 'empty'} to revision {after}")
+    from otrs_mailgate.tickets import history
+
+    path = history.key_path(ctx.config)
+    if path is not None:  # made now, by the user who runs the daemon, not at the first mail
+        try:
+            keys = history.keys_for(ctx.config, rows=lambda: history.bounds(engine))
+        except history.AuditKeyError as exc:
+            click.echo(f"otrs-mailgate: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"audit keys {path} ({len(keys.keys)} key(s)); keep them with your backups")
     for problem in _loose_files(ctx):
         click.echo(f"otrs-mailgate: warning: {problem}", err=True)
 
@@ -139,6 +149,13 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None, domain: s
 )
 @click.option("--force", is_flag=True, help="Replace files --write finds changed.")
 @click.option(
+    "--postfix-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The Postfix whose own transport_maps, relay_domains, milters... the lines keep "
+    "(postconf -c DIR; default: the --write folder when it has a main.cf, else /etc/postfix).",
+)
+@click.option(
     "--lmtp",
     "lmtp",
     multiple=True,
@@ -147,7 +164,9 @@ def dkim_keygen(ctx: Ctx, selector: str | None, key_file: Path | None, domain: s
     "over several (default: this config's [lmtp]).",
 )
 @pass_ctx
-def postfix_config(ctx: Ctx, write_dir: Path | None, force: bool, lmtp: tuple[str, ...]) -> None:
+def postfix_config(
+    ctx: Ctx, write_dir: Path | None, force: bool, postfix_dir: Path | None, lmtp: tuple[str, ...]
+) -> None:
     """Print (or write) the Postfix settings and maps for the configured queues: lines to
     merge into main.cf (`postconf -e` each, never a whole main.cf), and two maps."""
     import difflib
@@ -161,9 +180,12 @@ def postfix_config(ctx: Ctx, write_dir: Path | None, force: bool, lmtp: tuple[st
     folder = write_dir.absolute() if write_dir is not None else Path(postfix.MAPS_DIR)
     transport = folder / postfix.TRANSPORT_NAME
     recipients = folder / postfix.RECIPIENTS_NAME
+    if postfix_dir is None:
+        postfix_dir = write_dir if write_dir and (write_dir / "main.cf").exists() else None
+    site = postfix.current(str(postfix_dir or postfix.MAPS_DIR))
     parts = {
         folder / postfix.MAIN_NAME: postfix.main_cf(
-            ctx.config, str(transport), str(recipients), lmtp
+            ctx.config, str(transport), str(recipients), lmtp, site
         ),
         transport: postfix.transport(ctx.config, lmtp),
         recipients: postfix.recipients(ctx.config),

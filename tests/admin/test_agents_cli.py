@@ -64,6 +64,7 @@ def test_agents_groups_and_grants(cfg: Path) -> None:
     assert queues[0] == {
         "name": "Hotline",
         "addresses": ["hotline@example.com"],
+        "retired_addresses": [],
         "grants": ["@support:rw"],
     }
     assert queues[1]["grants"] == ["alice:ro"]

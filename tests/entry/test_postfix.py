@@ -76,7 +76,9 @@ def test_postfix_files_match_postfix_config(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert b"transport_maps = hash:/etc/postfix/otrs-mailgate-transport" in proc.stdout
     assert b"hotline@example.com\tlmtp:inet:127.0.0.1:8024" in proc.stdout
-    assert b"smtpd_milters = inet:127.0.0.1:8025" in proc.stdout
+    assert (
+        b"smtpd_milters = { inet:127.0.0.1:8025, protocol=6, default_action=tempfail" in proc.stdout
+    )
 
 
 def test_postfix_config_write_names_its_maps_and_never_overwrites(tmp_path: Path) -> None:
