@@ -109,6 +109,33 @@ def test_postfix_config_write_names_its_maps_and_never_overwrites(tmp_path: Path
     assert forced.returncode == 0 and not edited.read_text().startswith("# the admin")
 
 
+def test_postfix_config_keeps_what_the_site_has(tmp_path: Path) -> None:
+    """A Postfix that already has its own maps, relay domains and milters: ours are added
+    to them (postconf -h), never put in their place."""
+    require_postfix()
+    example = ROOT / "otrs-mailgate.toml.example"
+    (tmp_path / "main.cf").write_text(
+        "transport_maps = hash:/etc/postfix/transport\n"
+        "relay_domains = relay.site.example\n"
+        "smtpd_milters = inet:127.0.0.1:8891\n"
+        "recipient_delimiter = -\n"
+    )
+    proc = cli(example, "postfix-config", "--write", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "otrs-mailgate-main.cf").read_text().splitlines()
+    assert (
+        f"transport_maps = hash:/etc/postfix/transport, hash:{tmp_path}/otrs-mailgate-transport"
+        in lines
+    )
+    assert "relay_domains = relay.site.example, example.com, example.de" in lines
+    assert any(
+        line.startswith("smtpd_milters = inet:127.0.0.1:8891, { inet:127.0.0.1:8025,")
+        for line in lines
+    )
+    assert "recipient_delimiter = -+" in lines
+    assert any(line.startswith("# NOTE: your relay_domains") for line in lines)
+
+
 def test_postfix_config_for_several_daemons() -> None:
     example = ROOT / "otrs-mailgate.toml.example"
     proc = cli(example, "postfix-config", "--lmtp", "inet:10.0.0.1:8024", "--lmtp",
