@@ -270,3 +270,26 @@ def test_an_agent_added_later_gets_a_digest_of_the_open_tickets(
         for m in outbox_mails(pipeline)
     )
     pipeline.engine.dispose()
+
+
+def test_files_with_secrets_or_mail_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """Under a umask of 022 the database was 0644 though it holds the agents' secrets
+    and the customers' mail; its backups too.  Now 0600 (directories 0700), and init
+    warns about a file of ours others can read."""
+    state = tmp_path / "state"
+    env = {"OTRS_MAILGATE_DATABASE_URL": f"sqlite:///{state}/db.sqlite"}
+    old = os.umask(0o022)
+    try:
+        made = run("init", env=env, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        backup = run("backup", str(tmp_path / "copy.sqlite"), env=env, cwd=tmp_path)
+        assert backup.returncode == 0, backup.stderr
+    finally:
+        os.umask(old)
+    assert (state.stat().st_mode & 0o777) == 0o700
+    for path in (state / "db.sqlite", state / "audit.keys", tmp_path / "copy.sqlite"):
+        assert (path.stat().st_mode & 0o777) == 0o600, path
+    (state / "db.sqlite").chmod(0o644)
+    again = run("init", env=env, cwd=tmp_path)
+    assert again.returncode == 0
+    assert f"warning: {state}/db.sqlite is mode 0644, readable beyond its owner" in again.stderr
