@@ -43,7 +43,7 @@ class _OutboxBacklog(Collector):
 
     def collect(self) -> list[GaugeMetricFamily]:
         rows, up = self._families()
-        counts = {"queued": 0, "sending": 0, "sent": 0, "failed": 0, "bounced": 0}
+        counts = {"queued": 0, "held": 0, "sending": 0, "sent": 0, "failed": 0, "bounced": 0}
         try:
             with db.read_only(self.engine) as conn:
                 o = Outbox.__table__

@@ -57,7 +57,9 @@ class Site:
 
     @classmethod
     def build(cls, config: Config) -> Site:
-        by_address = {addr.normalize(a): q for q in config.queue for a in q.all_addresses}
+        by_address = {
+            addr.normalize(a): q for q in config.queue if not q.junk for a in q.all_addresses
+        }
         return cls(
             config=config,
             tags=TagFormat(config.ticket.hook, config.ticket.divider),

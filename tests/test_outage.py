@@ -75,6 +75,7 @@ backoff_seconds = 2
 [[queue]]
 name = "Hotline"
 addresses = ["{HOT}"]
+acknowledge = "always"
 """
     cfg.write_text(text.replace("PORT", "25"))
     with instance(load(cfg), ["load@customer.test"]) as pf:

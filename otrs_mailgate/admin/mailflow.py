@@ -40,16 +40,19 @@ def outbox_send(ctx: Ctx) -> None:
 @outbox.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["queued", "sent", "failed", "bounced", "all"]),
+    type=click.Choice(["queued", "held", "sent", "failed", "bounced", "all"]),
     default="all",
     show_default=True,
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--held", is_flag=True, help="Only automatic answers held for their sender.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @_database_errors
-def outbox_list(ctx: Ctx, status: str, limit: int, as_json: bool) -> None:
-    """The newest mails of the outbox: what went out, what waits, and why."""
+def outbox_list(ctx: Ctx, status: str, limit: int, held: bool, as_json: bool) -> None:
+    """The newest mails of the outbox: what went out, what waits, and why (held: an
+    automatic answer to a sender nobody vouched for, sent when an agent answers)."""
+    status = "held" if held else status
     from otrs_mailgate.outbound.outbox import listing
 
     with ctx.session() as session:
@@ -65,7 +68,9 @@ def outbox_list(ctx: Ctx, status: str, limit: int, as_json: bool) -> None:
         click.echo(line)
         if r["subject"]:
             click.echo(f"{'':>6} {r['subject'][:100]}")
-        if r["last_error"] and r["status"] != "sent":
+        if r["last_error"] and r["status"] == "held":
+            click.echo(f"{'':>6} held: {r['last_error'][:200]}")
+        elif r["last_error"] and r["status"] != "sent":
             click.echo(f"{'':>6} {r['last_error'][:200]}")
     if not rows:
         click.echo("the outbox is empty" if status == "all" else f"no {status} mail")

@@ -53,11 +53,11 @@ def transport_maps(map_file: str, nexthops: list[str]) -> str:
 
 
 def domains(config: Config) -> list[str]:
-    return sorted({a.split("@", 1)[1] for q in config.queue for a in q.all_addresses})
+    return sorted({a.split("@", 1)[1] for q in config.queue if not q.junk for a in q.all_addresses})
 
 
 def addresses(config: Config) -> list[str]:
-    return sorted(a for q in config.queue for a in q.all_addresses)
+    return sorted(a for q in config.queue if not q.junk for a in q.all_addresses)
 
 
 def milter(config: Config) -> str:

@@ -80,6 +80,9 @@ class SystemConfig(_Section):
     # OTRS's "raw" queue: mail to any other address at a domain of our queues lands in
     # this queue (a [[queue]] name) unless a filter places it; empty: such mail is refused.
     catch_all: str = ""
+    # DNS servers ("host" or "host:port") for the SPF, DKIM and DMARC lookups that tell
+    # whether a sender is who it says; empty: the system's resolver.
+    dns_servers: list[str] = Field(default_factory=list)
 
     _zone = field_validator("timezone")(lambda cls, value: _time_zone(value))
 
@@ -204,6 +207,34 @@ class DKIMConfig(_Section):
     selector: str = ""
     domain: str = ""  # default: system.domain
     key_file: str = ""
+
+
+class SpamConfig(_Section):
+    """Spam as the mail server's own filter judges it (rspamd, or SpamAssassin through
+    spamass-milter), believed only where our MTA wrote the verdict (mail/spam.py)."""
+
+    # Which filter's verdict headers are read: "" none, "rspamd" (X-Spamd-Result with
+    # the X-Rspamd-Queue-Id of our own Received), "spamassassin" (spamass-milter's
+    # X-Spam-Status with its X-Spam-Checker-Version naming our MTA).
+    filter: Literal["", "rspamd", "spamassassin"] = ""
+    # The host name(s) our Postfix writes as "by" in its Received header (myhostname):
+    # only a verdict tied to our own Received is believed.
+    mta_hostnames: list[str] = Field(default_factory=list)
+    # Mail scoring at least this is spam: filed in the Junk queue, silent.
+    score: float = 6.0
+    # Refuse at SMTP time from this score (0: never); the filter in front does it (rspamd's
+    # reject action, spamass-milter -r), postfix-config and the README say how.
+    reject_score: float = 0.0
+    junk_queue: str = "Junk"  # made on init; "" keeps spam in the queues it came to
+    keep_days: int = Field(30, ge=1)  # Junk's mail text and files are purged after this
+    # Where `postfix-config` puts rspamd's milter ahead of ours, and where spam/ham by
+    # agents is taught (rspamd's controller); empty: not used.
+    rspamd_milter: str = ""  # e.g. inet:127.0.0.1:11332
+    rspamd_controller: str = ""  # e.g. http://127.0.0.1:11334
+    rspamd_password: str = ""
+    # SpamAssassin is taught with this command (the raw mail on stdin), e.g.
+    # "spamc --learntype=spam" is run with spam/ham put in: "spamc --learntype={kind}".
+    learn_command: str = ""
 
 
 class AgentsConfig(_Section):
@@ -367,7 +398,11 @@ class QueueConfig(_Section):
     # still accepts them; nothing new is sent from them (`queue address retire`).
     retired_addresses: list[str] = Field(default_factory=list)
     language: str | None = Field(None, pattern=r"^[a-z]{2}$")
-    acknowledge: bool = True
+    # The acknowledgement of a new ticket (and any automatic answer of this queue):
+    # "authenticated" only to a sender DMARC, aligned SPF or aligned DKIM vouches for
+    # (others' answers are held, see outbox list --held), "always", or false: none.
+    acknowledge: Literal["authenticated", "always"] | bool = "authenticated"
+    junk: bool = Field(False, exclude=True)  # the spam queue (made, never configured)
     # What a follow-up to a closed ticket does: reopen it, open a new ticket linked
     # to it, or file it on the closed ticket and tell the sender to write anew.
     follow_up_closed: Literal["reopen", "new", "reject"] = "reopen"
@@ -420,6 +455,11 @@ class QueueConfig(_Section):
                 raise ValueError(f"{address!r} is not a mail address")
         return [a.lower() for a in value]
 
+    @field_validator("acknowledge")
+    @classmethod
+    def _acknowledge(cls, value: str | bool) -> str | bool:
+        return "authenticated" if value is True else value
+
     @property
     def all_addresses(self) -> list[str]:
         """The addresses mail is taken at: the current ones, then the retired ones."""
@@ -436,6 +476,7 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     dkim: DKIMConfig = DKIMConfig()
     agents: AgentsConfig = AgentsConfig()
+    spam: SpamConfig = SpamConfig()
     queue: list[QueueConfig] = Field(
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
@@ -457,12 +498,29 @@ class Config(_Section):
                 raise ValueError(f"queue name {queue.name!r} is used twice")
             names.add(queue.name)
             for address in queue.all_addresses:
-                if address in addresses:
+                if address in addresses and not queue.junk:
                     raise ValueError(f"address {address!r} belongs to two queues")
                 addresses.add(address)
         if not value:
             raise ValueError("at least one queue is needed")
         return value
+
+    @model_validator(mode="after")
+    def _junk_queue(self) -> Config:
+        """The Junk queue: the spam queue unless a [[queue]] of that name is configured,
+        taking mail at no address of its own (it sends, if ever, as the first queue)."""
+        name = self.spam.junk_queue
+        if name and self.spam.filter and not any(q.name == name for q in self.queue):
+            junk = QueueConfig(
+                name=name,
+                addresses=[self.queue[0].addresses[0]],
+                acknowledge=False,
+                tell_customer=[],
+                display_name=name,
+            )
+            junk.junk = True
+            self.queue.append(junk)
+        return self
 
     @model_validator(mode="after")
     def _filter_queues(self) -> Config:

@@ -36,7 +36,7 @@ OUT_BUFFER = 64 * 1024
 ACTIONS = m.ActionFlags.ADD_HEADERS | m.ActionFlags.CHANGE_HEADERS
 # Events we do not need are not sent at all; header values keep their leading space,
 # so the message we rebuild for DKIM is the one that was sent.
-SKIPPED = m.ProtocolFlags.NO_HELO | m.ProtocolFlags.NO_UNKNOWN
+SKIPPED = m.ProtocolFlags.NO_UNKNOWN
 WANTED = m.ProtocolFlags.HEADER_LEADING_SPACE
 TEMPFAIL = Reply("451", "4.3.0", "temporary problem checking this mail, try again later")
 
@@ -62,6 +62,16 @@ class _Macro(m.Macro, ident=b"D"):
             value, rest = m.split_cstring(rest)
             macros[_lenient(key, "utf-8")] = _lenient(value, "utf-8")
         return cls(stage, macros)
+
+
+class _Helo(m.Helo, ident=b"H"):
+    """The HELO name as it came (SPF checks it for a null sender): a name the IDNA codec
+    refuses must not cost the connection."""
+
+    @classmethod
+    def from_buffer(cls, buf: memoryview) -> Self:
+        name, _ = m.split_cstring(buf)
+        return cls(_lenient(name, "idna"))
 
 
 class _Connect(m.Connect, ident=b"C"):
@@ -136,6 +146,7 @@ class Connection:
         self.inbuf = SimpleBuffer(IN_BUFFER)
         self.outbuf = SimpleBuffer(OUT_BUFFER)
         self.client_ip = ""
+        self.helo = ""
         self.message: Message | None = None
         self.failed = False  # a check crashed: tempfail the rest of this message
         self.leading_space = False
@@ -191,10 +202,13 @@ class Connection:
         if isinstance(event, m.Connect):
             self.client_ip = str(event.address or "")
             return [m.Continue()]
+        if isinstance(event, m.Helo):
+            self.helo = event.hostname
+            return [m.Continue()]
         if self.failed:
             return _reply(TEMPFAIL)
         if isinstance(event, m.EnvelopeFrom):
-            self.message = self.gate.message(self.client_ip)
+            self.message = self.gate.message(self.client_ip, self.helo)
             args = [_str(a) for a in event.arguments]
             self.message.mail_from(_str(event.sender), args)
             return [m.Continue()]

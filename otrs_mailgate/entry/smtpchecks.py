@@ -36,11 +36,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import authres
+import authres.dmarc
 
 from otrs_mailgate.config.schema import Config, QueueConfig
-from otrs_mailgate.ingest import auth
+from otrs_mailgate.ingest import auth, senderauth
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.mail import addresses, tokens
 from otrs_mailgate.mail.parse import parse
@@ -121,16 +123,17 @@ class Gate:
         self.senders = RateLimit(lambda: pipeline.config.milter.max_per_hour_sender)
         self.clients = RateLimit(lambda: pipeline.config.milter.max_per_hour_client)
 
-    def message(self, client_ip: str) -> Message:
-        return Message(self, client_ip)
+    def message(self, client_ip: str, helo: str = "") -> Message:
+        return Message(self, client_ip, helo)
 
 
 class Message:
     """One SMTP transaction as the milter sees it."""
 
-    def __init__(self, gate: Gate, client_ip: str) -> None:
+    def __init__(self, gate: Gate, client_ip: str, helo: str = "") -> None:
         self.gate = gate
         self.client_ip = client_ip
+        self.helo = helo
         self.sender = ""
         self.size_claim = 0
         self.queues: list[QueueConfig] = []
@@ -236,8 +239,12 @@ class Message:
         dns = pipeline.dkim_dns()
         if milter.dkim:
             found = auth.signatures(raw, dns)
+            sender = senderauth.check(
+                self.client_ip, self.sender, self.helo,
+                (mail.from_addr or "").rpartition("@")[2], found,
+            )  # fmt: skip
             edits.delete += self._ours(AR, lambda v: auth.claims_ours(v, config.authserv_id))
-            edits.insert.append((AR, _results(config.authserv_id, found)))
+            edits.insert.append((AR, _results(config.authserv_id, found, sender)))
         now = utcnow()
         with read_only(pipeline.engine) as conn:
             for token in self.tokens:
@@ -275,9 +282,12 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def _results(authserv_id: str, found: list[auth.Signature]) -> str:
-    """The value of our Authentication-Results header (RFC 8601)."""
-    results = []
+def _results(
+    authserv_id: str, found: list[auth.Signature], sender: senderauth.SenderAuth | None = None
+) -> str:
+    """The value of our Authentication-Results header (RFC 8601): every DKIM signature
+    first (as before issue 28), then SPF and DMARC."""
+    results: list[Any] = []
     for sig in found:
         result = authres.DKIMAuthenticationResult(
             result=sig.result,
@@ -290,6 +300,20 @@ def _results(authserv_id: str, found: list[auth.Signature]) -> str:
                 authres.AuthenticationResultProperty("header", "b", sig.b[:16])
             )
         results.append(result)
-    results = results or [authres.DKIMAuthenticationResult(result="none")]
+    if not any(isinstance(r, authres.DKIMAuthenticationResult) for r in results):
+        results.append(authres.DKIMAuthenticationResult(result="none"))
+    if sender is not None:
+        results.append(
+            authres.SPFAuthenticationResult(
+                result=sender.spf, smtp_mailfrom=sender.spf_domain or None
+            )
+        )
+        results.append(
+            authres.dmarc.DMARCAuthenticationResult(
+                result=sender.dmarc,
+                header_from=sender.from_domain or None,
+                policy=sender.policy or None,
+            )
+        )
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return str(header).split(":", 1)[1].strip()

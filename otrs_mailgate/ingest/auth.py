@@ -226,6 +226,18 @@ def claims_ours(value: str, authserv_id: str) -> bool:
     return bool(authserv_id) and str(header.authserv_id).lower() == authserv_id.lower()
 
 
+def our_results(mail: ParsedMail, authserv_id: str) -> authres.AuthenticationResultsHeader | None:
+    """The topmost Authentication-Results, when it carries our authserv-id (the milter
+    puts its own on top and deletes every other claiming that id)."""
+    if not authserv_id or mail.message is None:
+        return None
+    values = raw_headers(mail.message, "Authentication-Results")
+    header = _parse_results(values[0]) if values else None
+    if header is not None and str(header.authserv_id).lower() == authserv_id.lower():
+        return header
+    return None
+
+
 def trusted_results(
     mail: ParsedMail,
     authserv_id: str,

@@ -430,6 +430,8 @@ class CommandMail:
             else:
                 plan.lines.insert(0, Line("reply", self._sent_line(found)))
                 state.first_response(self.session, self.ticket.id, self.now)
+                # the agent vouches for the customer: a held acknowledgement goes too
+                outbox.release_held(self.session, self.ticket.id, "the agent answered")
             if self.ticket.state == "new":
                 self._set_state("open", reason="agent replied")
         elif held:

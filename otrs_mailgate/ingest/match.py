@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
+from otrs_mailgate.ingest import senderauth
 from otrs_mailgate.ingest.outcome import Outcome
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail.classify import HUMAN
@@ -124,17 +125,20 @@ def match(trip: Trip) -> Stop:
     assert kind is not None and queue is not None
     if verdict is not None:
         return _refused(trip, verdict.ticket_id)
-    ticket = find(trip)
+    ticket = None if trip.junk else find(trip)  # spam never lands on a customer's ticket
     if ticket is not None and not ticket.is_open:
         ticket = _closed_followup(trip, ticket)
     trip.ticket = ticket
     trip.new = ticket is None
+    if trip.junk:
+        return None  # kept in Junk whatever it is, to be recovered if it was no spam
     if trip.new and kind.kind != HUMAN and not queue.auto_tickets:
         return keep_raw(trip, f"machine mail ({kind.reason})")
     if trip.new and queue.new_tickets == "reject" and not is_customer(trip.conn, trip.mail):
         replies.reject_new(
-            trip.session, trip.site, trip.mail, queue, kind, trip.notes, enabled=trip.acknowledge
-        )
+            trip.session, trip.site, trip.mail, queue, kind, trip.notes,
+            enabled=trip.acknowledge, vouched=lambda: senderauth.for_trip(trip),
+        )  # fmt: skip
         return keep_raw(trip, "mail from a new sender")
     return None
 

@@ -4,7 +4,7 @@ LMTP, the pipe entry, `import` and phone tickets all call Pipeline.deliver_batch
 (deliver_one is a batch of one); none of them touches the tables themselves.
 Each (message, recipient) makes a Trip through STAGES, in this order:
 
-    parse  route  dedup  classify  authenticate  commands  customer  report  match
+    parse  route  dedup  classify  authenticate  commands  spam  customer  report  match
     article  respond  notify                    and then, for whatever was stored:  record  clocks
 
 A stage that ends the trip (not a mail, unknown recipient, ignored by a filter,
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config, QueueConfig
-from otrs_mailgate.ingest import auth, commands, customer, match, route
+from otrs_mailgate.ingest import auth, commands, customer, match, route, senderauth
 from otrs_mailgate.ingest.outcome import (
     Conflict,
     Envelope,
@@ -35,7 +35,7 @@ from otrs_mailgate.ingest.outcome import (
     UnknownRecipient,
 )
 from otrs_mailgate.ingest.trip import Stage, Stop, Trip
-from otrs_mailgate.mail import tokens, wire
+from otrs_mailgate.mail import spam, tokens, wire
 from otrs_mailgate.mail.classify import AUTO, HUMAN, Classification, classify
 from otrs_mailgate.mail.compose import Responder
 from otrs_mailgate.mail.parse import NotAMail, ParsedMail, parse, spec, written_at
@@ -121,10 +121,31 @@ def customer_stage(trip: Trip) -> Stop:
     return None
 
 
+def spam_stage(trip: Trip) -> Stop:
+    """What the mail server's filter says, if our MTA wrote it (mail/spam.py): spam goes
+    to the Junk queue as a new ticket of its own, never onto a customer's ticket, and
+    nothing is sent or started for it. Agents' command mail has passed already."""
+    cfg = trip.site.config.spam
+    if not cfg.filter:
+        return None
+    reading = spam.read(trip.mail, cfg.filter, cfg.mta_hostnames, cfg.score)
+    trip.spam = reading
+    if reading.ignored:
+        trip.notes.append(reading.ignored)
+    verdict = reading.verdict
+    junk = trip.site.config.queue_by_name(cfg.junk_queue) if cfg.junk_queue else None
+    if verdict is not None and verdict.spam and junk is not None:
+        trip.queue, trip.junk = junk, True
+        trip.notes.append(f"spam: {verdict.detail}, filed in {junk.name}")
+    return None
+
+
 def respond(trip: Trip) -> Stop:
     """The customer's automatic answer: acknowledgement, or a word on a follow-up."""
     ticket, kind = trip.ticket, trip.kind
     assert ticket is not None and kind is not None and trip.queue is not None
+    if trip.junk:
+        return None  # spam: nothing goes out
     queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
     if trip.new and queue.acknowledge and not trip.customer_ack:
         trip.notes.append("no acknowledgement (asked for none)")
@@ -139,7 +160,7 @@ def respond(trip: Trip) -> Stop:
         return None
     replies.respond(
         trip.session, trip.site, ticket, trip.mail, queue, kind, template, trip.notes,
-        enabled=trip.acknowledge,
+        enabled=trip.acknowledge, vouched=lambda: senderauth.for_trip(trip),
     )  # fmt: skip
     return None
 
@@ -152,7 +173,7 @@ def notify_stage(trip: Trip) -> Stop:
         assert trip.kind is not None
         commands.refused(trip.site, trip.session, ticket, trip.mail, verdict, trip.kind)
         trip.notes.append("not processed as commands: " + "; ".join(verdict.reasons))
-    elif trip.acknowledge:
+    elif trip.acknowledge and not trip.junk:  # spam: the agents are not told
         queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
         files = trip.article_id if trip.mail.attachments else None  # ask only if any
         notify.notify(
@@ -162,7 +183,10 @@ def notify_stage(trip: Trip) -> Stop:
 
 
 def clocks(trip: Trip) -> None:
-    """The ticket's SLA due instants and next escalation, after whatever changed it."""
+    """The ticket's SLA due instants and next escalation, after whatever changed it (none
+    for spam: the Junk queue has no clock)."""
+    if trip.junk:
+        return
     if trip.clocks and trip.ticket is not None and trip.ticket.number and trip.site.config.sla:
         sla.recompute(trip.conn, trip.site.config, trip.ticket.id)
 
@@ -174,6 +198,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("classify", classify_stage),
     Stage("authenticate", authenticate),
     Stage("commands", commands.apply),
+    Stage("spam", spam_stage),
     Stage("customer", customer_stage),
     Stage("report", customer.report),
     Stage("match", match.match),
@@ -238,6 +263,7 @@ class Pipeline:
         # answer through this hook instead of the network).
         self.dns: auth.DNSFunc | None = None
         self.site = Site.build(config)
+        senderauth.configure(config.system.dns_servers)
 
     def _audit_keys(self, config: Config) -> history.AuditKeys:
         """The history's keys; the key file learns from the database from which row on
@@ -249,6 +275,7 @@ class Pipeline:
         audit keys are read again (`audit rotate-key`)."""
         self.site = Site.build(config)
         self.sessions.configure(info={history.INFO: self._audit_keys(config)})
+        senderauth.configure(config.system.dns_servers)
 
     # Views of the Site in force, for the entry points and the tests.
 

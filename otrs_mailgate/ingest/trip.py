@@ -22,6 +22,7 @@ from otrs_mailgate.ingest.filters import Decision
 from otrs_mailgate.ingest.outcome import Envelope, Failed, Item, Outcome, Result
 from otrs_mailgate.mail.classify import Classification
 from otrs_mailgate.mail.parse import NotAMail, ParsedMail
+from otrs_mailgate.mail.spam import Reading as SpamReading
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import utcnow
 from otrs_mailgate.tickets.refs import TicketRef
@@ -45,6 +46,8 @@ class Trip:
     key: str = ""  # route: the recipient as deliveries are recorded
     decision: Decision | None = None  # route: what the filters say
     kind: Classification | None = None  # classify
+    spam: SpamReading | None = None  # spam: the filter's verdict, if believed
+    junk: bool = False  # spam: filed in the Junk queue, silent
     verdict: Verdict | None = None  # authenticate: None without a reply token
     ticket: TicketRef | None = None  # match (or commands): the ticket the mail is filed on
     followed: TicketRef | None = None  # match: a closed ticket a new one follows up

@@ -63,6 +63,7 @@ def enqueue(
     message_id: str,
     data: bytes | None = None,
     error: str = "",
+    held: str = "",
 ) -> None:
     """An outbox row and the Message-ID it will carry, written with the transaction;
     `data`: the mail composed up front (one with attachments), else rendered when sent;
@@ -79,10 +80,10 @@ def enqueue(
             "message_id": message_id,
             "spec": response.to_json(),
             "data": data,
-            "status": "failed" if error else "queued",
+            "status": "failed" if error else ("held" if held else "queued"),
             "attempts": 0,
             "next_attempt_at": utcnow(),
-            "last_error": error,
+            "last_error": error or held,
             "created_at": utcnow(),
         },
     )
@@ -103,6 +104,7 @@ def send(
     history_type: str,
     actor: str = "system",
     files: Sequence[Attachment] = (),
+    held: str = "",
 ) -> str:
     """Put a mail about a ticket into the outbox and say so in the ticket's history;
     its Message-ID.  A mail with files (an agent's answer carrying its attachments)
@@ -125,7 +127,7 @@ def send(
         except Exception as exc:  # the row fails alone, with the reason; the mail is stored
             error = f"554 cannot compose {kind}: {type(exc).__name__}: {exc}"
             log.warning("outbox: %s (ticket id %s)", error, ticket_id)
-    enqueue(session, ticket_id, kind, response, message_id, data, error)
+    enqueue(session, ticket_id, kind, response, message_id, data, error, held)
     history.append(
         session,
         ticket_id,
@@ -135,6 +137,7 @@ def send(
         to=", ".join(response.recipients),
         message_id=message_id,
         **({"files": [f.filename for f in files]} if files else {}),
+        **({"held": held} if held else {}),
     )
     return message_id
 
@@ -209,6 +212,20 @@ def listing(session: Session, status: str = "", limit: int = 50) -> list[dict[st
         }
         for row in session.execute(stmt)
     ]
+
+
+def release_held(session: Session, ticket_id: int, why: str) -> int:
+    """A ticket's held automatic answers go out now (an agent answered the ticket, or
+    said `ham`: somebody vouched for the sender); how many."""
+    done = session.execute(
+        update(_O)
+        .where(_O.c.ticket_id == ticket_id, _O.c.status == "held")
+        .values(status="queued", next_attempt_at=utcnow(), last_error="")
+    )
+    count = int(done.rowcount)  # type: ignore[attr-defined]
+    if count:
+        history.append(session, ticket_id, "AutoResponseReleased", "system", reason=why, n=count)
+    return count
 
 
 def retry(session: Session, ids: list[int], all_failed: bool = False) -> int:

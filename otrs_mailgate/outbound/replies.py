@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -61,8 +62,11 @@ def respond(
     notes: list[str],
     *,
     enabled: bool = True,
+    vouched: Vouched | None = None,
 ) -> None:
-    """An automatic answer to the customer, unless the mail came from a machine."""
+    """An automatic answer to the customer, unless the mail came from a machine.  Under
+    the queue's `acknowledge = "authenticated"` a sender nobody vouched for (DMARC, SPF
+    or DKIM: `vouched`) gets it held, not sent: an agent's answer or `ham` lets it go."""
     if not enabled:
         notes.append("no auto response (disabled for this run)")
         return
@@ -74,6 +78,10 @@ def respond(
         history.append(session, ticket.id, "AutoResponseSuppressed", "system", reason=reason)
         notes.append(f"no auto response: {reason}")
         return
+    held = ""
+    if queue.acknowledge == "authenticated" and vouched is not None:
+        ok, why = vouched()
+        held = "" if ok else why
     language = ticket.language or "en"
     suggestions = []
     if template == "acknowledgement" and queue.suggest_faq:
@@ -102,7 +110,14 @@ def respond(
         in_reply_to=mail.message_id,
         references=tuple(mail.references),
     )
+    if held:
+        outbox.send(session, site, ticket.id, template, response, "AutoResponseHeld", held=held)
+        notes.append(f"auto response held: {held}")
+        return
     outbox.send(session, site, ticket.id, template, response, "AutoResponseQueued")
+
+
+Vouched = Callable[[], tuple[bool, str]]
 
 
 def reject_new(
@@ -114,12 +129,17 @@ def reject_new(
     notes: list[str],
     *,
     enabled: bool = True,
+    vouched: Vouched | None = None,
 ) -> None:
-    """A queue that takes no new tickets answers a new sender once (if the classifier
-    and the loop limit let it), from its own address; there is no ticket to file on."""
+    """A queue that takes no new tickets answers a new sender once (if the classifier,
+    the loop limit and, under "authenticated", the sender's authentication let it), from
+    its own address; there is no ticket to file on, so nothing is held."""
     to = mail.from_addr
     reason = "" if enabled else "auto responses disabled for this run"
     reason = reason or why_not(session, site, kind, to)
+    if not reason and queue.acknowledge == "authenticated" and vouched is not None:
+        ok, why = vouched()
+        reason = "" if ok else why
     if reason:
         notes.append(f"no rejection sent: {reason}")
         log.info("rejection to <%s> not sent: %s", to, reason)

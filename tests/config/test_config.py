@@ -52,6 +52,8 @@ def test_the_example_shows_every_key_of_every_section() -> None:
         if header not in text:
             missing.append(header)
         for key in model.model_fields:
+            if key == "junk":  # the spam queue's mark, never configured
+                continue
             if key == "hours":
                 key = "calendar.hours"
             if key == "escalation":

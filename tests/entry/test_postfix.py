@@ -63,6 +63,7 @@ port = PORT
 [[queue]]
 name = "Hotline"
 addresses = ["{HOT}"]
+acknowledge = "always"
 """
 
 

@@ -33,11 +33,13 @@ busy_timeout_ms = 300
 [[queue]]
 name = "Hotline"
 addresses = ["hotline@example.com"]
+acknowledge = "always"
 
 [[queue]]
 name = "Support-DE"
 addresses = ["support@example.de"]
 language = "de"
+acknowledge = "always"
 {extra}
 """
     )
@@ -45,6 +47,18 @@ language = "de"
         path.write_text(path.read_text() + f"\n[milter]\nport = {free_port()}\n")
     if "[web]" not in extra:
         path.write_text(path.read_text() + f"\n[web]\nport = {free_port()}\n")
+    return always_acknowledge(path)
+
+
+def always_acknowledge(path: Path) -> Path:
+    """Every queue of the file answers every sender: the tests' senders are not
+    authenticated (the default, "authenticated", has tests of its own)."""
+    import tomlkit
+
+    doc = tomlkit.parse(path.read_text())
+    for queue in doc.get("queue", []):
+        queue.setdefault("acknowledge", "always")
+    path.write_text(tomlkit.dumps(doc))
     return path
 
 
