@@ -26,6 +26,7 @@ from otrs_mailgate.entry.committer import GroupCommitter
 from otrs_mailgate.entry.lmtp import Handler, controller
 from otrs_mailgate.entry.milter import MilterServer
 from otrs_mailgate.ingest.pipeline import Pipeline
+from otrs_mailgate.jobs import junkpurge
 from otrs_mailgate.jobs.scheduler import Scheduler
 from otrs_mailgate.metrics import Metrics
 from otrs_mailgate.outbound.outbox import Sender
@@ -214,11 +215,13 @@ class Daemon:
             with contextlib.suppress(ValueError):
                 self._idle_senders.remove(wakeup)
 
-    def log_head(self) -> None:
-        """The history's head, at start and daily: a copy of the log kept elsewhere
-        (syslog, a log host) is what shows rows deleted since (`audit verify --head`)."""
+    def daily(self) -> None:
+        """At start and daily: the history's head to the log (a copy kept elsewhere,
+        syslog or a log host, is what shows rows deleted since: `audit verify --head`),
+        and Junk's old spam purged."""
         with self.pipeline.sessions() as session:
             log.info("audit head %s", history.head(session))
+        junkpurge.purge(self.scheduler.sites(), self.pipeline.sessions)
 
     async def scheduler_loop(self) -> None:
         """Locks, pending times and escalations: sleep until the earliest due instant.
@@ -234,7 +237,7 @@ class Daemon:
             delay = SCHEDULER_MAX_SLEEP
             try:
                 if time.monotonic() - head_logged >= HEAD_EVERY:
-                    await loop.run_in_executor(None, self.log_head)
+                    await loop.run_in_executor(None, self.daily)
                     head_logged = time.monotonic()
                 result = await loop.run_in_executor(None, self.scheduler.run_pass)
                 self.metrics.escalations.inc(result.escalated)

@@ -112,13 +112,23 @@ def main_cf(
         "minimal_backoff_time = 60s",
     ]
     if config.milter.enabled:
+        ours = f"{{ {milter(config)}, {MILTER_SETTINGS} }}"
         lines += [
             "# our milter checks mail to the hotline while the sender is connected; its",
             "# settings are its own (other milters keep theirs): down (serve stopped) it",
             "# answers 451 4.7.1 and the sender retries, nothing passes unchecked; DKIM",
             "# keys come from DNS, so a slow lookup gets time before it tempfails",
-            _merged("smtpd_milters", f"{{ {milter(config)}, {MILTER_SETTINGS} }}", current),
         ]
+        rspamd = config.spam.rspamd_milter if config.spam.filter == "rspamd" else ""
+        theirs = (current or {}).get("smtpd_milters", "")
+        if rspamd and rspamd not in theirs:
+            lines += [
+                "# rspamd's proxy first, then ours: its verdict headers are in the mail",
+                "# Postfix queues (its reject action refuses at SMTP time); rspamd down lets",
+                "# mail pass unscored (default_action=accept) and our checks still hold",
+            ]
+            ours = f"{{ {rspamd}, {RSPAMD_SETTINGS} }}, {ours}"
+        lines.append(_merged("smtpd_milters", ours, current))
     return "\n".join([*lines, ""])
 
 
@@ -135,6 +145,7 @@ def _open_relay_note(current: Mapping[str, str] | None) -> list[str]:
     ]
 
 
+RSPAMD_SETTINGS = "protocol=6, default_action=accept, command_timeout=60s"
 MILTER_SETTINGS = (
     "protocol=6, default_action=tempfail, connect_timeout=10s, command_timeout=60s, "
     "content_timeout=300s"

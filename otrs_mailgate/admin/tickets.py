@@ -158,6 +158,56 @@ def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
     )
 
 
+@ticket.command("spam")
+@click.argument("number")
+@pass_ctx
+@_database_errors
+def ticket_spam(ctx: Ctx, number: str) -> None:
+    """The ticket's mail is spam: to the Junk queue, closed, nothing to the customer,
+    taught to the filter ([spam] rspamd_controller or learn_command)."""
+    _junk_command(ctx, number, "spam")
+
+
+@ticket.command("ham")
+@click.argument("number")
+@pass_ctx
+@_database_errors
+def ticket_ham(ctx: Ctx, number: str) -> None:
+    """Not spam: a Junk ticket goes to the queue its mail routes to as a new ticket
+    (acknowledged if the sender is authenticated, the agents told); on any other
+    ticket, its held automatic answers go out."""
+    _junk_command(ctx, number, "ham")
+
+
+def _junk_command(ctx: Ctx, number: str, what: str) -> None:
+    import getpass
+
+    from otrs_mailgate.ingest import junk
+    from otrs_mailgate.site import Site
+    from otrs_mailgate.store.models import utcnow
+    from otrs_mailgate.tickets import refs
+
+    site = Site.build(ctx.config)
+    site.ensure_queues(ctx.sessions())
+    actor = f"{getpass.getuser()} (command line)"
+    try:
+        with ctx.transaction() as session:
+            ticket_id = refs.id_of(session.connection(), number.strip())
+            if ticket_id is None:
+                raise junk.JunkError(f"no ticket {number}")
+            ticket = refs.load(session.connection(), ticket_id)
+            said = junk.check(site, session, ticket, what)
+            notes = []
+            if what == "spam":
+                junk.spam(site, session, ticket, actor, utcnow())
+            else:
+                notes = junk.ham(site, session, ticket, actor, utcnow())
+    except junk.JunkError as exc:
+        click.echo(f"otrs-mailgate: ticket {number}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"ticket {ticket.number}: {said}" + "".join(f"; {n}" for n in notes))
+
+
 @ticket.command("attachment")
 @click.argument("number")
 @click.argument("attachment_id", metavar="[ID]", type=int, required=False)
@@ -316,4 +366,24 @@ def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> N
     click.echo(f"{shown}{', more: raise --limit' if more else ''}", err=True)
 
 
-COMMANDS = [ticket, locks, escalations, search_cmd]
+@click.group("spam")
+def spam_cmd() -> None:
+    """The Junk queue ([spam])."""
+
+
+@spam_cmd.command("purge")
+@pass_ctx
+@_database_errors
+def spam_purge(ctx: Ctx) -> None:
+    """Purge the text, raw mail and files of Junk tickets untouched for [spam] keep_days
+    (the daemon does it daily; this is for cron without one)."""
+    from otrs_mailgate.jobs import junkpurge
+    from otrs_mailgate.site import Site
+
+    site = Site.build(ctx.config)
+    site.ensure_queues(ctx.sessions())
+    n = junkpurge.purge(site, ctx.sessions())
+    click.echo(f"{n} Junk ticket(s) purged (older than {ctx.config.spam.keep_days} days)")
+
+
+COMMANDS = [ticket, locks, escalations, search_cmd, spam_cmd]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.orm import Session
 
-from otrs_mailgate.ingest import auth, split
+from otrs_mailgate.ingest import auth, junk, split
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import addresses, commands, replytext
@@ -128,8 +128,13 @@ class CommandMail:
             return plan
         if "reply" in names and "note" in names:
             plan.error("reply note", "a mail is either a reply or a note, not both")
+        if "spam" in names and len(set(names) - {"spam", "note", "quiet", "time"}) > 0:
+            others = " ".join(n for n in names if n not in ("spam", "note", "quiet", "time"))
+            plan.error(f"spam {others}", "spam goes alone (with time= at most)")
         if len({n for n in names if n in ("close", "reopen", "pending")}) > 1:
             plan.error(" ".join(names), "choose one of close, reopen, pending")
+        if "ham" in names and "reply" not in names:
+            plan.mode = "note"  # the acknowledgement goes; the agent's words stay inside
         for command in parsed.commands:
             self._check(plan, command)
         return plan
@@ -218,6 +223,8 @@ class CommandMail:
             self._check_relative(plan, c)
         elif name == "split":
             self._check_split(plan, c)
+        elif name in ("spam", "ham"):
+            self._check_junk(plan, c)
         elif name in ("cc+", "cc-"):
             address = addresses.canonical(value)  # checked by the grammar already
             plan.ok(
@@ -251,6 +258,27 @@ class CommandMail:
             notify.moved(self.site, self.session, self.ticket, old, self.agent.address)
 
         plan.ok(c.text, f"moved to queue {target.name}", move)
+
+    def _check_junk(self, plan: Plan, c: Command) -> None:
+        """spam / ham (ingest/junk.py): checked now, applied with the rest."""
+        try:
+            result = junk.check(self.site, self.session, self.ticket, c.name)
+        except junk.JunkError as exc:
+            plan.error(c.text, str(exc))
+            return
+        if c.name == "spam":
+            plan.mode, plan.quiet = "note", True  # nothing of this mail to the customer
+            action = lambda: junk.spam(  # noqa: E731
+                self.site, self.session, self.ticket, self.agent.address, self.now
+            )
+        else:
+            action = lambda: self.trip.notes.extend(  # noqa: E731
+                junk.ham(
+                    self.site, self.session, self.ticket, self.agent.address, self.now,
+                    self.trip.dns,
+                )
+            )  # fmt: skip
+        plan.ok(c.text, result, action)
 
     def _check_split(self, plan: Plan, c: Command) -> None:
         mail, t = self.mail, self.ticket

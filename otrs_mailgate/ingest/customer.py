@@ -88,6 +88,16 @@ def article(trip: Trip) -> Stop:
         unparsed=mail.unparsed,
         **({} if trip.customer_from == "From" else {"customer_from": trip.customer_from}),
     )
+    reading = trip.spam
+    if reading is not None and (reading.verdict is not None or reading.ignored):
+        verdict = reading.verdict
+        history.append(
+            trip.session, ticket.id, "SpamCheck", "system", article_id=trip.article_id,
+            **({"filter": verdict.filter, "score": verdict.score, "spam": verdict.spam}
+               if verdict else {}),
+            **({"ignored": reading.ignored} if reading.ignored else {}),
+            **({"filed_in": ticket.queue} if trip.junk else {}),
+        )  # fmt: skip
     if trip.item.imported:
         history.append(
             trip.session, ticket.id, "Imported", "system",
@@ -113,7 +123,10 @@ def new_ticket(trip: Trip) -> TicketRef:
     )
     assert queue is not None
     conn = session.connection()
-    customer_id, customer_language = articles.remember_customer(conn, mail)
+    # spam makes no customer: a sender known as one passes `new_tickets = "reject"`
+    customer_id, customer_language = (
+        (None, None) if trip.junk else articles.remember_customer(conn, mail)
+    )
     language = site.responder.pick_language(
         decision.language if decision else None,
         mail.content_language,

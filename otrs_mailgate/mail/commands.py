@@ -34,6 +34,11 @@ VOCABULARY: dict[str, tuple[bool, str]] = {
     "cc-": (True, "cc-=<address>: stop copying replies to that address"),
     "quiet": (False, "send no mail to the customer"),
     "faq": (True, "faq=<id>: put that knowledge base entry into your reply"),
+    "spam": (False, "the mail is spam: to the Junk queue, closed, nothing to the customer"),
+    "ham": (
+        False,
+        "not spam: a Junk ticket goes to its queue as a new ticket; held answers go out",
+    ),
     "split": (
         False,
         "split (in a reply to an article's notification) or split=<article id>: "

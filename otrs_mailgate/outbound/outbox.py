@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.mail.compose import Responder, Response, new_message_id, wire
 from otrs_mailgate.mail.parse import POLICY, Attachment
+from otrs_mailgate.outbound import learn
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
@@ -152,7 +153,9 @@ CUSTOMER_KINDS = frozenset(
 def for_agents(kind: str) -> bool:
     """A mail of this kind about a ticket goes to agents (and is checked against their
     grants when it is composed)."""
-    return kind not in CUSTOMER_KINDS and not kind.startswith("customer_")
+    return (
+        kind not in CUSTOMER_KINDS and not kind.startswith("customer_") and kind not in learn.KINDS
+    )
 
 
 # What a person asked for or wrote; every other kind of mail is automatic and counts
@@ -226,6 +229,50 @@ def release_held(session: Session, ticket_id: int, why: str) -> int:
     if count:
         history.append(session, ticket_id, "AutoResponseReleased", "system", reason=why, n=count)
     return count
+
+
+def cancel(session: Session, ticket_id: int, why: str) -> int:
+    """A ticket's automatic answers to its customer not yet sent (held or queued) are
+    dropped: an agent said the mail was spam. How many."""
+    done = session.execute(
+        update(_O)
+        .where(
+            _O.c.ticket_id == ticket_id,
+            _O.c.status.in_(("held", "queued")),
+            _O.c.kind.in_(CUSTOMER_KINDS - {"agent_reply"}),
+        )
+        .values(status="cancelled", last_error=why)
+    )
+    count = int(done.rowcount)  # type: ignore[attr-defined]
+    if count:
+        history.append(session, ticket_id, "AutoResponseCancelled", "system", reason=why, n=count)
+    return count
+
+
+def teach(session: Session, ticket_id: int, kind: str, raw: bytes) -> None:
+    """A lesson for the spam filter (learn.KINDS), sent by the Sender like a mail: a
+    filter that is down is tried again, and the agent is never kept waiting."""
+    assert kind in learn.KINDS
+    session.info[QUEUED] = session.info.get(QUEUED, 0) + 1
+    now = utcnow()
+    db.defer_insert(
+        session,
+        _O,
+        {
+            "ticket_id": ticket_id,
+            "kind": kind,
+            "mail_from": "",
+            "rcpt_to": "",
+            "message_id": "",
+            "spec": None,
+            "data": raw,
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": "",
+            "created_at": now,
+        },
+    )
 
 
 def retry(session: Session, ids: list[int], all_failed: bool = False) -> int:
@@ -410,6 +457,10 @@ class Sender:
                     break
                 if row.id in withheld:  # the agent lost the grant since it was decided
                     self._finish(row, 554, withheld[row.id], result, now)
+                    continue
+                if row.kind in learn.KINDS:  # a lesson for the spam filter, not a mail
+                    code, text = learn.feed(self.config.spam, row.kind, bytes(row.data or b""))
+                    self._finish(row, code, text, result, now)
                     continue
                 if unreachable:  # do not knock on a closed door once per row
                     self._finish(row, 451, unreachable, result, now)

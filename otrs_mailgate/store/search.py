@@ -127,34 +127,62 @@ def reindex(conn: Connection, batch: int = 1000) -> int:
     last = conn.execute(text(newest)).scalar_one() or 0
     done = 0
     while True:
-        t = Ticket.__table__
-        rows = conn.execute(
-            select(a.c.id, a.c.subject, a.c.body_text, a.c.from_addr, a.c.from_name)
-            .add_columns(a.c.to_addrs, a.c.cc_addrs, t.c.language)
-            .join(t, t.c.id == a.c.ticket_id)
-            .where(a.c.id > last)
-            .order_by(a.c.id)
-            .limit(batch)
-        ).all()
-        if not rows:
+        docs = _documents(conn, (a.c.id > last,), batch)
+        if not docs:
             return done
-        last = rows[-1].id
-        names = _attachment_names(conn, [r.id for r in rows])
-        docs = [
-            {
-                "article_id": r.id,
-                "text": document(
-                    r.subject,
-                    r.body_text,
-                    names.get(r.id, []),
-                    (r.from_addr, r.from_name, r.to_addrs, r.cc_addrs),
-                ),
-                **({"config": config_for(r.language)} if conn.dialect.name == "postgresql" else {}),
-            }
-            for r in rows
-        ]
+        last = docs[-1]["article_id"]
         conn.execute(_INSERT[conn.dialect.name], docs)
         done += len(docs)
+
+
+def unindex(conn: Connection, article_ids: list[int]) -> None:
+    """Take articles out of the index before their text goes (a purge). FTS5's
+    contentless table forgets a row only when told the words it was given, so they are
+    made again from the row as it still stands, the way reindex() made them."""
+    if not article_ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("DELETE FROM article_search WHERE article_id = ANY(:ids)"), {"ids": article_ids}
+        )
+        return
+    a = Article.__table__
+    docs = _documents(conn, (a.c.id.in_(article_ids),), len(article_ids))
+    if docs:
+        conn.execute(
+            text(
+                "INSERT INTO article_fts (article_fts, rowid, text) "
+                "VALUES ('delete', :article_id, :text)"
+            ),
+            docs,
+        )
+
+
+def _documents(conn: Connection, where: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
+    """Index rows of the articles `where` picks, oldest first."""
+    a, t = Article.__table__, Ticket.__table__
+    rows = conn.execute(
+        select(a.c.id, a.c.subject, a.c.body_text, a.c.from_addr, a.c.from_name)
+        .add_columns(a.c.to_addrs, a.c.cc_addrs, t.c.language)
+        .join(t, t.c.id == a.c.ticket_id)
+        .where(*where)
+        .order_by(a.c.id)
+        .limit(limit)
+    ).all()
+    names = _attachment_names(conn, [r.id for r in rows])
+    return [
+        {
+            "article_id": r.id,
+            "text": document(
+                r.subject,
+                r.body_text,
+                names.get(r.id, []),
+                (r.from_addr, r.from_name, r.to_addrs, r.cc_addrs),
+            ),
+            **({"config": config_for(r.language)} if conn.dialect.name == "postgresql" else {}),
+        }
+        for r in rows
+    ]
 
 
 def _attachment_names(conn: Connection, ids: list[int]) -> dict[int, list[str]]:

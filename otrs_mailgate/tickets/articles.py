@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.mail import addresses
@@ -203,3 +203,62 @@ _A, _AT = Article.__table__, Attachment.__table__
 _INS_ARTICLE = insert(_A).returning(_A.c.id)
 _INS_ATTACHMENT = insert(_AT)
 _INS_ARTICLE_FAST = db.Prepared(_INS_ARTICLE)  # every mail: on the driver's cursor
+
+
+@dataclass(frozen=True)
+class Received:
+    """A ticket's first customer mail as it came: what `ham` files again."""
+
+    raw: bytes
+    envelope_sender: str
+    envelope_recipient: str
+
+
+def first_received(conn: Connection, ticket_id: int) -> Received | None:
+    """The raw bytes and envelope of the ticket's first mail from outside, or None
+    (purged, or none)."""
+    r = RawMessage.__table__
+    row = conn.execute(
+        select(r.c.data, _A.c.envelope_sender, _A.c.envelope_recipient)
+        .join(r, r.c.id == _A.c.raw_id)
+        .where(_A.c.ticket_id == ticket_id, _A.c.direction == "in", _A.c.sender_type == "customer")
+        .order_by(_A.c.id)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return Received(bytes(row.data), row.envelope_sender, row.envelope_recipient)
+
+
+def purge(conn: Connection, ticket_id: int) -> int:
+    """Forget what a ticket's mail said (Junk after its days): text, HTML, raw bytes,
+    attachments and the search index entries go; the rows, addresses, subjects and
+    the history stay, so what was purged is still told. How many articles."""
+    ids = list(
+        conn.execute(
+            select(_A.c.id).where(
+                _A.c.ticket_id == ticket_id,
+                (_A.c.raw_id.is_not(None)) | (_A.c.body_text != "") | (_A.c.body_html != ""),
+            )
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    search.unindex(conn, ids)
+    raw_ids = set(
+        conn.execute(select(_A.c.raw_id).where(_A.c.id.in_(ids), _A.c.raw_id.is_not(None)))
+        .scalars()
+        .all()
+    )
+    blob_ids = set(conn.execute(select(_AT.c.blob_id).where(_AT.c.article_id.in_(ids))).scalars())
+    conn.execute(delete(_AT).where(_AT.c.article_id.in_(ids)))
+    conn.execute(update(_A).where(_A.c.id.in_(ids)).values(raw_id=None, body_text="", body_html=""))
+    # bytes stored once per content: gone only where nothing else still points at them
+    r, b = RawMessage.__table__, Blob.__table__
+    if raw_ids:
+        used = select(_A.c.raw_id).where(_A.c.raw_id.in_(raw_ids))
+        conn.execute(delete(r).where(r.c.id.in_(raw_ids), r.c.id.not_in(used)))
+    if blob_ids:
+        used = select(_AT.c.blob_id).where(_AT.c.blob_id.in_(blob_ids))
+        conn.execute(delete(b).where(b.c.id.in_(blob_ids), b.c.id.not_in(used)))
+    return len(ids)

@@ -118,6 +118,9 @@ def build(
     in_queue = []
     if queues is not None:
         in_queue.append(t.c.queue_id.in_(select(Queue.id).where(Queue.name.in_(queues))))
+    junk = [q.name for q in config.queue if q.junk]
+    if junk:  # spam is nobody's request: not in the figures, not among the top senders
+        in_queue.append(t.c.queue_id.not_in(select(Queue.id).where(Queue.name.in_(junk))))
     closed_at = t.c.closed_at
 
     def bucket(instant: dt.datetime) -> _Bucket:
