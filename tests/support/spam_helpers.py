@@ -45,15 +45,14 @@ def local_dns(txt: Mapping[str, Sequence[str]]) -> Iterator[str]:
             # key longer than 255 characters goes as several, as in a real zone
             pieces = [text[i : i + 250] for i in range(0, len(text), 250)]
             args.append(f"--txt-record={name},{','.join(pieces)}")
-    log = tempfile.NamedTemporaryFile(prefix="dnsmasq-", suffix=".log", delete=False)
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_port(port, proc, "dnsmasq", Path(log.name))
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        os.unlink(log.name)
+    with tempfile.NamedTemporaryFile(prefix="dnsmasq-", suffix=".log") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_port(port, proc, "dnsmasq", Path(log.name))
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 @dataclass
