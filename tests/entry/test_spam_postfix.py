@@ -17,12 +17,12 @@ import shutil
 import signal
 import smtplib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from spam_helpers import SPAM_SUBJECT, Rspamd, local_dns, redis, rspamd
 from sqlalchemy import create_engine, select
 
 from otrs_mailgate.config.schema import load
@@ -32,6 +32,7 @@ from agent_helpers import SigningDomain, agent_mail
 from cli_helpers import cli
 from lmtp_helpers import free_port, start
 from postfix_helpers import Instance, instance, require_postfix, wait_for
+from spam_helpers import SPAM_SUBJECT, Rspamd, local_dns, redis, rspamd, spamassassin
 
 HOT = "hotline@example.com"
 CUSTOMER = "cus@customer.test"
@@ -121,17 +122,23 @@ class Desk:
 
 
 @pytest.fixture(scope="module")
-def filters() -> Iterator[tuple[str, Rspamd]]:
-    """The DNS server and rspamd (with its Redis), once for the module: rspamd takes
-    seconds to start."""
+def dns() -> Iterator[str]:
     require_postfix()
-    with local_dns(RECORDS) as dns, redis() as redis_port, rspamd(dns, redis_port, 25) as rs:
-        yield dns, rs
+    with local_dns(RECORDS) as server:
+        yield server
 
 
-@pytest.fixture
-def desk(tmp_path: Path, sqlite_template: Path, filters: tuple[str, Rspamd]) -> Iterator[Desk]:
-    dns, rs = filters
+@pytest.fixture(scope="module")
+def filters(dns: str) -> Iterator[Rspamd]:
+    """rspamd (with its Redis), once for the module: it takes seconds to start."""
+    with redis() as redis_port, rspamd(dns, redis_port, 25) as rs:
+        yield rs
+
+
+@contextmanager
+def _desk(
+    tmp_path: Path, sqlite_template: Path, dns: str, spam: str, rs: Rspamd | None = None
+) -> Iterator[Desk]:
     db = tmp_path / "test.sqlite"
     shutil.copy(sqlite_template, db)
     db_url = f"sqlite:///{db}"
@@ -157,11 +164,7 @@ port = PORT
 authserv_id = "mx.mailgate.test"
 dkim_keys = "{keys}"
 [spam]
-filter = "rspamd"
-mta_hostnames = ["mx.mailgate.test"]
-rspamd_milter = "{rs.milter_address}"
-rspamd_controller = "{rs.controller_url}"
-rspamd_password = "{rs.password}"
+{spam}
 [[queue]]
 name = "Hotline"
 addresses = ["{HOT}"]
@@ -176,15 +179,28 @@ addresses = ["{HOT}"]
     ):
         done = cli(cfg, *args)
         assert done.returncode == 0, done.stderr
-    mailboxes = [CUSTOMER, "alice@agents.test", "ceo@bank.test", "@spam.test"]
+    mailboxes = [CUSTOMER, "alice@agents.test", "ceo@bank.test"]
     with instance(load(cfg), mailboxes) as pf:
         cfg.write_text(text.replace("PORT", str(pf.port)))
         daemon = start(cfg, lmtp_port)
         try:
-            yield Desk(pf, rs, cfg, db_url, signer)
+            yield Desk(pf, rs, cfg, db_url, signer)  # type: ignore[arg-type]
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
+
+
+@pytest.fixture
+def desk(tmp_path: Path, sqlite_template: Path, dns: str, filters: Rspamd) -> Iterator[Desk]:
+    rs = filters
+    spam = f"""filter = "rspamd"
+mta_hostnames = ["mx.mailgate.test"]
+rspamd_milter = "{rs.milter_address}"
+rspamd_controller = "{rs.controller_url}"
+rspamd_password = "{rs.password}"
+"""
+    with _desk(tmp_path, sqlite_template, dns, spam, rs) as d:
+        yield d
 
 
 def _settled(desk: Desk) -> None:
@@ -298,3 +314,39 @@ def test_postfix_config_puts_rspamd_before_ours(desk: Desk) -> None:
     [line] = [ln for ln in main_cf.splitlines() if ln.startswith("smtpd_milters")]
     assert line.index(desk.rs.milter_address) < line.index("protocol=6, default_action=tempfail")
     assert "default_action=accept" in line  # rspamd down: mail passes unscored
+
+
+def test_spamassassin_through_spamass_milter(
+    tmp_path: Path, sqlite_template: Path, dns: str
+) -> None:
+    """The same chain with SpamAssassin (spamd, spamass-milter -r 20) in rspamd's place:
+    its headers as spamass-milter writes them are read, the sender's own are not, and
+    what scores past -r is refused at SMTP time."""
+    with spamassassin(reject=20) as sa:
+        spam = f"""filter = "spamassassin"
+mta_hostnames = ["mx.mailgate.test", "{sa.hostname}"]
+"""
+        extra = f"smtpd_milters = {{ {sa.milter_address}, default_action=accept }}, "
+        with _desk(tmp_path, sqlite_template, dns, spam) as desk:
+            main_cf = desk.pf.config_dir / "main.cf"
+            lines = main_cf.read_text().splitlines()
+            lines = [extra + ln.split(" = ", 1)[1] if ln.startswith("smtpd_milters") else ln
+                     for ln in lines]  # fmt: skip
+            main_cf.write_text("\n".join(lines) + "\n")
+            desk.pf.postfix("reload")
+            said = desk.swaks(CUSTOMER, "Test of the filter", body=GTUBE)
+            assert re.search(r"<\*\* 5\d\d 5\.7\.1", said), said
+            desk.swaks(CUSTOMER, f"{SPAM_SUBJECT} offer",
+                       "--header", "X-Spam-Status: No, score=-50.0 required=5.0")  # fmt: skip
+            checker = f"X-Spam-Checker-Version: SpamAssassin 4.0.1 on {sa.hostname}"
+            desk.swaks(CUSTOMER, "Toner question", "--header", "X-Spam-Flag: YES",
+                       "--header", "X-Spam-Status: Yes, score=99.0 required=5.0",
+                       "--header", checker)  # fmt: skip
+            wait_for(lambda: len(desk.tickets()) == 2, 120, "the two tickets")
+            assert desk.ticket(SPAM_SUBJECT)[1] == "Junk"
+            assert desk.ticket("Toner question")[1] == "Hotline"
+            [check] = [d for t, d in desk.history(desk.ticket(SPAM_SUBJECT)[0]) if t == "SpamCheck"]
+            assert check["filter"] == "spamassassin" and check["spam"] is True
+            _settled(desk)
+            acks = [m for m in desk.to_customer() if "Toner" in str(m["Subject"])]
+            assert len(acks) == 1 and len(desk.to_customer()) == 1

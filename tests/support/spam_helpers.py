@@ -212,3 +212,63 @@ def _wait_port(
                 raise RuntimeError(f"{what} exited {proc.returncode}: {said}") from None
             time.sleep(0.1)
     raise TimeoutError(f"{what} did not listen on {port} within {timeout} s")
+
+
+@dataclass
+class SpamAssassin:
+    milter: int  # spamass-milter's port
+    hostname: str  # what X-Spam-Checker-Version says the mail was checked on
+
+    @property
+    def milter_address(self) -> str:
+        return f"inet:127.0.0.1:{self.milter}"
+
+
+def require_spamassassin() -> None:
+    for program, package in (("spamd", "spamd"), ("spamc", "spamc"),
+                             ("spamass-milter", "spamass-milter")):  # fmt: skip
+        need(shutil.which(program) is not None, f"{program} is not installed (Debian {package})")
+
+
+@contextmanager
+def spamassassin(reject: float = 0) -> Iterator[SpamAssassin]:
+    """spamd with Debian's shipped rules (local tests only: no network) and spamass-milter
+    in front of it, as a site runs them; `reject`: spamass-milter -r (0: never)."""
+    require_spamassassin()
+    spamd_port, milter_port = free_port(), free_port()
+    root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-sa-", dir="/tmp"))
+    site = root / "site"
+    site.mkdir()
+    for shipped in Path("/etc/spamassassin").glob("*.pre"):  # the plugins Debian loads
+        shutil.copy(shipped, site)
+    (site / "local.cf").write_text(
+        f"header TEST_SPAM_SUBJECT Subject =~ /{SPAM_SUBJECT}/\n"
+        "describe TEST_SPAM_SUBJECT a spam subject of the tests\n"
+        "score TEST_SPAM_SUBJECT 10.0\n"
+    )
+    root.chmod(0o755)
+    spamd = subprocess.Popen(
+        ["spamd", f"--listen=127.0.0.1:{spamd_port}", "--max-children=2", "--nouser-config",
+         "--local", "--syslog=stderr", "-u", "nobody", f"--pidfile={root}/spamd.pid",
+         f"--siteconfigpath={site}"],
+        stdout=subprocess.DEVNULL, stderr=(root / "spamd.log").open("wb"),
+    )  # fmt: skip
+    milter: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_port(spamd_port, spamd, "spamd", root / "spamd.log", timeout=90)
+        args = ["spamass-milter", "-p", f"inet:{milter_port}@127.0.0.1", "-m"]
+        if reject:
+            args += ["-r", str(int(reject))]
+        args += ["--", "-d", "127.0.0.1", "-p", str(spamd_port)]
+        milter = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(milter_port, milter, "spamass-milter")
+        yield SpamAssassin(milter_port, socket.gethostname())
+    finally:
+        for proc in (milter, spamd):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
