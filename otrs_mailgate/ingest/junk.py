@@ -102,7 +102,9 @@ def ham(
     ticket.customer_id = customer_id
     state.set_state(session, ticket, "new", actor=actor, reason="not spam", now=now)
     history.append(session, ticket.id, "MarkedHam", actor)
-    kind = classify(mail, received.envelope_sender, site.own_domains, site.own_addresses)
+    # "" is how an unknown envelope sender is stored (an import): not a null return path
+    sender = received.envelope_sender or None
+    kind = classify(mail, sender, site.own_domains, site.own_addresses)
     if queue.acknowledge:
         dnsfunc = auth.dns_with_pins(site.dkim_keys, dns)
         authserv = site.config.agents.authserv_id
