@@ -101,6 +101,17 @@ def _start_notes(config: config_mod.Config) -> list[str]:
             f"links in mail name {web.base_url()}, which only this host can open: set "
             "[web] public_url to the address customers and agents reach the page at"
         )
+    guarded = [q.name for q in config.queue if q.acknowledge == "authenticated" and not q.junk]
+    if guarded and not config.agents.authserv_id:
+        notes.append(
+            f"acknowledgements of {', '.join(guarded)} go only to senders a DKIM signature "
+            "vouches for: set [agents] authserv_id (our milter's) so SPF and DMARC count too"
+        )
+    if config.spam.filter and not config.spam.mta_hostnames:
+        notes.append(
+            f"[spam] filter = {config.spam.filter} but no mta_hostnames: no verdict can be "
+            "tied to our MTA, so none is believed"
+        )
     return notes
 
 

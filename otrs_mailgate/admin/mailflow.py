@@ -40,7 +40,7 @@ def outbox_send(ctx: Ctx) -> None:
 @outbox.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["queued", "held", "sent", "failed", "bounced", "all"]),
+    type=click.Choice(["queued", "held", "sent", "failed", "bounced", "cancelled", "all"]),
     default="all",
     show_default=True,
 )
