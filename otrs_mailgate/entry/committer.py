@@ -22,6 +22,10 @@ from otrs_mailgate.ingest.pipeline import Item, Pipeline
 from otrs_mailgate.store import db
 
 log = logging.getLogger("otrs_mailgate.entry.committer")
+# A batch is parsed and stored whole; past this many bytes the next mail waits for the
+# next batch, so big mails are taken one or a few at a time and the memory a batch
+# needs stays near the bytes still waiting (issue 28). Small mail is never held back.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -66,10 +70,18 @@ class GroupCommitter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        carried: _Job | None = None  # taken, but it would have made the batch too big
         while True:
-            batch = [await self._queue.get()]
+            batch = [carried or await self._queue.get()]
+            carried = None
+            size = len(batch[0].raw)
             while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                job = self._queue.get_nowait()
+                if size + len(job.raw) > MAX_BATCH_BYTES:  # big mail: one batch at a time
+                    carried = job
+                    break
+                batch.append(job)
+                size += len(job.raw)
             try:
                 results, queued = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception as exc:

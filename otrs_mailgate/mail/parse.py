@@ -10,20 +10,23 @@ bytes are still stored by the caller.
 from __future__ import annotations
 
 import binascii
+import contextvars
 import datetime as dt
 import email.header
 import email.utils
 import functools
 import hashlib
+import itertools
 import logging
 import mimetypes
 import re
+import secrets
 import weakref
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
 from otrs_mailgate.mail import addresses, charsets
 from otrs_mailgate.mail.htmltext import html_to_text
@@ -127,7 +130,7 @@ class ParsedMail:
         Return-Path, Delivered-To, ...) are left out; everything else counts, so two
         different mails that merely share a Message-ID are not taken for one.
         """
-        return hashlib.sha256(significant_bytes(self.raw)).hexdigest()
+        return significant_sha256(self.raw)
 
     def header(self, name: str) -> str:
         return header_str(self.message, name) if self.message is not None else ""
@@ -151,9 +154,36 @@ _TRACE = {
 }
 
 
+def significant_sha256(raw: bytes, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of significant_bytes(raw), without making them: the header block is
+    normalised alone and the body a chunk at a time, so a 25 MB mail costs no 25 MB
+    copies (issue 28)."""
+    size = 4096
+    while True:  # a prefix that holds the header block (never cut inside a CRLF)
+        end = min(size, len(raw))
+        while 0 < end < len(raw) and raw[end - 1 : end] == b"\r":
+            end += 1
+        prefix = raw[:end].replace(b"\r\n", b"\n")
+        if b"\n\n" in prefix or end >= len(raw):
+            break
+        size *= 4
+    digest = hashlib.sha256(_significant(prefix))
+    view, pos = memoryview(raw), end
+    while pos < len(raw):
+        stop = min(pos + chunk, len(raw))
+        while stop < len(raw) and raw[stop - 1 : stop] == b"\r":
+            stop += 1
+        digest.update(bytes(view[pos:stop]).replace(b"\r\n", b"\n"))
+        pos = stop
+    return digest.hexdigest()
+
+
 def significant_bytes(raw: bytes) -> bytes:
     """Header lines minus trace headers, then the body; line endings normalised."""
-    data = raw.replace(b"\r\n", b"\n")
+    return _significant(raw.replace(b"\r\n", b"\n"))
+
+
+def _significant(data: bytes) -> bytes:
     head, _, body = data.partition(b"\n\n")
     lines = head.split(b"\n")
     if lines and lines[0].startswith(b"From "):
@@ -428,15 +458,93 @@ def payload_bytes(part: Message) -> bytes:
         return _uu_lines(text if isinstance(text, str) else "")
     if cte == "base64":
         text = part.get_payload(decode=False)
-        encoded = text.encode("ascii", "ignore") if isinstance(text, str) else b""
-        try:
-            return binascii.a2b_base64(encoded)  # what the stdlib does, when it works
-        except binascii.Error:
-            data = _B64_JUNK.sub(b"", encoded.split(b"=", 1)[0])
-            data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data
-            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        aside = _ASIDE.get().get(text.strip()) if isinstance(text, str) and len(text) < 80 else None
+        if aside is not None:  # a big body set aside before parsing: from the raw bytes
+            return _base64(aside)
+        return _base64(text.encode("ascii", "ignore") if isinstance(text, str) else b"")
     decoded = part.get_payload(decode=True)
     return decoded if isinstance(decoded, bytes) else b""
+
+
+def _base64(encoded: bytes | memoryview) -> bytes:
+    try:
+        return binascii.a2b_base64(encoded)  # what the stdlib does, when it works
+    except binascii.Error:
+        data = _B64_JUNK.sub(b"", bytes(encoded).split(b"=", 1)[0])
+        data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+
+
+# -- big bodies past the stdlib parser ---------------------------------------------------
+#
+# The stdlib parser holds a part's body as text three times over while it reads it
+# (the message decoded to str, its lines, the joined payload): about eight times a big
+# attachment's size at the peak (issue 28). A big base64 leaf (not text, not a message)
+# is therefore set aside before parsing: the parser sees a token line in its place,
+# and payload_bytes() decodes the body straight from the raw bytes. The token carries a
+# nonce of this parse, so no sender can write one that names another part's bytes.
+
+ASIDE_MAIL = 1 << 20  # only mails this big are looked at
+ASIDE_PART = 64 << 10  # bodies from this size are set aside
+_ASIDE: contextvars.ContextVar[dict[str, memoryview]] = contextvars.ContextVar(
+    "parse_aside",
+    default={},  # noqa: B039 - never written to, only replaced
+)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
+
+
+def _set_aside(raw: bytes) -> tuple[bytes, dict[str, memoryview]]:
+    """The mail with each big base64 leaf body replaced by a token, and the bodies by
+    token (views of raw, no copies); (raw, {}) when there is none or the structure is
+    not plain enough to be sure where a body ends."""
+    if len(raw) < ASIDE_MAIL:
+        return raw, {}
+    spans: list[tuple[int, int]] = []
+    try:
+        _big_bodies(raw, 0, len(raw), spans, 0)
+    except Exception:  # a structure we do not follow: the stdlib parser reads it all
+        return raw, {}
+    if not spans:
+        return raw, {}
+    nonce = secrets.token_hex(8).upper()
+    view = memoryview(raw)
+    pieces, found, pos = [], {}, 0
+    for n, (start, end) in enumerate(spans):
+        token = f"OTRSASIDE{nonce}N{n}"
+        pieces += [raw[pos:start], token.encode()]
+        found[token] = view[start:end]
+        pos = end
+    pieces.append(raw[pos:])
+    return b"".join(pieces), found
+
+
+def _big_bodies(raw: bytes, start: int, end: int, spans: list[tuple[int, int]], depth: int) -> None:
+    """Collect (start, end) of the big base64 leaf bodies of the entity raw[start:end]."""
+    head_end = _HEADER_END.search(raw, start, min(end, start + MAX_HEADER_BLOCK))
+    if head_end is None or depth > 20:
+        return
+    head = _HEADER_PARSER.parsebytes(raw[start : head_end.start()] + b"\r\n\r\n")
+    body, maintype = head_end.end(), head.get_content_maintype()
+    if maintype == "multipart":
+        boundary = head.get_param("boundary")
+        if not isinstance(boundary, str) or not boundary:
+            return
+        delimiter = re.compile(
+            rb"(?:\r?\n|^)--" + re.escape(boundary.encode("latin-1")) + rb"(--)?[ \t]*(?:\r?\n|$)",
+            re.MULTILINE,
+        )
+        lines = list(delimiter.finditer(raw, max(body - 2, start), end))
+        lines = [m for m in lines if m.start() >= body - 2]
+        for this, after in itertools.pairwise(lines):
+            if this.group(1):  # the close delimiter: what follows is the epilogue
+                break
+            _big_bodies(raw, this.end(), after.start(), spans, depth + 1)
+        return
+    cte = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
+    if maintype in ("text", "message") or cte != "base64" or end - body < ASIDE_PART:
+        return
+    spans.append((body, end))
 
 
 def _attachment_bytes(part: Message, raw: bytes | None) -> bytes:
@@ -607,11 +715,23 @@ def parse(raw: bytes, max_parts: int = MAX_PARTS) -> ParsedMail:
             f"{parts} MIME parts (at most {max_parts} are read): the rest is in the raw "
             "message only"
         )
+    small, aside = _set_aside(readable)
     try:
-        msg = BytesParser(policy=POLICY).parsebytes(mend_headers(readable))
+        msg = BytesParser(policy=POLICY).parsebytes(mend_headers(small))
     except Exception as exc:
         out.unparsed, out.problem = True, f"MIME parser failed: {exc!r}"
         return out
+    reset = _ASIDE.set(aside)
+    try:
+        _read(msg, out, readable)
+    finally:
+        _ASIDE.reset(reset)
+    _drop_nul(out)
+    return out
+
+
+def _read(msg: Message, out: ParsedMail, readable: bytes) -> None:
+    """What of the parsed message a ParsedMail holds."""
     out.message = msg
     if not readable.isascii():
         _remember_hint(msg)
@@ -645,8 +765,6 @@ def parse(raw: bytes, max_parts: int = MAX_PARTS) -> ParsedMail:
     if not out.body_text and out.body_html:
         out.body_text = html_to_text(out.body_html)
         out.body_from_html = True
-    _drop_nul(out)
-    return out
 
 
 _TEXT_FIELDS = ("subject", "from_name", "from_addr", "message_id", "date", "body_text", "body_html")
