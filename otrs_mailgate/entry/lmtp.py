@@ -26,6 +26,10 @@ from otrs_mailgate.entry.committer import GroupCommitter
 from otrs_mailgate.metrics import Metrics
 
 log = logging.getLogger("otrs_mailgate.entry.lmtp")
+# The session's read buffer: a line longer than this is read in pieces (any length is
+# taken), and the socket stops being read while twice this waits, so a sender faster
+# than we store holds at most that much here, not a whole mail (issue 28).
+READ_LIMIT = 1 << 20
 _QUEUE_ID = re.compile(rb"^Received:[^\n]*(?:\n[ \t][^\n]*)*?\bid ([0-9A-Za-z]+)", re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]*)>", re.MULTILINE | re.IGNORECASE)
 
@@ -114,9 +118,12 @@ class LMTPServer(LMTP):
             except asyncio.CancelledError:
                 self._writer.close()
                 raise
-            except asyncio.LimitOverrunError as exc:  # longer than the stream's limit
-                state = state or "long"
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the reader's buffer (READ_LIMIT) comes in pieces; a
+                # piece never ends inside the CRLF (asyncio keeps a trailing CR back).
                 line = await self._reader.read(exc.consumed)
+                if not line:
+                    return  # the connection is gone
             if line_start and line == b".\r\n":
                 break
             size += len(line)
@@ -130,11 +137,7 @@ class LMTPServer(LMTP):
                 buf += line
             line_start = line.endswith(b"\r\n")
         if state:
-            await self.push(
-                "500 Line too long (see RFC5321 4.5.3.1.6)"
-                if state == "long"
-                else "552 Error: Too much mail data"
-            )
+            await self.push("552 Error: Too much mail data")
             self._set_post_data_state()
             return
         content = bytes(buf)
@@ -288,7 +291,7 @@ def controller(
 
     class _Controller(base):
         def factory(self) -> LMTPServer:
-            return LMTPServer(self.handler, line_length_limit=max_size + 2, **self.SMTP_kwargs)
+            return LMTPServer(self.handler, line_length_limit=READ_LIMIT, **self.SMTP_kwargs)
 
         def _create_server(self) -> Any:
             if socket or not reuse_port:
