@@ -179,7 +179,7 @@ addresses = ["{HOT}"]
     ):
         done = cli(cfg, *args)
         assert done.returncode == 0, done.stderr
-    mailboxes = [CUSTOMER, "alice@agents.test", "ceo@bank.test"]
+    mailboxes = [CUSTOMER, "alice@agents.test", "ceo@bank.test", "@spam.test"]
     with instance(load(cfg), mailboxes) as pf:
         cfg.write_text(text.replace("PORT", str(pf.port)))
         daemon = start(cfg, lmtp_port)
@@ -306,6 +306,35 @@ def test_spam_and_forged_senders_through_postfix_rspamd_and_our_milter(desk: Des
     wait_for(lambda: desk.rs.learned() == learned + 2, 60, "rspamd learning the ham")
     kinds = [t for t, _ in desk.history(spam_number)]
     assert "MarkedHam" in kinds and "QueueMove" in kinds
+
+    # 8. spam of the kinds a public address gets, from domains with no SPF or DMARC at
+    # all, in Chinese, Russian and English: filed somewhere, and not one mail to them
+    before = len(desk.tickets())
+    for sender, extra in SPAM_SHAPES:
+        said = desk.pf.swaks("--from", sender, "--to", HOT, *extra)
+        assert "<** " not in said.stdout or "5.7.1" in said.stdout, said.stdout
+    wait_for(lambda: len(desk.tickets()) >= before + 3, 60, "the spam shapes filed")
+    _settled(desk)
+    to_spammers = [(k, st) for k, st, to in desk.outbox() if "spam.test" in to]
+    assert to_spammers and all(st == "held" for _, st in to_spammers), to_spammers
+    box = desk.pf.root / "mail" / "spam.test" / "new"
+    assert not box.exists() or not list(box.glob("*"))
+
+
+SPAM_SHAPES = [
+    ("fapiao@spam.test", ["--header", "Subject: =?GB2312?B?t6LGsdK1zvHXyc/v?=",
+                          "--header", "Content-Type: text/plain; charset=GB2312",
+                          "--body", "代开发票 增值税 联系 QQ 123456 优惠 代开发票 增值税"]),
+    ("kredit@spam.test", ["--header", "Subject: =?KOI8-R?B?68XEydQg2sEgMTAgzcnO1dQ=?=",
+                          "--body", "Kredit bez proverok, zvonite seychas! Luchshiye usloviya."]),
+    ("security@spam.test", ["--header", "Subject: Your account has been suspended",
+                            "--header", "From: PayPal Security <security@spam.test>",
+                            "--body", "Dear customer, verify your account within 24 hours: "
+                            "http://paypal.verify-account.spam.test/login or it will be closed."]),
+    ("winner@spam.test", ["--header", "Subject: You have WON 1,000,000 USD!!!",
+                          "--body", "Congratulations!!! Send your bank details to claim "
+                          "your prize. 100% FREE. Act now! Click here!"]),
+]  # fmt: skip
 
 
 def test_postfix_config_puts_rspamd_before_ours(desk: Desk) -> None:
