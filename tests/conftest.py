@@ -22,11 +22,26 @@ from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Base
 
 from agent_helpers import SigningDomain
-from helpers import CORPUS, make_config, need
+from helpers import CORPUS, TEST_DNS, make_config, need
+from spam_helpers import local_dns
 
 PG_ADMIN_URL = os.environ.get(
     "OTRS_MAILGATE_TEST_PG_URL", "postgresql+psycopg:///postgres?host=/var/run/postgresql"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_dns() -> Iterator[None]:
+    """SPF, DMARC and DKIM look-ups of every test go to a DNS server of the tests' own
+    that knows no name (a test wanting records starts its own, spam_helpers.local_dns),
+    never to the machine's resolver: no test waits on, or depends on, the outside."""
+    if shutil.which("dnsmasq") is None:
+        yield
+        return
+    with local_dns({}) as server:
+        TEST_DNS[:] = [server]
+        yield
+        TEST_DNS.clear()
 
 
 @pytest.fixture(scope="session")

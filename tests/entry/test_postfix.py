@@ -6,6 +6,7 @@ Skipped off CI when Postfix or swaks is missing; under CI=true it must run.
 from __future__ import annotations
 
 import email
+import json
 import re
 import signal
 import subprocess
@@ -26,9 +27,10 @@ from otrs_mailgate.store.models import Article, RawMessage, Ticket
 
 from agent_helpers import SigningDomain
 from cli_helpers import ROOT, cli
-from helpers import ALWAYS_TOML, need
+from helpers import ALWAYS_TOML, TEST_DNS, need
 from lmtp_helpers import free_port, start
 from postfix_helpers import Instance, instance, require_postfix, wait_for
+from spam_helpers import local_dns
 
 HOT = "hotline@example.com"
 
@@ -44,6 +46,8 @@ def daemon_config(
 ) -> str:
     """The daemon's config for these tests; PORT stands for Postfix's SMTP port, known only
     once the instance runs (until then 25, which the config needs to load)."""
+    if "dns_servers" not in system and TEST_DNS:
+        system += f"\ndns_servers = {json.dumps(TEST_DNS)}"
     return f"""
 [system]
 domain = "mailgate.test"
@@ -382,7 +386,7 @@ acknowledge = false
 
 @contextmanager
 def alice_desk(
-    tmp_path: Path, db_url: str, more: str = ""
+    tmp_path: Path, db_url: str, more: str = "", system: str = ""
 ) -> Iterator[tuple[Instance, SigningDomain, Path]]:
     """Postfix with Maildirs for the customer and agent alice (rw on Hotline, DKIM key
     pinned), and `serve` delivering to it; yields (postfix, alice's signer, config)."""
@@ -391,7 +395,9 @@ def alice_desk(
     keys = tmp_path / "agent-keys"
     keys.write_text(f"desk._domainkey.agents.test {signer.txt.decode()}\n")
     lmtp_port = free_port()
-    cfg_text = daemon_config(db_url, lmtp_port, more=f'[agents]\ndkim_keys = "{keys}"\n' + more)
+    cfg_text = daemon_config(
+        db_url, lmtp_port, system=system, more=f'[agents]\ndkim_keys = "{keys}"\n' + more
+    )
     cfg = tmp_path / "otrs-mailgate.toml"
     cfg.write_text(cfg_text.replace("PORT", "25"))
     for args in (
@@ -538,7 +544,11 @@ def test_milter_through_postfix(tmp_path: Path, db_url: str) -> None:
         '[[queue]]\nname = "Sales"\naddresses = ["sales@example.com"]\n'
         'new_tickets = "reject"\nreject_text = "Sales takes no new requests by mail."\n'
     )
-    with alice_desk(tmp_path, db_url, sales) as (pf, _, cfg):
+    # SPF and DMARC are looked up in a DNS server of the test's own that knows no name
+    with (
+        local_dns({}) as dns,
+        alice_desk(tmp_path, db_url, sales, system=f'dns_servers = ["{dns}"]') as (pf, _, cfg),
+    ):
         loop = pf.swaks("--to", HOT, "--header", "X-Loop: hotline@example.com")
         assert "<** 550 5.7.1 mail loop" in loop.stdout, loop.stdout
         stranger = pf.swaks("--from", "new@customer.test", "--to", "sales@example.com")
@@ -569,7 +579,12 @@ def test_milter_through_postfix(tmp_path: Path, db_url: str) -> None:
         assert followup.returncode == 0, followup.stdout
         raws = wait_for(lambda: _raw_messages(db_url)[1:], 60, "the follow-up")
         first = email.message_from_bytes(_raw_messages(db_url)[0], policy=policy.default)
-        assert first.get_all("Authentication-Results") == ["mx.mailgate.test; dkim=none"]
+        # DKIM first, then SPF and DMARC as our milter computed them (issue 28); the
+        # forged dkim=pass the sender wrote is gone
+        assert first.get_all("Authentication-Results") == [
+            "mx.mailgate.test; dkim=none; spf=none smtp.mailfrom=customer.test; "
+            "dmarc=none header.from=customer.test"
+        ]
         second = email.message_from_bytes(raws[0], policy=policy.default)
         assert second["X-OTRS-Mailgate-Ticket"] == number
         assert len(_tickets(db_url)) == 1  # nothing refused above was stored

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from helpers import TEST_DNS
 from lmtp_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def write_config(path: Path, db_url: str, extra: str = "", lmtp_port: int = 0) -> Path:
     """A config for the test database; its LMTP port is free unless given (so the pipe
     entry finds no daemon there and stores directly)."""
+    dns = f"dns_servers = {json.dumps(TEST_DNS)}\n" if TEST_DNS else ""
     path.write_text(
         f"""
 [lmtp]
@@ -25,7 +27,7 @@ port = {lmtp_port or free_port()}
 [system]
 id = "10"
 domain = "mailgate.test"
-
+{dns}
 [database]
 url = "{db_url}"
 busy_timeout_ms = 300

@@ -23,6 +23,9 @@ CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 if not CORPUS.is_dir():
     CORPUS = Path(os.environ.get("OTRS_MAILGATE_CORPUS", "../shared/corpus")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The tests' own DNS server ("127.0.0.1:port", set by conftest's test_dns): configs made
+# here send SPF, DMARC and DKIM look-ups to it, never to the machine's resolver.
+TEST_DNS: list[str] = []
 
 # A calendar that is always open, for SLA tests whose arithmetic should be plain minutes.
 ALWAYS_TOML = '[[calendar]]\nname = "always"\n[calendar.hours]\n' + "".join(
@@ -67,6 +70,8 @@ def make_config(db_url: str, **overrides: Any) -> Config:
             data[key] = value
     for queue in data["queue"]:
         queue.setdefault("acknowledge", "always")  # see above
+    if TEST_DNS:
+        data["system"].setdefault("dns_servers", list(TEST_DNS))
     return Config.model_validate(data)
 
 
