@@ -185,6 +185,7 @@ CREATE TABLE article (
 	agent_id INTEGER,
 	unparsed BOOLEAN NOT NULL,
 	problem TEXT NOT NULL,
+	protection TEXT DEFAULT '' NOT NULL,
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	CONSTRAINT pk_article PRIMARY KEY (id),
 	CONSTRAINT fk_article_ticket_id_ticket FOREIGN KEY(ticket_id) REFERENCES ticket (id),

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config, QueueConfig
+from otrs_mailgate.crypto.keyring import Keyring
 from otrs_mailgate.mail import addresses as addr
 from otrs_mailgate.mail import tokens
 from otrs_mailgate.mail.compose import Responder
@@ -50,6 +51,7 @@ class Site:
     own_domains: frozenset[str]
     queue_domains: frozenset[str]
     dkim_keys: Mapping[str, bytes]
+    keyring: Keyring | None = None  # OpenPGP and S/MIME keys (crypto/keyring.py)
     # Read from the database on first use, then kept (see module docstring).
     _queue_ids: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     _secret: list[str] = field(default_factory=list, compare=False, repr=False)
@@ -69,6 +71,7 @@ class Site:
             own_domains=frozenset({config.system.domain.lower()}),
             queue_domains=frozenset(addr.domain_of(a) for a in by_address),
             dkim_keys=pinned_keys(config.agents.dkim_keys),
+            keyring=Keyring.for_config(config),
         )
 
     # -- queues ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from otrs_mailgate.admin import (
     agents,
     customers,
     faq,
+    keys,
     mailflow,
     queues,
     reports,
@@ -63,7 +64,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Ctx(config_path)
 
 
-for module in (system, mailflow, tickets, agents, queues, customers, reports, faq):
+for module in (system, mailflow, tickets, agents, queues, customers, reports, faq, keys):
     for command in module.COMMANDS:
         main.add_command(command)
 

@@ -75,6 +75,11 @@ def ticket_show(ctx: Ctx, number: str, as_json: bool) -> None:
             f"\n--- article {a['id']} ({a['direction']}, {a['sender_type']}) "
             f"{a['created_at']}\nFrom: {a['from_name']} <{a['from']}>\nSubject: {a['subject']}"
         )
+        if a.get("protection"):
+            from otrs_mailgate.mail.parse import Protection
+
+            shield = Protection.from_json(json.dumps(a["protection"]))
+            click.echo(f"Security: {shield.line() if shield else a['protection']}")
         for f in a["attachments"]:
             click.echo(f"Attachment: {f['filename']} ({f['content_type']}, {f['size']} bytes)")
         click.echo("\n" + a["body"])

@@ -209,6 +209,18 @@ class DKIMConfig(_Section):
     key_file: str = ""
 
 
+class CryptoConfig(_Section):
+    """OpenPGP and S/MIME (issue 29): where the queues' keys and the customers' public
+    keys and certificates are kept, and the passphrases of the queues' private keys."""
+
+    # A folder of ours (mode 0700): gnupg/ is the GnuPG home, smime/ the certificates.
+    # Default: keys/ beside the config file (beside an SQLite database without one).
+    key_dir: str = ""
+    # Lines of "<fingerprint or queue name> <passphrase>", outside the database (mode
+    # 0600); a queue key made by `keys generate` gets its line here.
+    passphrase_file: str = ""
+
+
 class SpamConfig(_Section):
     """Spam as the mail server's own filter judges it (rspamd, or SpamAssassin through
     spamass-milter), believed only where our MTA wrote the verdict (mail/spam.py)."""
@@ -446,6 +458,9 @@ class QueueConfig(_Section):
     # agent's mail client wrote (after `-- `, or "Sent from my iPhone") and signs with
     # the agent's name and the queue; "keep" sends the agent's own and adds none.
     agent_signature: Literal["replace", "keep"] = "replace"
+    # Mail encrypted to the queue: its decrypted text is searchable only with this on
+    # (the article shows it either way; the raw mail is stored as it came).
+    index_encrypted: bool = False
 
     @field_validator("addresses", "retired_addresses")
     @classmethod
@@ -477,6 +492,7 @@ class Config(_Section):
     dkim: DKIMConfig = DKIMConfig()
     agents: AgentsConfig = AgentsConfig()
     spam: SpamConfig = SpamConfig()
+    crypto: CryptoConfig = CryptoConfig()
     queue: list[QueueConfig] = Field(
         default_factory=lambda: [QueueConfig(name="Hotline", addresses=["hotline@localhost"])]
     )
@@ -645,6 +661,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             config.dkim.key_file = str(file.parent / config.dkim.key_file)
         if config.agents.dkim_keys:
             config.agents.dkim_keys = str(file.parent / config.agents.dkim_keys)
+        config.crypto.key_dir = str(file.parent.absolute() / (config.crypto.key_dir or "keys"))
+        if config.crypto.passphrase_file:
+            config.crypto.passphrase_file = str(file.parent / config.crypto.passphrase_file)
         if config.lmtp.socket:
             config.lmtp.socket = str(file.parent / config.lmtp.socket)
         if config.milter.socket:

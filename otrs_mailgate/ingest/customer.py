@@ -72,9 +72,12 @@ def article(trip: Trip) -> Stop:
     if trip.ticket is None:
         trip.ticket = new_ticket(trip)
     ticket = trip.ticket
+    shield = mail.protection
+    queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
     trip.article_id = articles.store(
         trip.session, ticket, mail, trip.envelope.sender, trip.key, at=trip.now,
         internal=trip.internal,
+        index_body=not (shield and shield.encrypted) or bool(queue and queue.index_encrypted),
     )  # fmt: skip
     history.append(
         trip.session,

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config, QueueConfig
+from otrs_mailgate.crypto import unwrap
 from otrs_mailgate.ingest import auth, commands, customer, match, route, senderauth
 from otrs_mailgate.ingest.outcome import (
     Conflict,
@@ -66,12 +67,22 @@ __all__ = [
 # -- the small stages (the larger ones live in route, match, commands and customer) ------
 
 
+def read(site: Site, item: Item) -> ParsedMail:
+    """An item's mail as its reader sees it: parsed, then decrypted and its signature
+    checked where it is OpenPGP or S/MIME (crypto/unwrap.py; the raw bytes stay as they
+    came). Raises NotAMail."""
+    mail = item.mail or parse(item.raw, site.config.lmtp.max_parts)
+    if mail.protection is None and unwrap.looks_protected(mail):
+        mail = unwrap.unwrap(mail, site.keyring)
+    return mail
+
+
 def parse_stage(trip: Trip) -> Stop:
     """deliver_batch parses before its transaction opens (parsing holds no lock); a
     mail that came without that step is parsed here."""
     if trip.parsed is None:
         try:
-            trip.parsed = trip.item.mail or parse(trip.item.raw, trip.site.config.lmtp.max_parts)
+            trip.parsed = read(trip.site, trip.item)
         except NotAMail as exc:
             trip.parsed = exc
     if isinstance(trip.parsed, NotAMail):
@@ -338,9 +349,9 @@ class Pipeline:
         site = self.site  # one configuration for the whole batch, whatever SIGHUP does
         items = [_canonical(item) for item in items]
         parsed: list[ParsedMail | NotAMail] = []
-        for item in items:  # before the transaction: parsing holds no lock
+        for item in items:  # before the transaction: parsing (and gpg) holds no lock
             try:
-                parsed.append(item.mail or parse(item.raw, site.config.lmtp.max_parts))
+                parsed.append(read(site, item))
             except NotAMail as exc:
                 parsed.append(exc)
         site.ensure_queues(self.sessions)

@@ -97,6 +97,58 @@ class Attachment:
         return hashlib.sha256(self.data).hexdigest()
 
 
+@dataclass(frozen=True)
+class Protection:
+    """What OpenPGP or S/MIME did to a mail (crypto/unwrap.py): encrypted (and whether it
+    could be read), and its signature as checked. Stored with the article, shown with it."""
+
+    kind: str  # pgp/mime | pgp/inline | smime
+    encrypted: bool = False
+    decrypted: bool = False
+    signature: str = ""  # "" (unsigned) | valid | invalid | key unknown | key expired | key revoked
+    signer: str = ""  # the signing key's or certificate's identity, as it names itself
+    fingerprint: str = ""
+    signer_is_sender: bool = True  # the signer's addresses include From's
+    problem: str = ""  # why it could not be decrypted or checked
+
+    @classmethod
+    def from_json(cls, text: str) -> Protection | None:
+        """An article's protection column back ("" or unreadable: None)."""
+        import json
+
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    def line(self) -> str:
+        """One line for notifications, transcripts and the CLI."""
+        words = []
+        if self.encrypted:
+            words.append(
+                "encrypted" if self.decrypted else f"encrypted, NOT decrypted: {self.problem}"
+            )
+        if self.signature == "valid":
+            who = self.signer or self.fingerprint
+            words.append(f"signature valid by {who}")
+            if not self.signer_is_sender:
+                words.append("the signer is NOT the sender (From)")
+        elif self.signature:
+            words.append(
+                f"signature {self.signature}" + (f" ({self.signer})" if self.signer else "")
+            )
+        return "; ".join(words) + f" ({self.kind})"
+
+
 @dataclass
 class ParsedMail:
     raw: bytes
@@ -121,6 +173,7 @@ class ParsedMail:
     unparsed: bool = False
     problem: str = ""  # why it is unparsed
     message: Message | None = None
+    protection: Protection | None = None  # OpenPGP or S/MIME, once unwrapped
 
     @functools.cached_property
     def dedup_key(self) -> str:
@@ -574,7 +627,7 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes]:
     return raw[: found.start()], raw[found.end() :]
 
 
-def _raw_children(raw: bytes, boundary: str) -> list[bytes] | None:
+def raw_children(raw: bytes, boundary: str) -> list[bytes] | None:
     """The bytes of each child of a multipart part, found by its boundary lines; None
     when they do not line up (the parser's view is used then)."""
     _head, body = _split_head(raw)
@@ -602,7 +655,7 @@ def _walk(
     if msg.is_multipart() and msg.get_content_maintype() == "multipart":
         subs = [sub for sub in msg.get_payload() if isinstance(sub, Message)]
         boundary = msg.get_boundary()
-        children = _raw_children(raw, boundary) if raw is not None and boundary else None
+        children = raw_children(raw, boundary) if raw is not None and boundary else None
         if children is not None:
             children = children[: len(subs)] if len(children) >= len(subs) else None
         for index, sub in enumerate(subs):

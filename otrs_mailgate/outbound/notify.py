@@ -161,6 +161,16 @@ def notify(
     text = (
         mail.body_text if len(mail.body_text) <= MAX_TEXT else mail.body_text[:MAX_TEXT] + "\n[...]"
     )
+    shield = mail.protection
+    if shield is not None and shield.encrypted:
+        # what came encrypted never leaves in plain text: the agent reads it on the page
+        text = (
+            "[The customer wrote encrypted; the text is not repeated in this mail. "
+            "Read it on the status page, or with `otrs-mailgate ticket show`.]"
+            if shield.decrypted
+            else f"[Encrypted, and it could not be decrypted: {shield.problem}. The mail "
+            "is stored as it came.]"
+        )
     return to_agents(
         site,
         session,
@@ -172,6 +182,7 @@ def notify(
         vars={
             "customer": customer or "(unknown sender)",
             "text": text,
+            "protection": shield.line() if shield is not None else "",
             "failures": [asdict(f) for f in bounce.failures] if bounce else [],
             "files": _files(site, session, ticket, article_id),
         },

@@ -259,6 +259,8 @@ class Article(Base):
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id"))
     unparsed: Mapped[bool] = mapped_column(Boolean, default=False)
     problem: Mapped[str] = mapped_column(Text, default="")
+    # OpenPGP / S/MIME: mail/parse.Protection as JSON ("" : neither encrypted nor signed)
+    protection: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     attachments: Mapped[list[Attachment]] = relationship(lazy="selectin", order_by="Attachment.id")

@@ -93,6 +93,12 @@ def is_index(name: str | None) -> bool:
     return bool(name) and any(str(name).startswith(t) for t in INDEX_TABLES)
 
 
+def indexed_body(body: str, protection: str) -> str:
+    """What of an article's text is indexed: none of a decrypted mail whose queue keeps
+    it out of the index (articles._protection marks it)."""
+    return "" if protection and '"unindexed": true' in protection else body
+
+
 def document(subject: str, body: str, names: Iterable[str], addresses: Iterable[str]) -> str:
     """What of an article is searchable, as folded plain words."""
     parts = [subject, body[:MAX_BODY], *names, *addresses]
@@ -112,10 +118,10 @@ def create(conn: Connection) -> None:
     """Create the index tables (migration 0007) and index every stored article."""
     for statement in DDL[conn.dialect.name]:
         conn.exec_driver_sql(statement)
-    reindex(conn)
+    reindex(conn, protection=False)  # migration 0007: the column comes with 0011
 
 
-def reindex(conn: Connection, batch: int = 1000) -> int:
+def reindex(conn: Connection, batch: int = 1000, protection: bool = True) -> int:
     """Index the articles newer than the newest indexed one (all, on an upgrade); how
     many."""
     a = Article.__table__
@@ -127,7 +133,7 @@ def reindex(conn: Connection, batch: int = 1000) -> int:
     last = conn.execute(text(newest)).scalar_one() or 0
     done = 0
     while True:
-        docs = _documents(conn, (a.c.id > last,), batch)
+        docs = _documents(conn, (a.c.id > last,), batch, protection)
         if not docs:
             return done
         last = docs[-1]["article_id"]
@@ -158,12 +164,16 @@ def unindex(conn: Connection, article_ids: list[int]) -> None:
         )
 
 
-def _documents(conn: Connection, where: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
-    """Index rows of the articles `where` picks, oldest first."""
+def _documents(
+    conn: Connection, where: tuple[Any, ...], limit: int, protection: bool = True
+) -> list[dict[str, Any]]:
+    """Index rows of the articles `where` picks, oldest first (protection=False: a
+    schema from before the article's protection column)."""
     a, t = Article.__table__, Ticket.__table__
+    shield = a.c.protection if protection else literal("").label("protection")
     rows = conn.execute(
         select(a.c.id, a.c.subject, a.c.body_text, a.c.from_addr, a.c.from_name)
-        .add_columns(a.c.to_addrs, a.c.cc_addrs, t.c.language)
+        .add_columns(a.c.to_addrs, a.c.cc_addrs, shield, t.c.language)
         .join(t, t.c.id == a.c.ticket_id)
         .where(*where)
         .order_by(a.c.id)
@@ -175,7 +185,7 @@ def _documents(conn: Connection, where: tuple[Any, ...], limit: int) -> list[dic
             "article_id": r.id,
             "text": document(
                 r.subject,
-                r.body_text,
+                indexed_body(r.body_text, r.protection),
                 names.get(r.id, []),
                 (r.from_addr, r.from_name, r.to_addrs, r.cc_addrs),
             ),

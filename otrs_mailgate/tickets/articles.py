@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
@@ -41,8 +42,11 @@ def store(
     agent_id: int | None = None,
     body_text: str | None = None,
     at: dt.datetime | None = None,
+    index_body: bool = True,
 ) -> int:
-    """The article of a received mail (an agent's mail: what of it the customer sees)."""
+    """The article of a received mail (an agent's mail: what of it the customer sees);
+    index_body=False: its text is not searchable (decrypted mail of a queue that keeps
+    it so), its subject, addresses and file names are."""
     conn = session.connection()
     raw_id = blob_id(conn, RawMessage.__table__, mail.raw)
     subject = mail.subject or ("(unparsed message)" if mail.unparsed else "")
@@ -69,6 +73,7 @@ def store(
             "envelope_recipient": recipient[:320],
             "unparsed": mail.unparsed,
             "problem": mail.problem,
+            "protection": _protection(mail, index_body),
             "created_at": at or utcnow(),
         },
     )
@@ -91,7 +96,7 @@ def store(
         )
     addresses = (mail.from_addr, mail.from_name, *mail.to, *mail.cc)
     names = (part.filename for part in mail.attachments)
-    doc = search.document(subject, text, names, addresses)
+    doc = search.document(subject, text if index_body else "", names, addresses)
     search.index(session, article_id, doc, ticket.language)
     if mail.message_id:
         db.defer_insert(
@@ -119,7 +124,8 @@ def copy(session: Session, article_id: int, ticket: TicketRef) -> int:
         conn.execute(_INS_ATTACHMENT, copies)
     addresses = (row["from_addr"], row["from_name"], row["to_addrs"], row["cc_addrs"])
     names = (p.filename for p in parts)
-    doc = search.document(row["subject"], row["body_text"], names, addresses)
+    body = search.indexed_body(row["body_text"], row["protection"])
+    doc = search.document(row["subject"], body, names, addresses)
     search.index(session, new_id, doc, ticket.language)
     return new_id
 
@@ -197,6 +203,17 @@ def remember_customer(conn: Connection, mail: ParsedMail) -> tuple[int | None, s
         },
     )
     return customer_id, language
+
+
+def _protection(mail: ParsedMail, index_body: bool) -> str:
+    """The article's protection column: the mail's Protection, and whether its text was
+    left out of the index (what reindex and unindex must know to make the same words)."""
+    if mail.protection is None:
+        return ""
+    data = dict(mail.protection.__dict__)
+    if not index_body:
+        data["unindexed"] = True
+    return json.dumps(data, sort_keys=True)
 
 
 _A, _AT = Article.__table__, Attachment.__table__

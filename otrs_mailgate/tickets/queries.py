@@ -84,6 +84,7 @@ def show(session: Session, ticket: Ticket) -> dict[str, Any]:
             "created_at": _iso(a.created_at),
             "unparsed": a.unparsed,
             "problem": a.problem,
+            "protection": json.loads(a.protection) if a.protection else None,
             "body": a.body_text,
             "attachments": [
                 {

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from otrs_mailgate.config.schema import Config
+from otrs_mailgate.mail.parse import Protection
 from otrs_mailgate.store.models import (
     Agent,
     Article,
@@ -76,7 +77,7 @@ def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[st
     files = _files_by_article(articles_mod.files(conn, ticket_id, public=True))
     rows = conn.execute(
         select(_A.c.id, _A.c.created_at, _A.c.sender_type, _A.c.from_name, _A.c.from_addr)
-        .add_columns(_A.c.subject, _A.c.body_text, _A.c.direction)
+        .add_columns(_A.c.subject, _A.c.body_text, _A.c.direction, _A.c.protection)
         .where(
             _A.c.ticket_id == ticket_id,
             _A.c.internal.is_(False),
@@ -90,7 +91,8 @@ def customer_ticket(conn: Connection, config: Config, ticket_id: int) -> dict[st
             "from_us": a.sender_type == "agent",
             "who": queue_name if a.sender_type == "agent" else (a.from_name or a.from_addr),
             "subject": a.subject,
-            "text": a.body_text,
+            # what came encrypted is not put on a page a link opens (issue 29)
+            "text": "(sent encrypted: not shown here)" if _encrypted(a.protection) else a.body_text,
             "files": files.get(a.id, []),
         }
         for a in rows
@@ -242,7 +244,7 @@ def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[
     ag = Agent.__table__
     files = _files_by_article(articles_mod.files(conn, t.id))
     articles = [
-        dict(a._mapping) | {"files": files.get(a.id, [])}
+        dict(a._mapping) | {"files": files.get(a.id, []), "shield": _shield(a.protection)}
         for a in conn.execute(
             select(
                 _A.c.id,
@@ -256,6 +258,7 @@ def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[
                 _A.c.cc_addrs,
                 _A.c.subject,
                 _A.c.body_text,
+                _A.c.protection,
                 ag.c.login.label("agent"),
             )
             .outerjoin(ag, ag.c.id == _A.c.agent_id)
@@ -288,6 +291,25 @@ def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[
         "merged_into": _number_of(conn, t.merged_into_id),
         "articles": articles,
         "history": history,
+    }
+
+
+def _encrypted(text: str) -> bool:
+    found = Protection.from_json(text)
+    return found is not None and found.encrypted
+
+
+def _shield(text: str) -> dict[str, Any] | None:
+    """An article's OpenPGP / S/MIME marker for the page: its line and how to show it."""
+    found = Protection.from_json(text)
+    if found is None:
+        return None
+    good = (not found.encrypted or found.decrypted) and found.signature in ("", "valid")
+    return {
+        "line": found.line(),
+        "encrypted": found.encrypted,
+        "signature": found.signature,
+        "good": good and found.signer_is_sender,
     }
 
 

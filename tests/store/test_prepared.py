@@ -43,7 +43,8 @@ def _article_row(ticket_id: int, raw_id: int) -> dict:
         "internal": False, "agent_id": None, "message_id": "m@x", "from_addr": "a@b.test",
         "from_name": "A", "to_addrs": "", "cc_addrs": "", "subject": "s", "body_text": "b",
         "body_html": "", "content_language": "", "envelope_sender": "", "envelope_recipient": "",
-        "unparsed": False, "problem": "", "created_at": dt.datetime(2026, 12, 4, 8, tzinfo=dt.UTC),
+        "unparsed": False, "problem": "", "protection": "",
+        "created_at": dt.datetime(2026, 12, 4, 8, tzinfo=dt.UTC),
     }  # fmt: skip
 
 

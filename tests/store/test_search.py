@@ -212,13 +212,23 @@ def test_upgrade_indexes_articles_stored_before(tmp_path: Path) -> None:
     p = Pipeline(make_config(url, web={"enabled": False}))  # no site_secret before 0008
     p.sessions.configure(info={})  # no audit key before 0010 either
     p.ensure_queues()
-    # store as the code of revision 0006 would: without the index table
-    monkey = search.index
+    # store as the code of revision 0006 would: without the index table, and without
+    # the columns that came later (the article's protection, 0011)
+    from otrs_mailgate.tickets import articles
+
+    monkey, fast = search.index, articles._INS_ARTICLE_FAST
+
+    class Old:
+        def scalar(self, conn, params):  # type: ignore[no-untyped-def]
+            return fast.scalar(conn, {k: v for k, v in params.items() if k != "protection"})
+
     search.index = lambda *a, **k: None  # type: ignore[assignment]
+    articles._INS_ARTICLE_FAST = Old()  # type: ignore[assignment]
     try:
         r = p.deliver_one(mail("Old ticket", "stored before search existed"), HOT, "o@x.test")
     finally:
         search.index = monkey  # type: ignore[assignment]
+        articles._INS_ARTICLE_FAST = fast
     db.upgrade(engine)
     assert numbers(p, "existed") == [r.ticket_number]
     p.engine.dispose()
