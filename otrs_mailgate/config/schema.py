@@ -461,6 +461,11 @@ class QueueConfig(_Section):
     # Mail encrypted to the queue: its decrypted text is searchable only with this on
     # (the article shows it either way; the raw mail is stored as it came).
     index_encrypted: bool = False
+    # An answer to a customer who wrote encrypted goes encrypted to their key (OpenPGP,
+    # else S/MIME); without one: "hold" (not sent, the agent is told) or "plain".
+    without_key: Literal["hold", "plain"] = "hold"
+    # Sign everything this queue sends with its own key (OpenPGP, else S/MIME).
+    sign: bool = False
 
     @field_validator("addresses", "retired_addresses")
     @classmethod

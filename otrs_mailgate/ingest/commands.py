@@ -28,7 +28,7 @@ from otrs_mailgate.mail.compose import Response
 from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
-from otrs_mailgate.outbound import notify, outbox, replies
+from otrs_mailgate.outbound import notify, outbox, protect, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
@@ -586,6 +586,10 @@ class CommandMail:
             auto_submitted="",
             cc=cc,
         )
+        _, sealed = protect.decide(self.session, self.site, self.ticket.id, True, response)
+        if sealed:  # the customer wrote encrypted and we cannot answer so: the agent hears
+            self._history(self.ticket.id, "AgentReplyNotSent", reason=sealed)
+            return sealed
         outbox.send(
             self.session,
             self.site,

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from otrs_mailgate.config.schema import Config, QueueConfig
-from otrs_mailgate.crypto import unwrap
+from otrs_mailgate.crypto import autocrypt, unwrap
 from otrs_mailgate.ingest import auth, commands, customer, match, route, senderauth
 from otrs_mailgate.ingest.outcome import (
     Conflict,
@@ -73,6 +73,11 @@ def read(site: Site, item: Item) -> ParsedMail:
     came). Raises NotAMail."""
     mail = item.mail or parse(item.raw, site.config.lmtp.max_parts)
     if mail.protection is None and unwrap.looks_protected(mail):
+        # A key the mail carries (Autocrypt, an attached key) first, so a signature by
+        # it is known; only for protected mail: we answer encrypted only who wrote so,
+        # and plain mail costs no gpg run.
+        if autocrypt.offers(mail):
+            autocrypt.learn(mail, site.keyring)
         mail = unwrap.unwrap(mail, site.keyring)
     return mail
 

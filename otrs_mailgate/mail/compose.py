@@ -57,6 +57,10 @@ class Response:
     auto_submitted: str = "auto-replied"
     reply_to: str = ""
     cc: tuple[str, ...] = ()
+    # OpenPGP / S/MIME (outbound/protect.py): encrypted to every recipient's key, signed
+    # with the key of this queue address; decided with the row, applied when sent.
+    encrypt: bool = False
+    sign_as: str = ""
 
     @property
     def recipients(self) -> list[str]:

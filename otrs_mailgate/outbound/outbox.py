@@ -25,9 +25,11 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from otrs_mailgate.config.schema import Config
+from otrs_mailgate.crypto import wrap
+from otrs_mailgate.crypto.keyring import Keyring
 from otrs_mailgate.mail.compose import Responder, Response, new_message_id, wire
 from otrs_mailgate.mail.parse import POLICY, Attachment
-from otrs_mailgate.outbound import learn
+from otrs_mailgate.outbound import learn, protect
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import MessageRef, Outbox, Ticket, utcnow
@@ -111,6 +113,9 @@ def send(
     its Message-ID.  A mail with files (an agent's answer carrying its attachments)
     is composed now, as the bytes of its row; any other is rendered when it is sent."""
     message_id = new_message_id(site.config.system.domain)
+    for_customer = kind in CUSTOMER_KINDS or kind.startswith("customer_")
+    response, sealed = protect.decide(session, site, ticket_id, for_customer, response)
+    held = held or sealed
     data, error = None, ""
     if files:
         try:
@@ -411,9 +416,21 @@ class Sender:
         """A new config (SIGHUP) from the next mail on; outcomes not yet written stay."""
         self.config = config
         self.responder = Responder(config)
+        self.keyring = Keyring.for_config(config)
         self._dkim_key: bytes | None = None
         if config.dkim.key_file and config.dkim.selector:
             self._dkim_key = Path(config.dkim.key_file).read_bytes()
+
+    def _protect(self, row: Any, data: bytes) -> bytes:
+        """Encrypted and/or signed as decided with the row (outbound/protect.py)."""
+        if not row.spec:
+            return data
+        spec = Response.from_json(row.spec)
+        if not spec.encrypt and not spec.sign_as:
+            return data
+        if self.keyring is None:
+            raise wrap.WrapError("no keys are set up ([crypto] key_dir)")
+        return wrap.protect(self.keyring, data, spec.recipients, spec.encrypt, spec.sign_as)
 
     def sign(self, data: bytes) -> bytes:
         if self._dkim_key is None:
@@ -517,8 +534,8 @@ class Sender:
         the rows after it (issue 25).  Returns the connection to go on with, and why
         the MTA cannot be reached ("" while it can)."""
         try:
-            data = self.sign(render(self.responder, row))
-        except Exception as exc:  # its addresses or template: retrying will not help
+            data = self.sign(self._protect(row, render(self.responder, row)))
+        except Exception as exc:  # its addresses, template or keys: retrying will not help
             why = f"cannot compose {row.kind}: {type(exc).__name__}: {exc}"
             self._finish(row, 554, why, result, now)
             return smtp, ""
