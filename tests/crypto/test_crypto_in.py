@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from crypto_helpers import (
     CUSTOMER,
-    PASSPHRASE,
     QUEUE,
     Keys,
     copy_keys,
@@ -23,13 +22,13 @@ from crypto_helpers import (
     pgp_mime_encrypted,
     pgp_mime_signed,
     require_tools,
+    site_keys,
     smime,
     stop_agent,
     temp_root,
 )
 from sqlalchemy import select
 
-from otrs_mailgate.crypto.keyring import Keyring
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store.models import Article, Attachment, RawMessage
 from otrs_mailgate.tickets import queries
@@ -50,29 +49,6 @@ def session_keys() -> Iterator[Keys]:
 @pytest.fixture
 def keys(session_keys: Keys, tmp_path: Path) -> Keys:
     return copy_keys(session_keys, tmp_path / "client-keys")
-
-
-def site_keys(keys: Keys, tmp_path: Path, *, know_customer: bool = True) -> dict[str, object]:
-    """The site's key folder as an admin sets it up: the queue's secret key and its
-    passphrase line, the customer's public key, the queue's S/MIME identity, the CA."""
-    site = tmp_path / "site-keys"
-    passphrases = tmp_path / "passphrases"
-    passphrases.write_text(f"{keys.queue_fpr} {PASSPHRASE}\n{QUEUE} {PASSPHRASE}\n")
-    ring = Keyring(site, str(passphrases))
-    secret = gpg(keys.queue_home, "--armor", "--passphrase", PASSPHRASE,
-                 "--export-secret-keys", keys.queue_fpr)  # fmt: skip
-    stop_agent(keys.queue_home)
-    assert ring.import_keys(secret)
-    if know_customer:
-        ring.import_keys(gpg(keys.customer_home, "--armor", "--export", keys.customer_fpr))
-        stop_agent(keys.customer_home)
-    queues = site / "smime" / "queues"
-    queues.mkdir(parents=True)
-    shutil.copy(keys.pem("queue"), queues / f"{QUEUE}.pem")
-    (site / "smime" / "ca").mkdir()
-    shutil.copy(keys.pem("ca"), site / "smime" / "ca" / "ca.pem")
-    ring.stop()
-    return {"crypto": {"key_dir": str(site), "passphrase_file": str(passphrases)}}
 
 
 @pytest.fixture

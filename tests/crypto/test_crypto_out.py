@@ -24,12 +24,12 @@ from crypto_helpers import (
     make_keys,
     pgp_mime_encrypted,
     require_tools,
+    site_keys,
     smime,
     stop_agent,
     temp_root,
 )
 from sqlalchemy import select
-from test_crypto_in import site_keys  # the same site set-up as the incoming tests
 
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.outbound.outbox import Sender

@@ -241,3 +241,28 @@ def smime(keys: Keys, subject: str, inner: bytes, how: str) -> bytes:
 
 def temp_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="otrs-mailgate-keys-", dir="/tmp"))
+
+
+def site_keys(keys: Keys, tmp_path: Path, *, know_customer: bool = True) -> dict[str, object]:
+    """The site's key folder as an admin sets it up: the queue's secret key and its
+    passphrase line, the customer's public key, the queue's S/MIME identity, the CA."""
+    site = tmp_path / "site-keys"
+    passphrases = tmp_path / "passphrases"
+    passphrases.write_text(f"{keys.queue_fpr} {PASSPHRASE}\n{QUEUE} {PASSPHRASE}\n")
+    from otrs_mailgate.crypto.keyring import Keyring
+
+    ring = Keyring(site, str(passphrases))
+    secret = gpg(keys.queue_home, "--armor", "--passphrase", PASSPHRASE,
+                 "--export-secret-keys", keys.queue_fpr)  # fmt: skip
+    stop_agent(keys.queue_home)
+    assert ring.import_keys(secret)
+    if know_customer:
+        ring.import_keys(gpg(keys.customer_home, "--armor", "--export", keys.customer_fpr))
+        stop_agent(keys.customer_home)
+    queues = site / "smime" / "queues"
+    queues.mkdir(parents=True)
+    shutil.copy(keys.pem("queue"), queues / f"{QUEUE}.pem")
+    (site / "smime" / "ca").mkdir()
+    shutil.copy(keys.pem("ca"), site / "smime" / "ca" / "ca.pem")
+    ring.stop()
+    return {"crypto": {"key_dir": str(site), "passphrase_file": str(passphrases)}}

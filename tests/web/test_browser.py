@@ -166,3 +166,55 @@ def test_raw_queue_and_attachment_links_in_the_browser(
     [saved] = list(downloads.glob("notes*.html"))
     assert saved.read_bytes() == b"<script>alert(1)</script>"
     p.engine.dispose()
+
+
+def test_encryption_markers_on_the_pages(
+    pipeline: Pipeline, browser: object, tmp_path: Path
+) -> None:
+    """Issue 29: the agents' page marks an encrypted, validly signed request and shows
+    its text; the customer's page (opened by a link from a plain mail) does not show it."""
+    from crypto_helpers import (
+        QUEUE,
+        entity,
+        make_keys,
+        pgp_mime_encrypted,
+        require_tools,
+        site_keys,
+    )
+    from selenium.webdriver.common.by import By
+
+    from otrs_mailgate.ingest.pipeline import Pipeline as P
+    from otrs_mailgate.tickets import refs
+
+    from helpers import make_config
+
+    require_tools()
+    (tmp_path / "client").mkdir()
+    keys = make_keys(tmp_path / "client")
+    config = make_config(str(pipeline.engine.url.render_as_string(hide_password=False)),
+                         web={"port": free_port()}, **site_keys(keys, tmp_path))  # fmt: skip
+    p = P(config)
+    d = Desk(p, SigningDomain())
+    raw = pgp_mime_encrypted(keys, "Locked out", entity("My PIN is 4711, please reset."), sign=True)
+    number = p.deliver_one(raw, QUEUE).ticket_number
+    with db.transaction(p.sessions) as s:
+        _agent, url = notify.mail_login_link(s, p.config, "alice")
+        ticket_id = refs.id_of(s.connection(), number)
+        customer_url = p.site.status_url(s.connection(), ticket_id)
+    with running(p.config):
+        browser.get(url)  # type: ignore[attr-defined]
+        browser.get(url.split("/agent/")[0] + f"/agent/ticket/{number}")  # type: ignore[attr-defined]
+        flags = [
+            f.text
+            for f in browser.find_elements(By.CSS_SELECTOR, "article .shield")  # type: ignore[attr-defined]
+        ]
+        agent_page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert browser.save_screenshot(str(tmp_path / "agent-crypto.png"))  # type: ignore[attr-defined]
+        browser.get(customer_url)  # type: ignore[attr-defined]
+        customer_page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    assert d is not None
+    assert any("encrypted" in f and "signed: valid" in f for f in flags), flags
+    assert "signature valid by Carla Customer <cus@customer.test>" in agent_page
+    assert "My PIN is 4711" in agent_page
+    assert "My PIN is 4711" not in customer_page
+    assert "sent encrypted: not shown here" in customer_page
