@@ -8,6 +8,7 @@ CREATE TABLE agent (
 	secret VARCHAR(64) NOT NULL,
 	enabled BOOLEAN NOT NULL,
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	keys TEXT DEFAULT '' NOT NULL,
 	CONSTRAINT pk_agent PRIMARY KEY (id),
 	CONSTRAINT uq_agent_login UNIQUE (login),
 	CONSTRAINT uq_agent_address UNIQUE (address)

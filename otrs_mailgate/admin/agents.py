@@ -146,4 +146,56 @@ def agent_join(ctx: Ctx, who: str, group: str) -> None:
     click.echo(f"{who} is in group @{group.lstrip('@')}")
 
 
+@agent.command("add-key")
+@click.argument("who")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@pass_ctx
+@agent_errors
+def agent_add_key(ctx: Ctx, who: str, path: str) -> None:
+    """An OpenPGP public key or S/MIME certificate of the agent: a valid signature by it
+    proves their command mail where their domain does not DKIM-sign (the signature must
+    cover the headers too: protected headers, as Thunderbird sends them)."""
+    from pathlib import Path
+
+    from otrs_mailgate.crypto.keyring import Keyring
+    from otrs_mailgate.tickets import agents
+
+    ring = Keyring.for_config(ctx.config)
+    if ring is None:
+        click.echo("otrs-mailgate: set [crypto] key_dir first", err=True)
+        sys.exit(1)
+    data = Path(path).read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        from otrs_mailgate.crypto import smime
+
+        smime.import_pem(ring, data, None)
+        fingerprints = [x509.load_pem_x509_certificate(data).fingerprint(hashes.SHA256()).hex()]
+    else:
+        fingerprints = ring.import_keys(data)
+    if not fingerprints:
+        click.echo(f"otrs-mailgate: {path}: no OpenPGP key or certificate in it", err=True)
+        sys.exit(1)
+    with ctx.transaction() as session:
+        for fingerprint in fingerprints:
+            found = agents.set_key(session, who, fingerprint, add=True)
+    click.echo(f"{found.login}: key {', '.join(fingerprints)} proves their command mail")
+
+
+@agent.command("remove-key")
+@click.argument("who")
+@click.argument("fingerprint")
+@pass_ctx
+@agent_errors
+def agent_remove_key(ctx: Ctx, who: str, fingerprint: str) -> None:
+    """Stop taking this key's signature as the agent's proof."""
+    from otrs_mailgate.tickets import agents
+
+    with ctx.transaction() as session:
+        found = agents.set_key(session, who, fingerprint, add=False)
+    click.echo(f"{found.login}: key {fingerprint} no longer proves their mail")
+
+
 COMMANDS = [agent]

@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 from otrs_mailgate.crypto import smime
 from otrs_mailgate.crypto.keyring import Keyring
 from otrs_mailgate.mail import wire
-from otrs_mailgate.mail.parse import ParsedMail, Protection, parse, raw_children
+from otrs_mailgate.mail.parse import ParsedMail, Protection, parse, raw_children, raw_headers
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 4  # signed inside encrypted inside signed ...: no real mail nests deeper
@@ -30,6 +33,7 @@ _CLEARSIGNED = re.compile(
 )
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"^[A-Za-z0-9-]+:")
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
 # Headers of the outer message that describe its body: the decrypted entity's own
 # replace them.
 _BODY_HEADERS = {
@@ -101,6 +105,8 @@ def _pgp_encrypted(mail: ParsedMail, keyring: Keyring | None, depth: int) -> Par
     inner = _rebuild(mail, result.data)
     inner = _unwrap(inner, keyring, depth + 1)  # signed, then encrypted (RFC 3156 6.1)
     signature = _pgp_signature(keyring, result, mail.from_addr) if _signed(result) else None
+    if signature is not None:
+        signature = dataclasses.replace(signature, covered=_covered(mail, result.data))
     prior = inner.protection
     protection = Protection("pgp/mime", encrypted=True, decrypted=True)
     if prior is not None and prior.signature:
@@ -128,6 +134,7 @@ def _pgp_signed(mail: ParsedMail, keyring: Keyring | None, depth: int) -> Parsed
         checked = _pgp_signature(
             keyring, keyring.verify_detached(signed, signature), mail.from_addr
         )
+        checked = dataclasses.replace(checked, covered=_covered(mail, signed))
     prior = content.protection
     protection = _with_signature(prior or Protection("pgp/mime"), checked)
     return dataclasses.replace(content, protection=protection)
@@ -249,12 +256,9 @@ def _smime_opaque(mail: ParsedMail, keyring: Keyring | None, depth: int) -> Pars
         if verdict.content is None:
             return dataclasses.replace(mail, protection=verdict.protection)
         content = _unwrap(_rebuild(mail, verdict.content), keyring, depth + 1)
-        return dataclasses.replace(
-            content,
-            protection=_with_signature(
-                content.protection or Protection("smime"), verdict.protection
-            ),
-        )
+        checked = dataclasses.replace(verdict.protection, covered=_covered(mail, verdict.content))
+        base = content.protection or Protection("smime")
+        return dataclasses.replace(content, protection=_with_signature(base, checked))
     if keyring is None:
         return _unreadable(mail, "smime", "no keys are set up ([crypto] key_dir)")
     plain, problem = smime.decrypt(keyring, entity)
@@ -277,7 +281,8 @@ def _smime_signed(mail: ParsedMail, keyring: Keyring | None, depth: int) -> Pars
     signed = children[0]
     verdict = smime.verify(keyring, _entity(mail), mail.from_addr)
     content = _unwrap(_rebuild(mail, signed), keyring, depth + 1)
-    protection = _with_signature(content.protection or Protection("smime"), verdict.protection)
+    checked = dataclasses.replace(verdict.protection, covered=_covered(mail, signed))
+    protection = _with_signature(content.protection or Protection("smime"), checked)
     return dataclasses.replace(content, protection=protection)
 
 
@@ -292,7 +297,27 @@ def _with_signature(base: Protection, signed: Protection) -> Protection:
         fingerprint=signed.fingerprint,
         signer_is_sender=signed.signer_is_sender,
         problem=base.problem or ("" if signed.signature == "valid" else signed.problem),
+        covered=signed.covered,
     )
+
+
+PROTECTABLE = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references")
+
+
+def _covered(mail: ParsedMail, signed: bytes) -> tuple[str, ...]:
+    """The outer headers a signed entity carries a copy of, equal in value: what the
+    signature vouches for besides the body (an agent's commands in the subject)."""
+    found = _HEAD_END.search(signed)
+    if found is None or mail.message is None:
+        return ()
+    inner = _HEADER_PARSER.parsebytes(signed[: found.start()] + b"\r\n\r\n")
+    covered = []
+    for name in PROTECTABLE:
+        ours = [" ".join(str(v).split()) for v in inner.get_all(name) or []]
+        outer = [" ".join(v.split()) for v in raw_headers(mail.message, name)]
+        if ours and ours == outer:
+            covered.append(name)
+    return tuple(covered)
 
 
 def _unreadable(mail: ParsedMail, kind: str, why: str) -> ParsedMail:
@@ -322,13 +347,27 @@ def _rebuild(mail: ParsedMail, entity: bytes) -> ParsedMail:
         entity = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + entity
     found = _HEAD_END.search(mail.raw)
     outer = mail.raw[: found.start()] if found else mail.raw
-    kept, skip = [], False
-    for line in outer.split(b"\r\n"):
+    kept = _lines(outer, lambda name: name not in _BODY_HEADERS)
+    inner_end = _HEAD_END.search(entity)
+    inner_head = entity[: inner_end.start()] if inner_end else entity
+    body = entity[inner_end.start() :] if inner_end else b"\r\n\r\n"
+    # of the entity's own headers only its content headers: copies of From, Subject and
+    # the like inside (protected headers) are checked against the outer ones (_covered),
+    # never put in their place
+    kept += _lines(inner_head, lambda name: name.startswith(b"content-"))
+    return parse(b"\r\n".join(kept) + body)
+
+
+def _lines(head: bytes, wanted: Callable[[bytes], bool]) -> list[bytes]:
+    """The header lines (with their continuations) whose lower-case name is wanted."""
+    kept: list[bytes] = []
+    keep = False
+    for line in head.split(b"\r\n"):
         if line[:1] in (b" ", b"\t"):
-            if not skip:
+            if keep:
                 kept.append(line)
             continue
-        skip = line.split(b":", 1)[0].strip().lower() in _BODY_HEADERS
-        if not skip:
+        keep = bool(line) and wanted(line.split(b":", 1)[0].strip().lower())
+        if keep:
             kept.append(line)
-    return parse(b"\r\n".join(kept) + b"\r\n" + entity)
+    return kept

@@ -42,6 +42,7 @@ import authres
 import authres.dmarc
 
 from otrs_mailgate.config.schema import Config, QueueConfig
+from otrs_mailgate.crypto import unwrap
 from otrs_mailgate.ingest import auth, senderauth
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.mail import addresses, tokens
@@ -230,6 +231,9 @@ class Message:
         milter = config.milter
         raw = self.raw()
         mail = parse(raw, config.lmtp.max_parts)
+        if self.tokens and unwrap.looks_protected(mail):
+            # an agent's command mail may be proven by its OpenPGP / S/MIME signature
+            mail = unwrap.unwrap(mail, pipeline.site.keyring)
         if milter.loops and any(
             _text(v).strip().lower() in pipeline.own_addresses for v in self._values("X-Loop")
         ):

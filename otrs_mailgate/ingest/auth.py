@@ -355,6 +355,9 @@ def check(
             passed, why = trusted_results(mail, config.authserv_id, from_domain, headers)
             if not passed:
                 passed, why = dkim_result(mail.raw, from_domain, dnsfunc, headers)
+        if not passed:  # a signature by a key registered for the agent proves it too
+            proven, said = signature_proof(conn, agent, mail, headers)
+            passed, why = (True, said) if proven else (False, f"{why}; {said}" if said else why)
         if not passed:
             verdict.reasons.append(f"{why} (policy: dkim = required)")
     if not mail.message_id:
@@ -363,6 +366,33 @@ def check(
         verdict.reasons.append(f"Message-ID <{mail.message_id}> was seen before (a replay)")
     verdict.reasons.extend(_date_problem(mail.date, now, config.date_window_hours))
     return verdict
+
+
+def signature_proof(
+    conn: Connection, agent: AgentRef, mail: ParsedMail, headers: Mapping[str, int]
+) -> tuple[bool, str]:
+    """An OpenPGP or S/MIME signature instead of DKIM (issue 29): valid, by a key
+    registered for the agent (`agent add-key`), by the From address, and covering every
+    header DKIM would have to sign (protected headers: a copy inside the signed part,
+    as Thunderbird writes them), the subject with its commands among them."""
+    shield = mail.protection
+    if shield is None or not shield.signature:
+        return False, ""
+    if shield.signature != "valid":
+        return False, f"the {shield.kind} signature is {shield.signature}"
+    registered = agents.keys_of(conn, agent.id)
+    fingerprint = shield.fingerprint.upper()
+    if not any(fingerprint == k or fingerprint.endswith(k) for k in registered if k):
+        return False, f"the {shield.kind} signature's key is not registered for {agent.login}"
+    if not shield.signer_is_sender:
+        return False, f"the {shield.kind} signature is not by the From address"
+    missing = [name for name, count in headers.items() if count and name not in shield.covered]
+    if missing:
+        return False, (
+            f"the {shield.kind} signature does not cover {', '.join(missing)} (send with "
+            "protected headers)"
+        )
+    return True, f"{shield.kind} signature by {shield.signer or fingerprint}"
 
 
 def reason_class(reasons: list[str]) -> str:

@@ -110,6 +110,9 @@ class Protection:
     fingerprint: str = ""
     signer_is_sender: bool = True  # the signer's addresses include From's
     problem: str = ""  # why it could not be decrypted or checked
+    # headers the signature covers: copies inside the signed part equal to the outer
+    # ones ("protected headers", as Thunderbird writes them), lower-case names
+    covered: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> Protection | None:
@@ -123,7 +126,9 @@ class Protection:
         if not isinstance(data, dict):
             return None
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        fields["covered"] = tuple(fields.get("covered") or ())
+        return cls(**fields)
 
     def to_json(self) -> str:
         import json

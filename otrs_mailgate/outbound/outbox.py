@@ -108,13 +108,16 @@ def send(
     actor: str = "system",
     files: Sequence[Attachment] = (),
     held: str = "",
+    encrypted: bool | None = None,
 ) -> str:
     """Put a mail about a ticket into the outbox and say so in the ticket's history;
     its Message-ID.  A mail with files (an agent's answer carrying its attachments)
-    is composed now, as the bytes of its row; any other is rendered when it is sent."""
+    is composed now, as the bytes of its row; any other is rendered when it is sent.
+    `encrypted`: whether the customer's latest mail came encrypted, when the caller
+    knows (the mail being answered); else the ticket's articles say."""
     message_id = new_message_id(site.config.system.domain)
     for_customer = kind in CUSTOMER_KINDS or kind.startswith("customer_")
-    response, sealed = protect.decide(session, site, ticket_id, for_customer, response)
+    response, sealed = protect.decide(session, site, ticket_id, for_customer, response, encrypted)
     held = held or sealed
     data, error = None, ""
     if files:

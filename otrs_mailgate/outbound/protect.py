@@ -42,9 +42,15 @@ def wrote_encrypted(session: Session, ticket_id: int | None) -> bool:
 
 
 def decide(
-    session: Session, site: Site, ticket_id: int | None, for_customer: bool, response: Response
+    session: Session,
+    site: Site,
+    ticket_id: int | None,
+    for_customer: bool,
+    response: Response,
+    encrypted: bool | None = None,
 ) -> tuple[Response, str]:
-    """(the response marked to be encrypted and/or signed, why it must be held or "")."""
+    """(the response marked to be encrypted and/or signed, why it must be held or "");
+    `encrypted`: whether the customer wrote encrypted, when the caller knows (no query)."""
     queue = site.queue_for(response.from_addr)
     keyring = site.keyring
     sign_as = ""
@@ -52,7 +58,9 @@ def decide(
         sign_as = response.from_addr
     encrypt = False
     held = ""
-    if for_customer and wrote_encrypted(session, ticket_id):
+    if encrypted is None and for_customer:
+        encrypted = wrote_encrypted(session, ticket_id)
+    if for_customer and encrypted:
         missing = [r for r in response.recipients if not wrap.can_encrypt(keyring, r)]
         if not missing:
             encrypt = True

@@ -110,11 +110,17 @@ def respond(
         in_reply_to=mail.message_id,
         references=tuple(mail.references),
     )
+    sealed = mail.protection is not None and mail.protection.encrypted  # what it answers
     if held:
-        outbox.send(session, site, ticket.id, template, response, "AutoResponseHeld", held=held)
+        outbox.send(
+            session, site, ticket.id, template, response, "AutoResponseHeld", held=held,
+            encrypted=sealed,
+        )  # fmt: skip
         notes.append(f"auto response held: {held}")
         return
-    outbox.send(session, site, ticket.id, template, response, "AutoResponseQueued")
+    outbox.send(
+        session, site, ticket.id, template, response, "AutoResponseQueued", encrypted=sealed
+    )
 
 
 Vouched = Callable[[], tuple[bool, str]]

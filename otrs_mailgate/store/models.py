@@ -102,6 +102,9 @@ class Agent(Base):
     secret: Mapped[str] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # OpenPGP fingerprints and S/MIME certificate SHA-256s, one a line, whose valid
+    # signature proves the agent's command mail where DKIM cannot (issue 29)
+    keys: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class AgentGroup(Base):

@@ -275,3 +275,24 @@ _SEL_WORKERS = (
     )
     .order_by(_A.c.login)
 )
+
+
+def keys_of(conn: Connection, agent_id: int) -> set[str]:
+    """The fingerprints whose signature proves this agent's command mail."""
+    found = conn.execute(select(_A.c["keys"]).where(_A.c.id == agent_id)).scalar() or ""
+    return {k.upper() for k in found.split()}
+
+
+def set_key(session: Session, who: str, fingerprint: str, *, add: bool) -> AgentRef:
+    """Register (or drop) a key for an agent (login or address)."""
+    conn = session.connection()
+    agent = find(conn, who)
+    if agent is None:
+        raise AgentError(f"no agent {who!r}")
+    found = keys_of(conn, agent.id)
+    fingerprint = fingerprint.upper().replace(" ", "").replace(":", "")
+    if not add and fingerprint not in found:
+        raise AgentError(f"{agent.login} has no key {fingerprint}")
+    found = found | {fingerprint} if add else found - {fingerprint}
+    conn.execute(update(_A).where(_A.c.id == agent.id).values(keys="\n".join(sorted(found))))
+    return agent

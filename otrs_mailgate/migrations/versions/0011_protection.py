@@ -1,5 +1,5 @@
 """encrypted and signed mail (issue 29): an article records what OpenPGP or S/MIME did
-to its mail (mail/parse.Protection as JSON)
+to its mail (mail/parse.Protection as JSON); an agent's keys prove command mail
 
 Revision ID: 0011
 Revises: 0010
@@ -20,8 +20,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("article") as batch:
         batch.add_column(sa.Column("protection", sa.Text(), nullable=False, server_default=""))
+    with op.batch_alter_table("agent") as batch:
+        batch.add_column(sa.Column("keys", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("agent") as batch:
+        batch.drop_column("keys")
     with op.batch_alter_table("article") as batch:
         batch.drop_column("protection")
