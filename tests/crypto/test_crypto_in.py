@@ -179,3 +179,35 @@ def test_smime_signed_by_a_certificate_nobody_vouches_for(p: Pipeline, keys: Key
     tampered = raw.replace(b"Trust me.", b"Trust ME.")
     _, shield, _ = stored(p, p.deliver_one(tampered, QUEUE).ticket_number)
     assert shield["signature"] == "invalid"
+
+
+def test_rfc_3156_example_shape_through_a_pipe(p: Pipeline, keys: Keys) -> None:
+    """The shape of RFC 3156's own multipart/signed example (as OpenPGP.js and
+    ProtonMail's tests carry it): quoted-printable ISO-8859-1 with trailing blanks and a
+    line starting "From ", micalg=pgp-md5 in odd order, a blank line before the
+    signature part's header; signed over CRLF as the RFC says, delivered with the bare
+    LF line ends Postfix's pipe(8) gives. Made here with gpg, not copied."""
+    from crypto_helpers import CUSTOMER, stop_agent
+
+    inner = (
+        b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"=A1Hola!\r\n\r\nFrom=20the desk: a line that once began with From.\r\n"
+        b"Trailing blanks stay   =20\r\nme   \r\n"
+    )
+    signature = gpg(keys.customer_home, "--armor", "--detach-sign", "--local-user", CUSTOMER,
+                    "--passphrase", "", data=inner)  # fmt: skip
+    stop_agent(keys.customer_home)
+    raw = (
+        (
+            f"From: Carla Customer <{CUSTOMER}>\nTo: {QUEUE}\nSubject: Hola\nMime-Version: 1.0\n"
+            "Message-ID: <hola@customer.test>\n"
+            "Content-Type: multipart/signed; boundary=bar; micalg=pgp-md5;\n"
+            ' protocol="application/pgp-signature"\n\n--bar\n'
+        ).encode()
+        + inner.replace(b"\r\n", b"\n")
+        + (b"\n--bar\n\nContent-Type: application/pgp-signature\n\n" + signature + b"\n--bar--\n")
+    )
+    article, shield, _ = stored(p, p.deliver_one(raw, QUEUE).ticket_number)
+    assert shield["signature"] == "valid", shield
+    assert "¡Hola!" in article.body_text and "Trailing blanks stay" in article.body_text
