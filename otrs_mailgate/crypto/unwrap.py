@@ -183,6 +183,11 @@ def _pgp_inline(mail: ParsedMail, keyring: Keyring | None) -> ParsedMail:
 def _pgp_signature(keyring: Keyring, result: Any, sender: str) -> Protection:
     """GnuPG's verdict in our words."""
     status = str(getattr(result, "status", "") or "").lower()
+    said = str(getattr(result, "stderr", "") or "")
+    if "REVKEYSIG" in said or "KEYREVOKED" in said:
+        status = "signing key was revoked"
+    elif "EXPKEYSIG" in said or "KEYEXPIRED" in said:
+        status = "signing key has expired"
     fingerprint = str(
         getattr(result, "pubkey_fingerprint", "") or getattr(result, "fingerprint", "") or ""
     )

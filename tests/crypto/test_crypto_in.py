@@ -211,3 +211,30 @@ def test_rfc_3156_example_shape_through_a_pipe(p: Pipeline, keys: Keys) -> None:
     article, shield, _ = stored(p, p.deliver_one(raw, QUEUE).ticket_number)
     assert shield["signature"] == "valid", shield
     assert "¡Hola!" in article.body_text and "Trailing blanks stay" in article.body_text
+
+
+def test_a_signer_other_than_from_and_a_revoked_key(
+    p: Pipeline, keys: Keys, tmp_path: Path
+) -> None:
+    """Signed by the customer's key, sent From another address: valid, and said to be
+    by somebody else. Then the customer revokes the key: its signatures are no proof."""
+    from crypto_helpers import CUSTOMER, head
+
+    inner = entity("Sent for my colleague.")
+    signature = gpg(keys.customer_home, "--armor", "--detach-sign", "--local-user", CUSTOMER,
+                    "--passphrase", "", data=inner)  # fmt: skip
+    ctype = 'multipart/signed; micalg=pgp-sha512; protocol="application/pgp-signature"; boundary=s'
+    body = b"--s\r\n" + inner + b"\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\n"
+    body += signature.replace(b"\n", b"\r\n") + b"\r\n--s--\r\n"
+    raw = head("For a colleague", ctype, sender="colleague@customer.test") + body
+    _, shield, _ = stored(p, p.deliver_one(raw, QUEUE).ticket_number)
+    assert shield["signature"] == "valid" and shield["signer_is_sender"] is False
+    # the key revoked: the revocation certificate gpg made with the key, imported here
+    cert = keys.customer_home / "openpgp-revocs.d" / f"{keys.customer_fpr}.rev"
+    revocation = cert.read_bytes().replace(b":-----BEGIN", b"-----BEGIN")
+    ring = p.site.keyring
+    assert ring is not None
+    ring.import_keys(revocation)
+    again = head("Signed again", ctype) + body
+    _, shield, _ = stored(p, p.deliver_one(again, QUEUE).ticket_number)
+    assert shield["signature"] == "key revoked", shield
