@@ -10,42 +10,25 @@ a silent no-op.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from otrs_mailgate.mail import addresses
 
-# name -> (takes a value, help shown in transcripts)
-VOCABULARY: dict[str, tuple[bool, str]] = {
-    "reply": (False, "send your text to the customer (the default)"),
-    "note": (False, "keep your text internal, nothing goes to the customer"),
-    "close": (False, "close the ticket"),
-    "reopen": (False, "open a closed ticket again"),
-    "pending": (True, "pending=<duration>, e.g. pending=3d: wait for the customer"),
-    "owner": (True, "owner=<agent login or address>: give the ticket to that agent"),
-    "take": (False, "make yourself the owner and lock the ticket"),
-    "unlock": (False, "release your lock"),
-    "steal": (False, "take over a ticket locked by another agent"),
-    "queue": (True, "queue=<name>: move the ticket"),
-    "priority": (True, "priority=<1-5 or very-low, low, normal, high, very-high>"),
-    "time": (True, "time=<duration>, e.g. time=15m or time=1h30m: account time"),
-    "merge": (True, "merge=<ticket number>: merge this ticket into that one"),
-    "parent": (True, "parent=<ticket number>: make this ticket a child of that one"),
-    "cc+": (True, "cc+=<address>: copy replies to that address"),
-    "cc-": (True, "cc-=<address>: stop copying replies to that address"),
-    "quiet": (False, "send no mail to the customer"),
-    "faq": (True, "faq=<id>: put that knowledge base entry into your reply"),
-    "spam": (False, "the mail is spam: to the Junk queue, closed, nothing to the customer"),
-    "ham": (
-        False,
-        "not spam: a Junk ticket goes to its queue as a new ticket; held answers go out",
-    ),
-    "split": (
-        False,
-        "split (in a reply to an article's notification) or split=<article id>: "
-        "that article becomes a new ticket",
-    ),
-}
-OPTIONAL_VALUE = {"split": str.isdigit}  # a command that may take a value of this kind
+
+@dataclass(frozen=True)
+class Syntax:
+    """The words of one command, as its class in ingest/commands/ declares them."""
+
+    name: str
+    value: str  # "none", "required" or "optional" (`split` or `split=<id>`)
+    usage: str  # shown in transcripts and notifications
+    check: Callable[[str], str] = lambda value: ""  # why a value is wrong, or ""
+
+
+# name -> Syntax; filled by ingest/commands/ (one class per command registers its words),
+# so the grammar and the commands it knows cannot drift apart
+VOCABULARY: dict[str, Syntax] = {}
 PRIORITIES = {"very-low": 1, "low": 2, "normal": 3, "high": 4, "very-high": 5}
 _DURATION = re.compile(r"(\d+)\s*([wdhm])")
 _UNITS = {"w": 7 * 24 * 60, "d": 24 * 60, "h": 60, "m": 1}
@@ -95,38 +78,46 @@ def _word(text: str) -> tuple[Command | None, str]:
     """One `name` or `name=value`; (command, "") or (None, reason)."""
     name, eq, value = text.partition("=")
     name = name.strip().lower()
-    if name in ("cc", "cc+", "cc-") and not eq:
-        return None, "write cc+=<address> or cc-=<address>"
-    if name not in VOCABULARY:
-        known = ", ".join(VOCABULARY)
-        return None, f"unknown command {name!r}; known are: {known}"
-    wants_value, usage = VOCABULARY[name]
+    if not eq and f"{name}+" in VOCABULARY and name not in VOCABULARY:
+        forms = [VOCABULARY[n].usage.partition(":")[0] for n in (f"{name}+", f"{name}-")]
+        return None, f"write {' or '.join(forms)}"
+    syntax = VOCABULARY.get(name)
+    if syntax is None:
+        return None, f"unknown command {name!r}; known are: {', '.join(VOCABULARY)}"
     value = value.strip()
-    if wants_value and not value:
-        return None, f"{name} needs a value: {usage}"
-    optional = OPTIONAL_VALUE.get(name)
-    if optional is not None and value and optional(value):
-        return Command(name, value, text.strip()), ""
-    if not wants_value and value and value.lower() not in ("yes", "1", "true"):
-        return None, f"{name} takes no value"
-    problem = _check_value(name, value)
+    if syntax.value == "required" and not value:
+        return None, f"{name} needs a value: {syntax.usage}"
+    if syntax.value == "none" and value:
+        if value.lower() not in ("yes", "1", "true"):
+            return None, f"{name} takes no value"
+        value = ""
+    problem = syntax.check(value) if value else ""
     if problem:
         return None, problem
-    return Command(name, value if wants_value else "", text.strip()), ""
+    return Command(name, value, text.strip()), ""
 
 
-def _check_value(name: str, value: str) -> str:
+def duration_problem(value: str) -> str:
     try:
-        if name in ("pending", "time"):
-            duration_minutes(value)
-        elif name == "priority":
-            priority(value)
-        elif name == "faq" and not value.isdigit():
-            return f"{value!r} is not a FAQ entry number (`otrs-mailgate faq list`)"
-        elif name in ("cc+", "cc-"):
-            if not addresses.is_address(value):
-                return f"{value!r} is not a mail address"
-            addresses.canonical(value)  # Unanswerable (a ValueError) says why not
+        duration_minutes(value)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def priority_problem(value: str) -> str:
+    try:
+        priority(value)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def address_problem(value: str) -> str:
+    if not addresses.is_address(value):
+        return f"{value!r} is not a mail address"
+    try:
+        addresses.canonical(value)  # Unanswerable (a ValueError) says why not
     except ValueError as exc:
         return str(exc)
     return ""
@@ -157,7 +148,7 @@ def parse(tag_commands: str, body: str) -> Parsed:
         key, value = match.group(1).lower(), match.group(2)
         if key == "command":
             words = _split(value)
-        elif key in VOCABULARY and VOCABULARY[key][0]:
+        elif key in VOCABULARY and VOCABULARY[key].value == "required":
             words = [f"{key}={value}"]
         elif key in VOCABULARY and value.lower() in ("", "yes", "true", "1"):
             words = [key]

@@ -12,59 +12,26 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from otrs_mailgate.ingest import auth, junk, split
+from otrs_mailgate.ingest import auth
+from otrs_mailgate.ingest.commands.base import REGISTRY, Line, Plan
 from otrs_mailgate.ingest.outcome import Result
 from otrs_mailgate.ingest.trip import Stop, Trip
 from otrs_mailgate.mail import addresses, commands, replytext
 from otrs_mailgate.mail.classify import HUMAN, Classification
-from otrs_mailgate.mail.commands import Command
 from otrs_mailgate.mail.compose import Response
 from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
 from otrs_mailgate.outbound import notify, outbox, protect, replies
 from otrs_mailgate.site import Site
-from otrs_mailgate.store import db
-from otrs_mailgate.store.models import Article, Ticket, TicketCc, TicketLink, TimeEntry, utcnow
-from otrs_mailgate.tickets import agents, articles, customers, faq, history, refs, sla, state
+from otrs_mailgate.store.models import Article, Ticket, TicketCc, utcnow
+from otrs_mailgate.tickets import agents, articles, customers, history, refs, sla, state
 from otrs_mailgate.tickets.agents import AgentRef
-from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
-
-PRIORITY_NAMES = {v: k for k, v in commands.PRIORITIES.items()}
-
-
-@dataclass
-class Line:
-    command: str
-    result: str
-
-
-@dataclass
-class Plan:
-    """What a mail asks for, checked; `actions` run only if `errors` stays empty."""
-
-    lines: list[Line] = field(default_factory=list)
-    errors: int = 0
-    actions: list[Callable[[], None]] = field(default_factory=list)
-    mode: str = "reply"
-    quiet: bool = False
-    owner: AgentRef | None = None  # who owns and holds the lock afterwards
-    unlock: bool = False
-
-    def ok(self, command: str, result: str, action: Callable[[], None] | None = None) -> None:
-        self.lines.append(Line(command, result))
-        if action is not None:
-            self.actions.append(action)
-
-    def error(self, command: str, reason: str) -> None:
-        self.lines.append(Line(command, f"ERROR: {reason}"))
-        self.errors += 1
+from otrs_mailgate.tickets.refs import TicketRef
 
 
 def agent_reply(mail: ParsedMail, customer_text: str = "") -> replytext.Found:
@@ -110,15 +77,18 @@ class CommandMail:
         for written, reason in parsed.errors:
             plan.error(written, reason)
         t = self.ticket
+        names = [c.name for c in parsed.commands]
+        # commands that only touch the agent's own view (watch) need a read grant and
+        # pass another agent's lock; such a mail is filed as a note, never an answer
+        passive = bool(names) and all(REGISTRY[n].access == "ro" for n in names)
         access = agents.access(self.conn, self.agent.id, t.queue_id)
-        if access != "rw":
+        if access is None or (access == "ro" and not passive):
             what = "read-only access to" if access == "ro" else "no access to"
             plan.error("(any command)", f"you have {what} queue {t.queue}")
             return plan
-        names = [c.name for c in parsed.commands]
-        stealing = "steal" in names
         holder = self._lock_holder()
-        if holder is not None and holder.id != self.agent.id and not stealing:
+        locked_out = holder is not None and holder.id != self.agent.id
+        if holder is not None and locked_out and "steal" not in names and not passive:
             until = t.lock_until.isoformat(timespec="minutes") if t.lock_until else ""
             plan.error(
                 "(any command)",
@@ -126,6 +96,8 @@ class CommandMail:
                 "add steal to take it over, or ask them to unlock it",
             )
             return plan
+        if passive and (access == "ro" or locked_out):
+            plan.mode = "note"
         if "reply" in names and "note" in names:
             plan.error("reply note", "a mail is either a reply or a note, not both")
         if "spam" in names and len(set(names) - {"spam", "note", "quiet", "time"}) > 0:
@@ -136,7 +108,7 @@ class CommandMail:
         if "ham" in names and "reply" not in names:
             plan.mode = "note"  # the acknowledgement goes; the agent's words stay inside
         for command in parsed.commands:
-            self._check(plan, command)
+            REGISTRY[command.name](self, command).check(plan)
         return plan
 
     def _lock_holder(self) -> AgentRef | None:
@@ -145,193 +117,18 @@ class CommandMail:
             return None
         return agents.by_id(self.conn, t.owner_id)
 
-    def _ticket_by_number(self, number: str) -> TicketRef | None:
+    def ticket_by_number(self, number: str) -> TicketRef | None:
         if not self.site.tags.find(f"[{self.site.tags.hook}{self.site.tags.divider}{number}]"):
             return None
         found = self.conn.execute(select(Ticket.id).where(Ticket.number == number)).scalar()
         return refs.load(self.conn, found) if found else None
 
-    def _check(self, plan: Plan, c: Command) -> None:
-        """One branch a command: record what it will do, or why it cannot."""
-        t, name, value = self.ticket, c.name, c.value
-        if name in ("reply", "note"):
-            plan.mode = name
-            plan.ok(
-                c.text,
-                "your text goes to the customer"
-                if name == "reply"
-                else "your text was kept internal",
-            )
-        elif name == "quiet":
-            plan.quiet = True
-            plan.ok(c.text, "no mail to the customer")
-        elif name == "close":
-            plan.ok(c.text, "closed" if t.state != "closed" else "was closed already", self._close)
-        elif name == "reopen":
-            plan.ok(c.text, "open again", lambda: self._set_state("open", reason="reopen"))
-        elif name == "pending":
-            minutes = commands.duration_minutes(value)
-            until = self.now + dt.timedelta(minutes=minutes)
-            plan.ok(
-                c.text,
-                f"pending until {until.isoformat(timespec='minutes')}",
-                lambda: self._set_state("pending", pending_until=until, reason="pending"),
-            )
-        elif name in ("take", "steal"):
-            plan.owner = self.agent
-            plan.ok(c.text, f"owner {self.agent.login}, locked")
-        elif name == "owner":
-            other = agents.find(self.conn, value)
-            if other is None or not other.enabled:
-                plan.error(c.text, f"no enabled agent {value!r}")
-            elif agents.access(self.conn, other.id, t.queue_id) != "rw":
-                plan.error(c.text, f"{other.login} has no rw access to queue {t.queue}")
-            else:
-                plan.owner = other
-                plan.ok(c.text, f"owner {other.login}, locked")
-        elif name == "unlock":
-            plan.unlock = True
-            plan.ok(c.text, "unlocked")
-        elif name == "queue":
-            self._check_queue(plan, c)
-        elif name == "priority":
-            level = commands.priority(value)
-            plan.ok(
-                c.text,
-                f"priority {level} ({PRIORITY_NAMES[level]})",
-                lambda: state.set_priority(
-                    self.session, self.ticket, level, actor=self.agent.address, now=self.now
-                ),
-            )
-        elif name == "time":
-            minutes = commands.duration_minutes(value)
-            plan.ok(c.text, f"{minutes} minutes accounted", lambda: self._account(minutes))
-        elif name == "faq":
-            entry = faq.get(self.conn, int(value))
-            if entry is None or entry.queue not in ("", self.ticket.queue):
-                # another queue's entry is as unknown here as a missing one (issue 25):
-                # neither its text nor its title reaches this queue's customers
-                plan.error(
-                    c.text,
-                    f"no FAQ entry {value} for queue {self.ticket.queue} "
-                    f"(`otrs-mailgate faq list --queue {self.ticket.queue}` shows them)",
-                )
-            else:
-                self.inserts.append(entry.text)
-                plan.ok(c.text, f"FAQ entry {entry.id} ({entry.title}) added to your text")
-        elif name in ("merge", "parent"):
-            self._check_relative(plan, c)
-        elif name == "split":
-            self._check_split(plan, c)
-        elif name in ("spam", "ham"):
-            self._check_junk(plan, c)
-        elif name in ("cc+", "cc-"):
-            address = addresses.canonical(value)  # checked by the grammar already
-            plan.ok(
-                c.text,
-                f"{address} {'gets' if name == 'cc+' else 'no longer gets'} copies of replies",
-                lambda: self._cc(address, add=name == "cc+"),
-            )
-
-    def _check_queue(self, plan: Plan, c: Command) -> None:
-        target = self.site.config.queue_by_name(c.value)
-        if target is None:
-            known = ", ".join(q.name for q in self.site.config.queue)
-            plan.error(c.text, f"no queue {c.value!r}; queues are: {known}")
-            return
-        target_id = self.site.queue_id(target.name)
-        if agents.access(self.conn, self.agent.id, target_id) != "rw":
-            plan.error(c.text, f"you have no rw access to queue {target.name}")
-            return
-
-        def move() -> None:
-            self.events.append(("moved", {"new_queue": target.display_name or target.name}))
-            old = self.ticket.queue
-            state.move(
-                self.session,
-                self.ticket,
-                target.name,
-                target_id,
-                actor=self.agent.address,
-                now=self.now,
-            )
-            notify.moved(self.site, self.session, self.ticket, old, self.agent.address)
-
-        plan.ok(c.text, f"moved to queue {target.name}", move)
-
-    def _check_junk(self, plan: Plan, c: Command) -> None:
-        """spam / ham (ingest/junk.py): checked now, applied with the rest."""
-        try:
-            result = junk.check(self.site, self.session, self.ticket, c.name)
-        except junk.JunkError as exc:
-            plan.error(c.text, str(exc))
-            return
-        if c.name == "spam":
-            plan.mode, plan.quiet = "note", True  # nothing of this mail to the customer
-            action = lambda: junk.spam(  # noqa: E731
-                self.site, self.session, self.ticket, self.agent.address, self.now
-            )
-        else:
-            action = lambda: self.trip.notes.extend(  # noqa: E731
-                junk.ham(
-                    self.site, self.session, self.ticket, self.agent.address, self.now,
-                    self.trip.dns,
-                )
-            )  # fmt: skip
-        plan.ok(c.text, result, action)
-
-    def _check_split(self, plan: Plan, c: Command) -> None:
-        mail, t = self.mail, self.ticket
-        if c.value:
-            article_id: int | None = int(c.value)
-        else:
-            named = [*mail.in_reply_to, *reversed(mail.references)]
-            article_id = split.article_replied_to(self.session, t, named)
-        if article_id is None:
-            plan.error(
-                c.text,
-                "reply to the notification of the article to split off, or write "
-                "split=<article id> (`otrs-mailgate ticket show` lists them)",
-            )
-            return
-        try:
-            split.article_of(self.session, t, article_id)
-        except split.SplitError as exc:
-            plan.error(c.text, str(exc))
-            return
-        plan.ok(c.text, f"article {article_id} copied to a new ticket")
-        line = plan.lines[-1]
-
-        def act() -> None:
-            assert article_id is not None
-            new = split.split(
-                self.site, self.session, t, article_id, self.agent.address, self.now,
-                tell=not plan.quiet,
-            )  # fmt: skip
-            told = "" if plan.quiet else "; the customer was told its number"
-            line.result = f"article {article_id} copied to the new ticket {new.number}{told}"
-
-        plan.actions.append(act)
-
-    def _check_relative(self, plan: Plan, c: Command) -> None:
-        other = self._ticket_by_number(c.value.strip())
-        if other is None:
-            plan.error(c.text, f"no ticket {c.value} (check the number and its check digit)")
-        elif other.id == self.ticket.id:
-            plan.error(c.text, "that is this ticket")
-        elif agents.access(self.conn, self.agent.id, other.queue_id) != "rw":
-            plan.error(c.text, f"you have no rw access to ticket {other.number}")
-        elif c.name == "merge":
-            plan.ok(c.text, f"merged into {other.number}", lambda: self._merge(other))
-        else:
-            plan.ok(c.text, f"child of {other.number}", lambda: self._parent(other))
-
     # -- applying -------------------------------------------------------------------------
 
-    def _history(self, ticket_id: int, type_: str, **detail: object) -> None:
+    def history(self, ticket_id: int, type_: str, **detail: object) -> None:
         history.append(self.session, ticket_id, type_, self.agent.address, **detail)
 
-    def _set_state(
+    def set_state(
         self,
         new: str,
         *,
@@ -353,60 +150,6 @@ class CommandMail:
             until = pending_until.isoformat(timespec="minutes") if pending_until else ""
             self.events.append((event, {"until": until}))
 
-    def _close(self) -> None:
-        self._set_state("closed", reason="close")
-        children = self.conn.execute(
-            select(TicketLink.source_id).where(
-                TicketLink.target_id == self.ticket.id, TicketLink.kind == "child-of"
-            )
-        ).scalars()
-        for child_id in list(children):
-            child = refs.load(self.conn, child_id)
-            if child.state not in OPEN_STATES:
-                continue
-            self._set_state("closed", reason=f"parent {self.ticket.number} closed", ticket=child)
-            self.closed_children.append(child)
-
-    def _account(self, minutes: int) -> None:
-        self.conn.execute(
-            TimeEntry.__table__.insert(),
-            {
-                "ticket_id": self.ticket.id,
-                "agent_id": self.agent.id,
-                "minutes": minutes,
-                "created_at": self.now,
-            },
-        )
-        self._history(self.ticket.id, "TimeAccounting", minutes=minutes)
-
-    def _merge(self, other: TicketRef) -> None:
-        self.events.append(("merged", {"into_tag": self.site.tags.tag(other.number)}))
-        state.merge(self.session, self.ticket, other, actor=self.agent.address, now=self.now)
-
-    def _parent(self, other: TicketRef) -> None:
-        db.insert_ignore(
-            self.session,
-            TicketLink,
-            source_id=self.ticket.id,
-            target_id=other.id,
-            kind="child-of",
-            created_at=self.now,
-        )
-        self._history(self.ticket.id, "Link", child_of=other.number)
-        self._history(other.id, "Link", parent_of=self.ticket.number)
-
-    def _cc(self, address: str, *, add: bool) -> None:
-        if add:
-            db.insert_ignore(self.session, TicketCc, ticket_id=self.ticket.id, address=address)
-        else:
-            self.conn.execute(
-                delete(TicketCc).where(
-                    TicketCc.ticket_id == self.ticket.id, TicketCc.address == address
-                )
-            )
-        change = {"added": address} if add else {"removed": address}
-        self._history(self.ticket.id, "CcUpdate", **change)
-
     # -- the whole mail ------------------------------------------------------------------
 
     def run(self) -> Result:
@@ -421,7 +164,7 @@ class CommandMail:
         text = "\n\n".join(t for t in [own.strip(), *self.inserts] if t)
         if plan.errors:
             article_id = self._store(text, internal=True)
-            self._history(
+            self.history(
                 self.ticket.id, "CommandsRefused", article_id=article_id, errors=plan.errors
             )
             self._transcript(plan)
@@ -443,7 +186,7 @@ class CommandMail:
         self._apply_lock(plan)
         internal = plan.mode == "note" or not replying
         article_id = self._store(text, internal=internal)
-        self._history(
+        self.history(
             self.ticket.id,
             "AgentNote" if internal else "AgentReply",
             article_id=article_id,
@@ -461,7 +204,7 @@ class CommandMail:
                 # the agent vouches for the customer: a held acknowledgement goes too
                 outbox.release_held(self.session, self.ticket.id, "the agent answered")
             if self.ticket.state == "new":
-                self._set_state("open", reason="agent replied")
+                self.set_state("open", reason="agent replied")
         elif held:
             plan.lines.insert(0, Line("reply", f"NOT sent: {held}. {RESEND}"))
         elif answer and found.problem and self._quoted_only():
@@ -554,7 +297,7 @@ class CommandMail:
         except addresses.Unanswerable as exc:
             why = f"the customer's address cannot be answered: {exc}"
         if why:
-            self._history(self.ticket.id, "AgentReplyNotSent", reason=why)
+            self.history(self.ticket.id, "AgentReplyNotSent", reason=why)
             return why
         cc = tuple(
             a
@@ -588,7 +331,7 @@ class CommandMail:
         )
         _, sealed = protect.decide(self.session, self.site, self.ticket.id, True, response)
         if sealed:  # the customer wrote encrypted and we cannot answer so: the agent hears
-            self._history(self.ticket.id, "AgentReplyNotSent", reason=sealed)
+            self.history(self.ticket.id, "AgentReplyNotSent", reason=sealed)
             return sealed
         outbox.send(
             self.session,
