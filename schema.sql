@@ -21,6 +21,19 @@ CREATE TABLE agent_group (
 	CONSTRAINT uq_agent_group_name UNIQUE (name)
 );
 
+CREATE TABLE answer_template (
+	id SERIAL NOT NULL,
+	name VARCHAR(64) NOT NULL,
+	queue VARCHAR(200) NOT NULL,
+	language VARCHAR(8) NOT NULL,
+	text TEXT NOT NULL,
+	"then" VARCHAR(40) NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_answer_template PRIMARY KEY (id),
+	CONSTRAINT uq_answer_template_name_queue_language UNIQUE (name, queue, language)
+);
+
 CREATE TABLE blob (
 	id SERIAL NOT NULL,
 	sha256 VARCHAR(64) NOT NULL,
@@ -30,20 +43,18 @@ CREATE TABLE blob (
 	CONSTRAINT uq_blob_sha256 UNIQUE (sha256)
 );
 
+CREATE TABLE company (
+	id SERIAL NOT NULL,
+	name VARCHAR(200) NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_company PRIMARY KEY (id),
+	CONSTRAINT uq_company_name UNIQUE (name)
+);
+
 CREATE TABLE counter (
 	name VARCHAR(64) NOT NULL,
 	value BIGINT NOT NULL,
 	CONSTRAINT pk_counter PRIMARY KEY (name)
-);
-
-CREATE TABLE customer (
-	id SERIAL NOT NULL,
-	address VARCHAR(320) NOT NULL,
-	name VARCHAR(200) NOT NULL,
-	language VARCHAR(8) NOT NULL,
-	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-	CONSTRAINT pk_customer PRIMARY KEY (id),
-	CONSTRAINT uq_customer_address UNIQUE (address)
 );
 
 CREATE TABLE faq (
@@ -80,6 +91,38 @@ CREATE TABLE site_secret (
 	CONSTRAINT pk_site_secret PRIMARY KEY (name)
 );
 
+CREATE TABLE company_domain (
+	domain VARCHAR(255) NOT NULL,
+	company_id INTEGER NOT NULL,
+	CONSTRAINT pk_company_domain PRIMARY KEY (domain),
+	CONSTRAINT fk_company_domain_company_id_company FOREIGN KEY(company_id) REFERENCES company (id)
+);
+
+CREATE INDEX ix_company_domain_company_id ON company_domain (company_id);
+
+CREATE TABLE company_member (
+	address VARCHAR(320) NOT NULL,
+	company_id INTEGER NOT NULL,
+	CONSTRAINT pk_company_member PRIMARY KEY (address),
+	CONSTRAINT fk_company_member_company_id_company FOREIGN KEY(company_id) REFERENCES company (id)
+);
+
+CREATE INDEX ix_company_member_company_id ON company_member (company_id);
+
+CREATE TABLE customer (
+	id SERIAL NOT NULL,
+	address VARCHAR(320) NOT NULL,
+	name VARCHAR(200) NOT NULL,
+	language VARCHAR(8) NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	company_id INTEGER,
+	CONSTRAINT pk_customer PRIMARY KEY (id),
+	CONSTRAINT uq_customer_address UNIQUE (address),
+	CONSTRAINT fk_customer_company_id_company FOREIGN KEY(company_id) REFERENCES company (id)
+);
+
+CREATE INDEX ix_customer_company_id ON customer (company_id);
+
 CREATE TABLE group_member (
 	group_id INTEGER NOT NULL,
 	agent_id INTEGER NOT NULL,
@@ -103,6 +146,17 @@ CREATE TABLE queue_grant (
 
 CREATE INDEX ix_queue_grant_queue_id ON queue_grant (queue_id);
 
+CREATE TABLE web_session (
+	id VARCHAR(64) NOT NULL,
+	agent_id INTEGER NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	expires_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_web_session PRIMARY KEY (id),
+	CONSTRAINT fk_web_session_agent_id_agent FOREIGN KEY(agent_id) REFERENCES agent (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_web_session_agent_id ON web_session (agent_id);
+
 CREATE TABLE ticket (
 	id SERIAL NOT NULL,
 	number VARCHAR(40) NOT NULL,
@@ -124,13 +178,17 @@ CREATE TABLE ticket (
 	update_due TIMESTAMP WITH TIME ZONE,
 	solution_due TIMESTAMP WITH TIME ZONE,
 	escalation_at TIMESTAMP WITH TIME ZONE,
+	company_id INTEGER,
 	CONSTRAINT pk_ticket PRIMARY KEY (id),
 	CONSTRAINT uq_ticket_number UNIQUE (number),
 	CONSTRAINT fk_ticket_queue_id_queue FOREIGN KEY(queue_id) REFERENCES queue (id),
 	CONSTRAINT fk_ticket_customer_id_customer FOREIGN KEY(customer_id) REFERENCES customer (id),
 	CONSTRAINT fk_ticket_merged_into_id_ticket FOREIGN KEY(merged_into_id) REFERENCES ticket (id),
-	CONSTRAINT fk_ticket_owner_id_agent FOREIGN KEY(owner_id) REFERENCES agent (id)
+	CONSTRAINT fk_ticket_owner_id_agent FOREIGN KEY(owner_id) REFERENCES agent (id),
+	CONSTRAINT fk_ticket_company_id_company FOREIGN KEY(company_id) REFERENCES company (id)
 );
+
+CREATE INDEX ix_ticket_company_id ON ticket (company_id);
 
 CREATE INDEX ix_ticket_created_at ON ticket (created_at);
 
@@ -153,17 +211,6 @@ CREATE INDEX ix_ticket_solution_due ON ticket (solution_due) WHERE solution_due 
 CREATE INDEX ix_ticket_state ON ticket (state);
 
 CREATE INDEX ix_ticket_update_due ON ticket (update_due) WHERE update_due IS NOT NULL;
-
-CREATE TABLE web_session (
-	id VARCHAR(64) NOT NULL,
-	agent_id INTEGER NOT NULL,
-	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-	expires_at TIMESTAMP WITH TIME ZONE NOT NULL,
-	CONSTRAINT pk_web_session PRIMARY KEY (id),
-	CONSTRAINT fk_web_session_agent_id_agent FOREIGN KEY(agent_id) REFERENCES agent (id) ON DELETE CASCADE
-);
-
-CREATE INDEX ix_web_session_agent_id ON web_session (agent_id);
 
 CREATE TABLE article (
 	id SERIAL NOT NULL,
@@ -291,6 +338,17 @@ CREATE TABLE ticket_link (
 CREATE INDEX ix_ticket_link_source_id ON ticket_link (source_id);
 
 CREATE INDEX ix_ticket_link_target_id ON ticket_link (target_id);
+
+CREATE TABLE ticket_watcher (
+	ticket_id INTEGER NOT NULL,
+	agent_id INTEGER NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_ticket_watcher PRIMARY KEY (ticket_id, agent_id),
+	CONSTRAINT fk_ticket_watcher_ticket_id_ticket FOREIGN KEY(ticket_id) REFERENCES ticket (id),
+	CONSTRAINT fk_ticket_watcher_agent_id_agent FOREIGN KEY(agent_id) REFERENCES agent (id)
+);
+
+CREATE INDEX ix_ticket_watcher_agent_id ON ticket_watcher (agent_id);
 
 CREATE TABLE time_entry (
 	id SERIAL NOT NULL,

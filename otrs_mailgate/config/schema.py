@@ -51,6 +51,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# What the texts an admin or agent writes (queue salutations and signatures, answer
+# templates) may use; outbound/frames.py fills it, and a text naming anything else is
+# refused when it is read, not when an answer is on its way.
+FRAME_SAMPLE: dict[str, Any] = {
+    "customer": {"name": "Cus Tomer", "address": "cus@example.org", "company": "ACME"},
+    "ticket": {
+        "number": "2026120710000017", "title": "Printer on fire", "tag": "[Ticket#1]",
+        "queue": "Hotline", "state": "open", "priority": 3, "url": "",
+    },
+    "agent": {"name": "Alice Agent", "login": "alice", "address": "alice@example.com"},
+    "queue": {"name": "Hotline", "display_name": "Hotline", "address": "hotline@example.com"},
+    "customer_name": "Cus Tomer", "number": "2026120710000017", "title": "Printer on fire",
+    "tag": "[Ticket#1]", "queue_name": "Hotline",
+}  # fmt: skip
+
+
+def template_problem(text: str) -> str:
+    """Why a jinja text cannot be rendered with FRAME_SAMPLE's names, or ""."""
+    from jinja2 import StrictUndefined, TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment(undefined=StrictUndefined).from_string(text).render(FRAME_SAMPLE)
+    except TemplateError as exc:
+        return f"{type(exc).__name__}: {exc} (names: {', '.join(FRAME_SAMPLE)})"
+    return ""
+
+
 def _time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -383,6 +411,9 @@ class SLAConfig(_Section):
     name: str = Field(min_length=1)
     queues: list[str] = Field(min_length=1)
     priorities: list[int] = [1, 2, 3, 4, 5]
+    # customer companies (`otrs-mailgate company add`) whose tickets this SLA serves, as
+    # a contract's faster times; empty: every ticket, with or without a company
+    companies: list[str] = []
     calendar: str = "default"
     first_response: int = Field(0, ge=0)
     update: int = Field(0, ge=0)
@@ -466,6 +497,24 @@ class QueueConfig(_Section):
     without_key: Literal["hold", "plain"] = "hold"
     # Sign everything this queue sends with its own key (OpenPGP, else S/MIME).
     sign: bool = False
+    # Frame of every answer an agent sends the customer by mail (not notes, not the
+    # acknowledgements): jinja templates by language ("en", "de", ...; "" for any other),
+    # with customer, ticket, agent and queue (README "Salutations and signatures").
+    # With a signature here the agent's own mail-client signature is dropped, unless
+    # agent_signature = "keep" (then theirs goes and this one is left out).
+    salutation: dict[str, str] = {}
+    signature: dict[str, str] = {}
+
+    @field_validator("salutation", "signature")
+    @classmethod
+    def _frames(cls, value: dict[str, str]) -> dict[str, str]:
+        for language, text in value.items():
+            if language and not re.fullmatch(r"[a-z]{2}", language):
+                raise ValueError(f"{language!r} is not a language code (en, de, ...)")
+            problem = template_problem(text)
+            if problem:
+                raise ValueError(f"{language or 'any language'}: {problem}")
+        return value
 
     @field_validator("addresses", "retired_addresses")
     @classmethod
@@ -560,9 +609,20 @@ class Config(_Section):
                 raise ValueError(f"sla[{i}] ({sla.name}): no calendar named {sla.calendar!r}")
         return self
 
-    def sla_for(self, queue: str, priority: int) -> SLAConfig | None:
-        """The first SLA naming this queue and priority."""
-        return next((s for s in self.sla if queue in s.queues and priority in s.priorities), None)
+    def sla_for(self, queue: str, priority: int, company: str = "") -> SLAConfig | None:
+        """The first SLA naming this queue and priority, and the ticket's company when it
+        names companies."""
+        company = company.lower()
+        return next(
+            (
+                s
+                for s in self.sla
+                if queue in s.queues
+                and priority in s.priorities
+                and (not s.companies or company in (c.lower() for c in s.companies))
+            ),
+            None,
+        )
 
     def size_limit(self, queue: QueueConfig) -> int:
         return queue.max_message_size or self.lmtp.max_message_size

@@ -127,8 +127,8 @@ def new_ticket(trip: Trip) -> TicketRef:
     assert queue is not None
     conn = session.connection()
     # spam makes no customer: a sender known as one passes `new_tickets = "reject"`
-    customer_id, customer_language = (
-        (None, None) if trip.junk else articles.remember_customer(conn, mail)
+    customer_id, customer_language, company_id = (
+        (None, None, None) if trip.junk else articles.remember_customer(conn, mail)
     )
     language = site.responder.pick_language(
         decision.language if decision else None,
@@ -144,6 +144,7 @@ def new_ticket(trip: Trip) -> TicketRef:
         queue_id=site.queue_id(queue.name),
         title=site.tags.remove(mail.subject) if mail.subject else "(no subject)",
         customer_id=customer_id,
+        company_id=company_id,
         language=language,
         priority=decision.priority if decision and decision.priority else 3,
         now=trip.now,

@@ -97,8 +97,12 @@ def ham(
     mail = parse(received.raw, site.config.lmtp.max_parts)
     queue = _target(site, session, ticket)
     state.move(session, ticket, queue.name, site.queue_id(queue.name), actor=actor, now=now)
-    customer_id, _ = articles.remember_customer(conn, mail)
-    conn.execute(update(Ticket).where(Ticket.id == ticket.id).values(customer_id=customer_id))
+    customer_id, _, company_id = articles.remember_customer(conn, mail)
+    conn.execute(
+        update(Ticket)
+        .where(Ticket.id == ticket.id)
+        .values(customer_id=customer_id, company_id=company_id)
+    )
     ticket.customer_id = customer_id
     state.set_state(session, ticket, "new", actor=actor, reason="not spam", now=now)
     history.append(session, ticket.id, "MarkedHam", actor)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from otrs_mailgate.outbound import notify
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article, Customer, TicketLink
-from otrs_mailgate.tickets import articles, history, refs, sla, state
+from otrs_mailgate.tickets import articles, history, refs, sla, state, watchers
 from otrs_mailgate.tickets.refs import TicketRef
 
 
@@ -60,6 +60,9 @@ def split(
     if article.sender_type == "customer" and article.from_addr:
         found = conn.execute(select(Customer.id).where(Customer.address == article.from_addr))
         customer_id = found.scalar() or customer_id
+    company_id = conn.execute(
+        select(Customer.company_id).where(Customer.id == customer_id)
+    ).scalar()
     title = site.tags.remove(article.subject).strip() or ticket.title
     new = state.open_ticket(
         session,
@@ -68,6 +71,7 @@ def split(
         queue_id=ticket.queue_id,
         title=title,
         customer_id=customer_id,
+        company_id=company_id,
         language=ticket.language,
         priority=ticket.priority,
         now=now,
@@ -76,6 +80,7 @@ def split(
         article=article_id,
     )
     copied = articles.copy(session, article_id, new)
+    watchers.copy(session, ticket.id, new.id, actor=actor)  # who followed the old one follows
     conn.execute(
         TicketLink.__table__.insert(),
         {"source_id": new.id, "target_id": ticket.id, "kind": "split-from", "created_at": now},

@@ -164,7 +164,7 @@ def _recipients(
         if entry == "queue":
             out.extend(notify.queue_workers(session, ticket.queue_id))
         elif entry == "owner":
-            out.extend(notify.owner_or_queue(session, ticket.owner_id, ticket.queue_id))
+            out.extend(notify.followers(session, ticket))
         elif "@" in entry:
             out.append(entry)
         else:

@@ -51,7 +51,7 @@ def handle(site: Site, session: Session, row: Row[Any, Any, Any], now: dt.dateti
             session,
             ticket,
             queue,
-            notify.owner_or_queue(session, ticket.owner_id, ticket.queue_id),
+            notify.followers(session, ticket),
             template="pending_reminder",
             subject=f"{SUBJECT.get(config.system.language, SUBJECT['en'])}: {ticket.title}",
             vars={

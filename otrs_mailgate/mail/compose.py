@@ -109,6 +109,28 @@ class Responder:
                 return lang
         return "en"
 
+    @functools.cached_property
+    def sandbox(self) -> jinja2.Environment:
+        """For texts that admins and agents write (queue frames, answer templates): no
+        attribute access past the context's plain values."""
+        from jinja2.sandbox import SandboxedEnvironment
+
+        return SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+        )
+
+    def render_text(self, source: str, context: dict[str, Any]) -> str:
+        """A text template kept in the config or the database; compiled once per
+        Responder (per configuration) and source."""
+        compiled = self._compiled.get(source)
+        if compiled is None:
+            compiled = self._compiled[source] = self.sandbox.from_string(source)
+        return compiled.render(context)
+
+    @functools.cached_property
+    def _compiled(self) -> dict[str, jinja2.Template]:
+        return {}
+
     def render(self, name: str, language: str, **context: Any) -> str:
         template = self.env.get_template(f"mail/{language}/{name}.txt.j2")
         return template.render(**context)

@@ -26,7 +26,7 @@ from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.outbound import outbox
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article, Queue, Ticket
-from otrs_mailgate.tickets import agents, articles, customers, history, links, state
+from otrs_mailgate.tickets import agents, articles, customers, history, links, state, watchers
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
@@ -73,6 +73,16 @@ def owner_or_queue(session: Session, owner_id: int | None, queue_id: int) -> lis
     if owner is not None and owner.enabled and may_read(session, owner, queue_id):
         return [owner]
     return queue_workers(session, queue_id)
+
+
+def followers(session: Session, ticket: TicketRef) -> list[AgentRef]:
+    """Who hears what the owner hears: the owner (or, without one, the queue's rw agents)
+    and the ticket's watchers, each once; to_agents drops those without a grant."""
+    found = {a.id: a for a in owner_or_queue(session, ticket.owner_id, ticket.queue_id)}
+    for agent in watchers.of(session.connection(), ticket.id):
+        if agent.enabled:
+            found.setdefault(agent.id, agent)
+    return list(found.values())
 
 
 def to_agents(
@@ -147,10 +157,7 @@ def notify(
 ) -> int:
     """Queue the notifications for one customer mail (its article's attachments named,
     with their size and a link to the agents' page); returns how many."""
-    if new:
-        recipients = queue_workers(session, ticket.queue_id)
-    else:
-        recipients = owner_or_queue(session, ticket.owner_id, ticket.queue_id)
+    recipients = queue_workers(session, ticket.queue_id) if new else followers(session, ticket)
     # An agent is not told of what it wrote itself: an agent's robot answering a
     # notification at the queue address would otherwise be notified of its own answer.
     recipients = [a for a in recipients if a.address != mail.from_addr]
@@ -205,6 +212,34 @@ def _files(
     return [
         {"name": f.filename, "size": f.size, "url": f"{base}{f.id}" if base else ""} for f in found
     ]
+
+
+def changed(
+    site: Site, session: Session, ticket: TicketRef, actor: AgentRef, changes: list[str]
+) -> int:
+    """An agent changed the ticket (state, owner, queue, priority, ...): its owner and
+    watchers hear it, not the one who did it; how many were told."""
+    conn = session.connection()
+    told = 0
+    owner = agents.by_id(conn, ticket.owner_id) if ticket.owner_id else None
+    roles: list[tuple[AgentRef, str]] = [(owner, "owner")] if owner is not None else []
+    roles += [(a, "watcher") for a in watchers.of(conn, ticket.id)]
+    seen = {actor.id}
+    queue = site.queue_of(ticket.queue)
+    for agent, role in roles:
+        if agent.id in seen or not agent.enabled:
+            continue
+        seen.add(agent.id)
+        told += to_agents(
+            site, session, ticket, queue, [agent],
+            template="notification_changed", subject=ticket.title,
+            vars={
+                "changed_by": actor.display, "changes": changes, "role": role,
+                "customer": customers.label(conn, ticket.customer_id),
+            },
+            history_type="AgentNotified",
+        )  # fmt: skip
+    return told
 
 
 def moved(

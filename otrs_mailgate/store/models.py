@@ -88,6 +88,30 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(8), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the customer's company (tickets/companies.py): by address as a member, else by domain
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("company.id"), index=True)
+
+
+class Company(Base):
+    """OTRS's customer company, Zammad's organisation: customers join it by their mail
+    domain (never a free-mail one) or as named members (issue 30)."""
+
+    __tablename__ = "company"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CompanyDomain(Base):
+    __tablename__ = "company_domain"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id"), index=True)
+
+
+class CompanyMember(Base):
+    __tablename__ = "company_member"
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id"), index=True)
 
 
 class Agent(Base):
@@ -169,6 +193,8 @@ class Ticket(Base):
     # The next instant at which a warning or escalation level may fire (escalations.py):
     # the scheduler reads only tickets whose instant has come, never all open ones.
     escalation_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # the customer's company when the ticket was made or the company changed (issue 30)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("company.id"), index=True)
 
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
@@ -201,6 +227,15 @@ class Escalation(Base):
     level: Mapped[int] = mapped_column(Integer)
     fired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     recipients: Mapped[str] = mapped_column(Text, default="")
+
+
+class TicketWatcher(Base):
+    """An agent who follows a ticket without owning it (OTRS's ticket watch)."""
+
+    __tablename__ = "ticket_watcher"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), primary_key=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class TicketCc(Base):
@@ -390,5 +425,21 @@ class FaqEntry(Base):
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(8), default="en")
     queue: Mapped[str] = mapped_column(String(200), default="")  # "": every queue
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AnswerTemplate(Base):
+    """A named answer (OTRS's templates): `template=<name>` sends it, in the ticket's
+    language, with the acknowledgements' variables; `then` may set a state."""
+
+    __tablename__ = "answer_template"
+    __table_args__ = (UniqueConstraint("name", "queue", "language"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(200), default="")  # "": every queue
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    text: Mapped[str] = mapped_column(Text)
+    then: Mapped[str] = mapped_column(String(40), default="")  # "", close, pending=<duration>
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

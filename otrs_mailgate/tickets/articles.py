@@ -19,11 +19,11 @@ from otrs_mailgate.store.models import (
     Article,
     Attachment,
     Blob,
-    Customer,
     MessageRef,
     RawMessage,
     utcnow,
 )
+from otrs_mailgate.tickets import companies
 from otrs_mailgate.tickets.refs import TicketRef
 
 MESSAGE_REFS = MessageRef.__table__
@@ -187,22 +187,27 @@ def blob_id(conn: Connection, table: Table, data: bytes) -> int:
     return int(db.prepared(stmt).scalar(conn, {"sha256": digest, "size": len(data), "data": data}))
 
 
-def remember_customer(conn: Connection, mail: ParsedMail) -> tuple[int | None, str | None]:
-    """(id, stored language) of the sender, created on first contact; none for an address
-    longer than the column (cut short it would be somebody else's)."""
+def remember_customer(
+    conn: Connection, mail: ParsedMail
+) -> tuple[int | None, str | None, int | None]:
+    """(id, stored language, company id) of the sender, created on first contact with
+    its company (tickets/companies.py); none for an address longer than the column (cut
+    short it would be somebody else's)."""
     if not mail.from_addr or len(mail.from_addr) > addresses.MAX_LENGTH:
-        return None, None
-    stmt = db.upsert_stmt(conn.dialect.name, Customer.__table__, "address", ("id", "language"))
-    customer_id, language = db.prepared(stmt).first(
+        return None, None, None
+    stmt = companies.customer_upsert(conn.dialect.name)
+    customer_id, language, company_id = db.prepared(stmt).first(
         conn,
         {
             "address": mail.from_addr,
+            "member": mail.from_addr,
+            "domain": companies.domain_of(mail.from_addr),
             "name": mail.from_name[:200],
             "language": mail.content_language,
             "created_at": utcnow(),
         },
     )
-    return customer_id, language
+    return customer_id, language, company_id
 
 
 def _protection(mail: ParsedMail, index_body: bool) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, or_, select
 
 from otrs_mailgate.config.schema import CalendarConfig, Config, SLAConfig
-from otrs_mailgate.store.models import Article, Queue, Ticket
+from otrs_mailgate.store.models import Article, Company, Queue, Ticket
 from otrs_mailgate.tickets import state
 from otrs_mailgate.tickets.calendars import Calendar
 
@@ -68,7 +68,7 @@ class Firing:
 
 def running(conn: Connection, config: Config, t: Any) -> tuple[SLAConfig | None, list[Clock]]:
     """The SLA of a ticket row (from select_ticket) and its clocks that run now."""
-    rule = config.sla_for(t.queue, t.priority)
+    rule = config.sla_for(t.queue, t.priority, t.company or "")
     if rule is None or t.state in DONE:
         return rule, []
     cal = calendar(config, rule.calendar)
@@ -144,8 +144,10 @@ SEL_TICKET = (
         _T.c.solution_due,
         _T.c.escalation_at,
         Queue.__table__.c.name.label("queue"),
+        Company.__table__.c.name.label("company"),
     )
     .join(Queue.__table__, Queue.__table__.c.id == _T.c.queue_id)
+    .outerjoin(Company.__table__, Company.__table__.c.id == _T.c.company_id)
     .where(_T.c.id == bindparam("id"))
     .with_for_update(of=_T)
 )

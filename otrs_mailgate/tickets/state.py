@@ -20,7 +20,7 @@ from otrs_mailgate.mail.compose import MAX_SUBJECT, bounded
 from otrs_mailgate.mail.ticketnumber import generate
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import Ticket
-from otrs_mailgate.tickets import history
+from otrs_mailgate.tickets import history, watchers
 from otrs_mailgate.tickets.refs import OPEN_STATES, TicketRef
 
 
@@ -43,6 +43,7 @@ def open_ticket(
     priority: int,
     now: dt.datetime,
     actor: str,
+    company_id: int | None = None,
     **detail: Any,
 ) -> TicketRef:
     """A new ticket with a new number (config.system.ticket_number), its NewTicket
@@ -63,6 +64,7 @@ def open_ticket(
             "title": title,
             "queue_id": queue_id,
             "customer_id": customer_id,
+            "company_id": company_id,
             "state": "new",
             "priority": priority,
             "language": language,
@@ -140,6 +142,7 @@ def merge(
     session.connection().execute(_UPD, {**values, "updated_at": now})
     history.append(session, ticket.id, "Merged", actor, into=into.number)
     history.append(session, into.id, "Merged", actor, merged=ticket.number)
+    watchers.copy(session, ticket.id, into.id, actor=actor)  # OTRS: watchers follow the merge
     ticket.merged_into_id, ticket.state, ticket.closed_at = into.id, "merged", now
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.store.models import Escalation, Queue, Ticket
+from otrs_mailgate.store.models import Company, Escalation, Queue, Ticket
 from otrs_mailgate.tickets import sla
 from otrs_mailgate.tickets.calendars import Calendar
 from otrs_mailgate.web.stats import median_p90
@@ -99,8 +99,10 @@ def build(
             Ticket.first_response_at,
             Ticket.closed_at,
             Queue.name.label("queue"),
+            Company.name.label("company"),
         )
         .join(Queue, Queue.id == Ticket.queue_id)
+        .outerjoin(Company, Company.id == Ticket.company_id)
         .where(*where)
     ).all()
     missed_update = set(
@@ -115,7 +117,7 @@ def build(
     for t in tickets:
         q = queues.setdefault(t.queue, _Queue())
         q.tickets += 1
-        rule = config.sla_for(t.queue, t.priority)
+        rule = config.sla_for(t.queue, t.priority, t.company or "")
         if rule is None:
             continue
         cal = sla.calendar(config, rule.calendar)

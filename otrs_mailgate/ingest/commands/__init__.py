@@ -19,6 +19,8 @@ from otrs_mailgate.ingest.commands import (  # noqa: F401  each registers its co
     eml_faq,
     eml_junk,
     eml_split,
+    eml_watch,
+    eml_template,
 )
 
 # isort: on

@@ -58,6 +58,7 @@ class MailCommand:
     value: ClassVar[str] = "none"  # "none", "required" or "optional"
     usage: ClassVar[str]
     access: ClassVar[str] = "rw"  # the grant it needs on the ticket's queue: "rw" or "ro"
+    tells: ClassVar[bool] = False  # a change the owner and watchers hear of (notify.changed)
 
     def __init__(self, mail: CommandMail, command: Command) -> None:
         self.mail = mail

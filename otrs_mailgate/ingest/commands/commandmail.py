@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ from otrs_mailgate.mail.compose import Response
 from otrs_mailgate.mail.htmltext import html_to_text
 from otrs_mailgate.mail.parse import ParsedMail
 from otrs_mailgate.mail.subject import clean
-from otrs_mailgate.outbound import notify, outbox, protect, replies
+from otrs_mailgate.outbound import frames, notify, outbox, protect, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store.models import Article, Ticket, TicketCc, utcnow
 from otrs_mailgate.tickets import agents, articles, customers, history, refs, sla, state
@@ -69,6 +70,15 @@ class CommandMail:
         self.ticket = ticket
         self.now = utcnow()
         self.queue = self.site.queue_of(ticket.queue)
+        self.names: list[str] = []  # the mail's commands by name, once plan() read them
+        self.frame_notes: list[str] = []  # a queue salutation or signature that failed
+        self._frame: dict[str, Any] | None = None
+
+    def frame_context(self) -> dict[str, Any]:
+        """What the queue's salutation and signature and answer templates may name."""
+        if self._frame is None:
+            self._frame = frames.context(self.conn, self.site, self.ticket, self.agent)
+        return self._frame
 
     # -- checking ----------------------------------------------------------------------
 
@@ -77,7 +87,7 @@ class CommandMail:
         for written, reason in parsed.errors:
             plan.error(written, reason)
         t = self.ticket
-        names = [c.name for c in parsed.commands]
+        names = self.names = [c.name for c in parsed.commands]
         # commands that only touch the agent's own view (watch) need a read grant and
         # pass another agent's lock; such a mail is filed as a note, never an answer
         passive = bool(names) and all(REGISTRY[n].access == "ro" for n in names)
@@ -174,6 +184,11 @@ class CommandMail:
         self._expire_lock()
         for action in plan.actions:
             action()
+        changes = [
+            f"{line.command}: {line.result}"
+            for command, line in zip(parsed.commands, plan.lines, strict=True)
+            if REGISTRY[command.name].tells
+        ]
         answer = plan.mode == "reply" and not plan.quiet
         held = ""
         if answer and found.problem and own.strip():
@@ -200,6 +215,7 @@ class CommandMail:
                 plan.lines.insert(0, Line("reply", f"NOT sent: {why_not} (kept on the ticket)"))
             else:
                 plan.lines.insert(0, Line("reply", self._sent_line(found)))
+                plan.lines[1:1] = [Line("reply", note) for note in self.frame_notes]
                 state.first_response(self.session, self.ticket.id, self.now)
                 # the agent vouches for the customer: a held acknowledgement goes too
                 outbox.release_held(self.session, self.ticket.id, "the agent answered")
@@ -221,6 +237,8 @@ class CommandMail:
                     if event in self.queue.tell_customer:
                         self._tell_customer(self.ticket, f"customer_{event}", **extra)
         state.touch(self.session, self.ticket.id, self.now)
+        if changes:  # the owner and the watchers hear what another agent changed
+            notify.changed(self.site, self.session, self.ticket, self.agent, changes)
         self._transcript(plan)
         self.trip.article_id = article_id
         return self.trip.result()
@@ -309,19 +327,29 @@ class CommandMail:
             if answerable(a)
         )
         last = self.conn.execute(_SEL_LAST_CUSTOMER_MID, {"t": self.ticket.id}).scalar() or ""
+        language = self.ticket.language or "en"
+        salutation, queue_signature, problems = frames.frame(
+            self.site, self.queue, language, self.frame_context(), text
+        )
+        self.frame_notes.extend(problems)
+        if found.signature and self.queue.agent_signature == "keep":
+            signature = found.signature  # the agent's own, and not the queue's as well
+        else:
+            signature = queue_signature or clean(
+                f"{self.agent.name or self.agent.login}, {queue_name}"
+            )
         response = Response(
             template="agent_reply",
-            language=self.ticket.language or "en",
+            language=language,
             from_addr=self.queue.addresses[0],
             from_name=self.queue.display_name or self.queue.name,
             to=to,
             to_name=name,
             subject=self.site.tags.build(self.ticket.number, self.ticket.title),
             vars={
+                "salutation": salutation,
                 "text": text,
-                "signature": found.signature
-                if found.signature and self.queue.agent_signature == "keep"
-                else clean(f"{self.agent.name or self.agent.login}, {queue_name}"),
+                "signature": signature,
                 # whom to tell when the mail cannot be delivered (outbox.Sender)
                 "agent_address": self.agent.address,
             },

@@ -27,6 +27,7 @@ class _Junk(MailCommand):
 @register
 class Spam(_Junk):
     name = "spam"
+    tells = True
     usage = "the mail is spam: to the Junk queue, closed, nothing to the customer"
 
     def prepare(self, plan: Plan) -> None:
@@ -40,6 +41,7 @@ class Spam(_Junk):
 @register
 class Ham(_Junk):
     name = "ham"
+    tells = True
     usage = "not spam: a Junk ticket goes to its queue as a new ticket; held answers go out"
 
     def apply(self) -> None:

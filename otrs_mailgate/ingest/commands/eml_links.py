@@ -31,6 +31,7 @@ class _Relative(MailCommand):
 @register
 class Merge(_Relative):
     name = "merge"
+    tells = True
     usage = "merge=<ticket number>: merge this ticket into that one"
 
     def ok(self, plan: Plan, other: TicketRef) -> None:

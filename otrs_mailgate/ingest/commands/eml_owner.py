@@ -9,6 +9,7 @@ from otrs_mailgate.tickets import agents
 @register
 class Owner(MailCommand):
     name = "owner"
+    tells = True
     value = "required"
     usage = "owner=<agent login or address>: give the ticket to that agent"
 
@@ -27,6 +28,7 @@ class Owner(MailCommand):
 @register
 class Take(MailCommand):
     name = "take"
+    tells = True
     usage = "make yourself the owner and lock the ticket"
 
     def check(self, plan: Plan) -> None:

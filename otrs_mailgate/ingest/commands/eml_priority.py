@@ -12,6 +12,7 @@ PRIORITY_NAMES = {v: k for k, v in grammar.PRIORITIES.items()}
 @register
 class Priority(MailCommand):
     name = "priority"
+    tells = True
     value = "required"
     usage = "priority=<1-5 or very-low, low, normal, high, very-high>"
     check_value = staticmethod(grammar.priority_problem)

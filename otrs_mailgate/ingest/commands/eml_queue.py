@@ -10,6 +10,7 @@ from otrs_mailgate.tickets import agents, state
 @register
 class Queue(MailCommand):
     name = "queue"
+    tells = True
     value = "required"
     usage = "queue=<name>: move the ticket"
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 @register
 class Close(MailCommand):
     name = "close"
+    tells = True
     usage = "close the ticket"
 
     def check(self, plan: Plan) -> None:
@@ -49,6 +50,7 @@ def close(m: CommandMail) -> None:
 @register
 class Reopen(MailCommand):
     name = "reopen"
+    tells = True
     usage = "open a closed ticket again"
 
     def check(self, plan: Plan) -> None:
@@ -58,6 +60,7 @@ class Reopen(MailCommand):
 @register
 class Pending(MailCommand):
     name = "pending"
+    tells = True
     value = "required"
     usage = "pending=<duration>, e.g. pending=3d: wait for the customer"
     check_value = staticmethod(grammar.duration_problem)
