@@ -105,6 +105,7 @@ def agent_rotate(ctx: Ctx, who: str) -> None:
 @agent_errors
 def agent_link(ctx: Ctx, who: str) -> None:
     """Mail an agent (login or address) a signed login link to the status page."""
+    import otrs_mailgate.ingest.commands  # noqa: F401  (notifications list the commands)
     from otrs_mailgate.outbound import notify
     from otrs_mailgate.tickets import links
 
@@ -124,6 +125,7 @@ def agent_link(ctx: Ctx, who: str) -> None:
 def agent_digest(ctx: Ctx, who: str) -> None:
     """Mail an agent the open tickets of their queues, each with their own reply address
     (for an agent added after the tickets were made: nobody told them)."""
+    import otrs_mailgate.ingest.commands  # noqa: F401  (notifications list the commands)
     from otrs_mailgate.outbound import notify
 
     pipeline = ctx.pipeline()

@@ -12,6 +12,8 @@ import click
 
 from otrs_mailgate.admin import (
     agents,
+    answers,
+    companies,
     customers,
     faq,
     keys,
@@ -64,7 +66,19 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Ctx(config_path)
 
 
-for module in (system, mailflow, tickets, agents, queues, customers, reports, faq, keys):
+for module in (
+    system,
+    mailflow,
+    tickets,
+    agents,
+    queues,
+    customers,
+    companies,
+    reports,
+    faq,
+    answers,
+    keys,
+):
     for command in module.COMMANDS:
         main.add_command(command)
 

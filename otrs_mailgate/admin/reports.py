@@ -56,7 +56,13 @@ def sla_report(
 @click.option("--from", "start", metavar="YYYY-MM-DD", help="First day (default: 29 days ago).")
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
 @click.option("--queue", help="Only this queue.")
-@click.option("--by", type=click.Choice(["day", "week", "month"]), default="day", show_default=True)
+@click.option(
+    "--by",
+    type=click.Choice(["day", "week", "month", "company"]),
+    default="day",
+    show_default=True,
+    help="Periods, or the whole range by customer company.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON: periods, total, agents, senders.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV of the periods and the total.")
 @pass_ctx
@@ -88,9 +94,14 @@ def stats_cmd(
         raise click.BadParameter("--from is after --to", param_hint="--from")
     with ctx.engine().connect() as conn:
         queues = [queue] if queue is not None else None
-        report = stats.build(conn, ctx.config, first, last, by, queues)  # type: ignore[arg-type]
+        period = "month" if by == "company" else by
+        report = stats.build(conn, ctx.config, first, last, period, queues)  # type: ignore[arg-type]
+    if by == "company":
+        report["by"] = "company"
     if as_json:
         _dump(report)
+    elif as_csv and by == "company":
+        _csv(report["companies"], ["company", *list(stats.PERIOD_COLUMNS)[2:]])
     elif as_csv:
         _csv([*report["periods"], report["total"]], list(stats.PERIOD_COLUMNS))
     else:

@@ -70,6 +70,10 @@ def ticket_show(ctx: Ctx, number: str, as_json: bool) -> None:
         f"  queue {data['queue']}, state {data['state']}, priority {data['priority']}, "
         f"customer {data['customer']}, created {data['created_at']}"
     )
+    if data["company"]:
+        click.echo(f"  company {data['company']}")
+    if data["watchers"]:
+        click.echo(f"  watched by {', '.join(data['watchers'])}")
     for a in data["articles"]:
         click.echo(
             f"\n--- article {a['id']} ({a['direction']}, {a['sender_type']}) "
@@ -132,6 +136,7 @@ def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
     tell_customer lists "moved"."""
     import getpass
 
+    import otrs_mailgate.ingest.commands  # noqa: F401  (notifications list the commands)
     from otrs_mailgate.outbound import notify
     from otrs_mailgate.site import Site
     from otrs_mailgate.store.models import utcnow
@@ -161,6 +166,56 @@ def ticket_move(ctx: Ctx, number: str, queue_name: str, quiet: bool) -> None:
     click.echo(
         f"ticket {ticket.number} moved from {old.name} to {target.name}; {told} agent(s) told"
     )
+
+
+@ticket.command("watch")
+@click.argument("number")
+@click.argument("who", metavar="AGENT")
+@pass_ctx
+@_database_errors
+def ticket_watch(ctx: Ctx, number: str, who: str) -> None:
+    """AGENT (login or address) follows the ticket: gets the notifications its owner
+    gets while holding a grant on its queue."""
+    _watch_command(ctx, number, who, watch=True)
+
+
+@ticket.command("unwatch")
+@click.argument("number")
+@click.argument("who", metavar="AGENT")
+@pass_ctx
+@_database_errors
+def ticket_unwatch(ctx: Ctx, number: str, who: str) -> None:
+    """AGENT stops following the ticket."""
+    _watch_command(ctx, number, who, watch=False)
+
+
+def _watch_command(ctx: Ctx, number: str, who: str, *, watch: bool) -> None:
+    import getpass
+
+    from otrs_mailgate.tickets import agents, refs, watchers
+
+    actor = f"{getpass.getuser()} (command line)"
+    with ctx.transaction() as session:
+        conn = session.connection()
+        ticket_id = refs.id_of(conn, number.strip())
+        agent = agents.find(conn, who)
+        problem = (
+            f"no ticket {number}" if ticket_id is None
+            else f"no agent {who!r}" if agent is None
+            else ""
+        )  # fmt: skip
+        if not problem and watch and agent is not None and ticket_id is not None:
+            queue_id = refs.load(conn, ticket_id).queue_id
+            if agents.access(conn, agent.id, queue_id) is None:
+                problem = f"{agent.login} has no grant on the ticket's queue: it would hear nothing"
+        if problem:
+            click.echo(f"otrs-mailgate: {problem}", err=True)
+            sys.exit(1)
+        assert agent is not None and ticket_id is not None
+        change = watchers.watch if watch else watchers.unwatch
+        done = change(session, ticket_id, agent, actor=actor)
+    verb = "watches" if watch else "no longer watches"
+    click.echo(f"{agent.login} {verb} ticket {number}" + ("" if done else " (no change)"))
 
 
 @ticket.command("spam")

@@ -102,6 +102,7 @@ def to_agents(
     """One mail per recipient about a ticket; an agent's carries its own reply address
     (answering it is how the agent works the ticket), a plain address gets none.  An
     agent without a grant on the ticket's queue gets nothing (the history says so)."""
+    assert VOCABULARY, "import otrs_mailgate.ingest.commands first: notifications list them"
     tags = site.tags
     common = {
         "number": ticket.number,
@@ -215,14 +216,23 @@ def _files(
 
 
 def changed(
-    site: Site, session: Session, ticket: TicketRef, actor: AgentRef, changes: list[str]
+    site: Site,
+    session: Session,
+    ticket: TicketRef,
+    actor: AgentRef,
+    changes: list[str],
+    owner_before: int | None = None,
 ) -> int:
-    """An agent changed the ticket (state, owner, queue, priority, ...): its owner and
-    watchers hear it, not the one who did it; how many were told."""
+    """An agent changed the ticket (state, owner, queue, priority, ...): its owner (and
+    the one it had before, if the change took it away) and its watchers hear it, not
+    the one who did it; how many were told."""
     conn = session.connection()
     told = 0
-    owner = agents.by_id(conn, ticket.owner_id) if ticket.owner_id else None
-    roles: list[tuple[AgentRef, str]] = [(owner, "owner")] if owner is not None else []
+    roles: list[tuple[AgentRef, str]] = []
+    for owner_id in dict.fromkeys((ticket.owner_id, owner_before)):
+        owner = agents.by_id(conn, owner_id) if owner_id else None
+        if owner is not None:
+            roles.append((owner, "owner" if owner_id == ticket.owner_id else "former owner"))
     roles += [(a, "watcher") for a in watchers.of(conn, ticket.id)]
     seen = {actor.id}
     queue = site.queue_of(ticket.queue)

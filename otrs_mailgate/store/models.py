@@ -199,6 +199,7 @@ class Ticket(Base):
     queue: Mapped[Queue] = relationship(lazy="joined")
     customer: Mapped[Customer | None] = relationship(lazy="joined")
     owner: Mapped[Agent | None] = relationship(lazy="joined")
+    company: Mapped[Company | None] = relationship(lazy="joined")
 
 
 class TicketLink(Base):

@@ -39,7 +39,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.store import db
-from otrs_mailgate.store.models import Agent, Article, Customer, Queue, Ticket
+from otrs_mailgate.store.models import Agent, Article, Company, Customer, Queue, Ticket
 from otrs_mailgate.store.searchquery import (
     And,
     Filters,
@@ -315,6 +315,11 @@ def _filters(stmt: Any, filters: Filters, zone: ZoneInfo) -> Any:
         match = [c.c.address.in_(exact)] if exact else []
         match += [c.c.address.like("%" + _escape_like(d), escape="\\") for d in domains]
         stmt = stmt.where(t.c.customer_id.in_(select(c.c.id).where(or_(*match))))
+    if filters.company:
+        co = Company.__table__
+        stmt = stmt.where(
+            t.c.company_id.in_(select(co.c.id).where(func.lower(co.c.name).in_(filters.company)))
+        )
     if filters.created:
         stmt = stmt.where(_ranges(t.c.created_at, filters.created, zone))
     if filters.closed:

@@ -6,6 +6,7 @@
     toner OR ink, NOT laser       OR and NOT (upper case), -laser is NOT laser
     (toner OR ink) printer        parentheses
     queue:Hotline state:open owner:alice customer:bob@example.com customer:@example.com
+    company:ACME
     created:2026-01-01..2026-01-31 closed:2026-03..  priority:1..2
 
 Words are folded as the index is (case, accents, ß), so "Müller" finds "Muller"
@@ -20,7 +21,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-FILTER_KEYS = ("queue", "state", "owner", "customer", "created", "closed", "priority")
+FILTER_KEYS = (
+    "queue", "state", "owner", "customer", "company", "created", "closed", "priority"
+)  # fmt: skip
 STATES = ("new", "open", "pending", "closed", "merged")
 WORD = re.compile(r"[^\W_]+")
 MAX_LENGTH = 1000
@@ -104,6 +107,7 @@ class Filters:
     state: list[str] = field(default_factory=list)
     owner: list[str] = field(default_factory=list)
     customer: list[str] = field(default_factory=list)
+    company: list[str] = field(default_factory=list)
     created: list[tuple[dt.date | None, dt.date | None]] = field(default_factory=list)
     closed: list[tuple[dt.date | None, dt.date | None]] = field(default_factory=list)
     priority: list[tuple[int, int]] = field(default_factory=list)
@@ -196,6 +200,7 @@ _EXAMPLES = {
     "state": "state:open",
     "owner": "owner:alice",
     "customer": "customer:bob@example.com",
+    "company": "company:ACME",
     "created": "created:2026-01-01..2026-01-31",
     "closed": "closed:2026-03..",
     "priority": "priority:1..2",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.store import search, searchquery
 from otrs_mailgate.store.models import Article, History, Outbox, Queue, Ticket
+from otrs_mailgate.tickets import watchers
 
 
 def _iso(value: Any) -> str | None:
@@ -26,6 +27,7 @@ def summary(ticket: Ticket, articles: int | None = None) -> dict[str, Any]:
         "state": ticket.state,
         "priority": ticket.priority,
         "customer": ticket.customer.address if ticket.customer else None,
+        "company": ticket.company.name if ticket.company else None,
         "owner": ticket.owner.login if ticket.owner else None,
         "locked_until": _iso(ticket.lock_until),
         "pending_until": _iso(ticket.pending_until),
@@ -66,6 +68,7 @@ def show(session: Session, ticket: Ticket) -> dict[str, Any]:
     out = summary(ticket)
     if ticket.merged_into_id:
         out["merged_into"] = session.get(Ticket, ticket.merged_into_id).number  # type: ignore[union-attr]
+    out["watchers"] = [a.login for a in watchers.of(session.connection(), ticket.id)]
     articles = session.execute(
         select(Article).where(Article.ticket_id == ticket.id).order_by(Article.id)
     ).scalars()

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, func, or_, select
 
 from otrs_mailgate.config.schema import Config
-from otrs_mailgate.store.models import Agent, Article, Customer, Queue, Ticket, TimeEntry
+from otrs_mailgate.store.models import Agent, Article, Company, Customer, Queue, Ticket, TimeEntry
 
 Period = Literal["day", "week", "month"]
 PERIOD_COLUMNS = (
@@ -178,6 +178,7 @@ def build(
         "total": total,
         "agents": _agents(conn, start, end, in_queue),
         "top_senders": _senders(conn, senders),
+        "companies": _companies(conn, start, end, in_queue),
         "first_response_distribution": _distribution(whole.first_response),
     }
 
@@ -250,6 +251,49 @@ def _agents(
     return sorted(rows, key=lambda r: (-r["replies"], -r["time_minutes"], r["agent"]))
 
 
+def _companies(
+    conn: Connection, start: dt.datetime, end: dt.datetime, in_queue: list[Any]
+) -> list[dict[str, Any]]:
+    """The whole range by customer company (tickets without one as "(none)"): created,
+    closed, open at its end, and the times to first response and to close."""
+    t, co = Ticket.__table__, Company.__table__
+    names = dict(conn.execute(select(co.c.id, co.c.name)).all())
+    rows: dict[int | None, _Bucket] = {}
+
+    def row(company_id: int | None) -> _Bucket:
+        return rows.setdefault(company_id, _Bucket(start.date()))
+
+    for created_at, answered, company_id in conn.execute(
+        select(t.c.created_at, t.c.first_response_at, t.c.company_id).where(
+            t.c.created_at >= start, t.c.created_at < end, *in_queue
+        )
+    ):
+        b = row(company_id)
+        b.created += 1
+        if answered is not None:
+            b.first_response.append(_minutes(answered, created_at))
+    for created_at, closed_at, company_id in conn.execute(
+        select(t.c.created_at, t.c.closed_at, t.c.company_id).where(
+            t.c.closed_at >= start, t.c.closed_at < end, *in_queue
+        )
+    ):
+        b = row(company_id)
+        b.closed += 1
+        b.close.append(_minutes(closed_at, created_at))
+    for company_id, count in conn.execute(
+        select(t.c.company_id, func.count())
+        .where(t.c.created_at < end, or_(t.c.closed_at.is_(None), t.c.closed_at >= end), *in_queue)
+        .group_by(t.c.company_id)
+    ):
+        row(company_id).open_at_end = count
+    out = []
+    for company_id, b in rows.items():
+        data = _row(b, "day")
+        del data["period"], data["start"]
+        out.append({"company": names.get(company_id, "(none)") if company_id else "(none)", **data})
+    return sorted(out, key=lambda r: (r["company"] == "(none)", -r["created"], r["company"]))
+
+
 def _senders(conn: Connection, senders: Counter[int]) -> list[dict[str, Any]]:
     top = sorted(senders.items(), key=lambda item: (-item[1], item[0]))[:TOP_SENDERS]
     c = Customer.__table__
@@ -276,6 +320,19 @@ def text(report: dict[str, Any]) -> str:
         out += ["", f"{'agent':<20} {'replies':>7} {'time':>8}"]
         for a in report["agents"]:
             out.append(f"{a['agent']:<20} {a['replies']:>7} {duration(a['time_minutes']):>8}")
+    if report.get("by") == "company":
+        out = [head + f" ({report['timezone']})", ""]
+        out.append(
+            f"{'company':<24} {'created':>7} {'closed':>7} {'open':>6}  first response  close"
+        )
+        for row in report["companies"]:
+            out.append(
+                f"{row['company'][:24]:<24} {row['created']:>7} {row['closed']:>7} "
+                f"{row['open_at_end']:>6}  {_pair(row, 'first_response'):<14}  "
+                f"{_pair(row, 'close')}"
+            )
+        out.append("(times: median / 90th percentile, wall-clock)")
+        return "\n".join(out)
     if report["top_senders"]:
         out += ["", "top senders"]
         out += [f"  {s['tickets']:>5}  {s['address']}" for s in report["top_senders"]]

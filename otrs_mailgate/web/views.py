@@ -19,19 +19,23 @@ from otrs_mailgate.mail.parse import Protection
 from otrs_mailgate.store.models import (
     Agent,
     Article,
+    Company,
     Customer,
     GroupMember,
     History,
     Queue,
     QueueGrant,
     Ticket,
+    TicketWatcher,
 )
 from otrs_mailgate.tickets import articles as articles_mod
+from otrs_mailgate.tickets import watchers
 from otrs_mailgate.tickets.agents import AgentRef
 from otrs_mailgate.tickets.sla import CLOCKS
 
 OPEN = ("new", "open", "pending")
 _T, _A, _Q = Ticket.__table__, Article.__table__, Queue.__table__
+_W = TicketWatcher.__table__
 
 
 def visible_queues(conn: Connection, agent: AgentRef) -> dict[int, str]:
@@ -47,17 +51,19 @@ def visible_queues(conn: Connection, agent: AgentRef) -> dict[int, str]:
 
 
 def _ticket_row(conn: Connection, where: Any) -> Any:
-    c, o = Customer.__table__, Agent.__table__
+    c, o, co = Customer.__table__, Agent.__table__, Company.__table__
     return conn.execute(
         select(
             _T,
             _Q.c.name.label("queue"),
             c.c.address.label("customer"),
             o.c.login.label("owner"),
+            co.c.name.label("company"),
         )
         .join(_Q, _Q.c.id == _T.c.queue_id)
         .outerjoin(c, c.c.id == _T.c.customer_id)
         .outerjoin(o, o.c.id == _T.c.owner_id)
+        .outerjoin(co, co.c.id == _T.c.company_id)
         .where(where)
     ).first()
 
@@ -164,6 +170,19 @@ def overview(
             .order_by(_T.c.lock_until)
         )
     ]
+    # tickets the agent watches, open ones, in the queues it may still see
+    watched = [
+        _listed(r)
+        for r in conn.execute(
+            _listing()
+            .add_columns(_T.c.queue_id)
+            .join(_W, _W.c.ticket_id == _T.c.id)
+            .where(_W.c.agent_id == agent.id, _T.c.state.in_(OPEN))
+            .order_by(_T.c.updated_at.desc())
+            .limit(100)
+        )
+        if r.queue_id in queues
+    ]
     raw_id = next((qid for qid, name in queues.items() if name == raw), None) if raw else None
     waiting = []
     if raw_id is not None:
@@ -183,6 +202,7 @@ def overview(
         ],
         "escalating": escalating,
         "locked": locked,
+        "watched": watched,
         "raw": raw if raw_id is not None else "",
         "undispatched": waiting,
     }
@@ -282,6 +302,8 @@ def agent_ticket(conn: Connection, queues: dict[int, str], number: str) -> dict[
         "priority": t.priority,
         "queue": t.queue,
         "customer": t.customer,
+        "company": t.company,
+        "watchers": [a.login for a in watchers.of(conn, t.id)],
         "owner": t.owner,
         "lock_until": t.lock_until,
         "pending_until": t.pending_until,

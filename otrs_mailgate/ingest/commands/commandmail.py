@@ -182,6 +182,7 @@ class CommandMail:
             self.trip.notes.append("commands refused")
             return self.trip.result()
         self._expire_lock()
+        owner_before = self.ticket.owner_id
         for action in plan.actions:
             action()
         changes = [
@@ -238,7 +239,7 @@ class CommandMail:
                         self._tell_customer(self.ticket, f"customer_{event}", **extra)
         state.touch(self.session, self.ticket.id, self.now)
         if changes:  # the owner and the watchers hear what another agent changed
-            notify.changed(self.site, self.session, self.ticket, self.agent, changes)
+            notify.changed(self.site, self.session, self.ticket, self.agent, changes, owner_before)
         self._transcript(plan)
         self.trip.article_id = article_id
         return self.trip.result()
