@@ -403,7 +403,7 @@ def escalations_check(ctx: Ctx, now_text: str | None) -> None:
 @_database_errors
 def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Find tickets: words, "phrases", prefix*, AND/OR/NOT, (), and filters queue:,
-    state:, owner:, customer:, created:FROM..TO, closed:FROM..TO, priority:."""
+    state:, owner:, customer:, company:, created:FROM..TO, closed:FROM..TO, priority:."""
     from otrs_mailgate.store.searchquery import QueryError
     from otrs_mailgate.tickets import queries
 

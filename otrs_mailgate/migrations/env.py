@@ -11,6 +11,14 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     engine = config.attributes["engine"]
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # batch migrations copy a table and drop the old one; with foreign keys on,
+            # dropping a table that other rows point at fails (or would empty them), so
+            # they are off while the tables are rebuilt and checked once at the end
+            # (on the driver's connection: SQLAlchemy would BEGIN first, and inside a
+            # transaction SQLite ignores this pragma)
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -19,7 +27,13 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration broke references: {broken[:5]}")
         connection.commit()
+        if sqlite:
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 if context.is_offline_mode():
