@@ -18,7 +18,7 @@ def run_migrations_online() -> None:
             # they are off while the tables are rebuilt and checked once at the end
             # (on the driver's connection: SQLAlchemy would BEGIN first, and inside a
             # transaction SQLite ignores this pragma)
-            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -33,7 +33,7 @@ def run_migrations_online() -> None:
                     raise RuntimeError(f"the migration broke references: {broken[:5]}")
         connection.commit()
         if sqlite:
-            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
