@@ -218,3 +218,73 @@ def test_encryption_markers_on_the_pages(
     assert "My PIN is 4711" in agent_page
     assert "My PIN is 4711" not in customer_page
     assert "sent encrypted: not shown here" in customer_page
+
+
+def test_watchers_companies_and_templates_through_the_daemon_and_the_page(
+    db_url: str, browser: object, tmp_path: Path
+) -> None:
+    """Issue 30 end to end: a customer of a company writes, an agent watches and another
+    answers with a template, all by LMTP into the running daemon; the page shows the
+    company, the watcher, "Tickets I watch" and the report by company."""
+    from selenium.webdriver.common.by import By
+    from sqlalchemy import select
+
+    from otrs_mailgate.store.models import Outbox, Ticket
+    from otrs_mailgate.tickets import answers, companies
+
+    from agent_helpers import agent_mail
+    from helpers import mail, make_config
+    from lmtp_helpers import RawLMTP
+
+    signing = SigningDomain()  # the daemon knows the agents' key pinned, as a site may
+    keys = tmp_path / "agent-keys"
+    keys.write_text(f"{signing.selector}._domainkey.{signing.domain} {signing.txt.decode()}\n")
+    config = make_config(db_url, agents={"dkim_keys": str(keys)}, web={"port": free_port()})
+    desk = Desk(Pipeline(config), signing)
+    with db.transaction(desk.p.sessions) as s:
+        companies.add(s, "ACME Corp", ["acme.example"])
+        answers.save(s, "toner", "", "en", "Dear {{ customer.name }}, new toner is on its way.")
+
+    def lmtp(sender: str, to: str, raw: bytes) -> str:
+        client = RawLMTP(desk.p.config.lmtp.port)
+        client.cmd("LHLO mx.test")
+        _, replies = client.send(sender, [to], raw)
+        client.close()
+        return replies[0]
+
+    def command(login: str, number: str, words: str, body: str) -> str:
+        to = desk.reply_address(login, number)
+        raw = agent_mail(f"{login}@agents.test", to, f"Re: [Ticket#{number} {words}] Toner", body)
+        return lmtp(f"{login}@agents.test", to, desk.domain.sign(raw))
+
+    with running(desk.p.config):
+        first = mail("Toner empty", "The printer says toner.", sender="Bob <bob@acme.example>")
+        assert lmtp("bob@acme.example", "hotline@example.com", first).startswith("250")
+        with desk.p.sessions() as s:
+            number = s.execute(select(Ticket.number)).scalar_one()
+        assert command("bob", number, "watch", "").startswith("250")
+        assert command("alice", number, "template=toner", "Sorry!").startswith("250")
+        with db.transaction(desk.p.sessions) as s:
+            _agent, url = notify.mail_login_link(s, desk.p.config, "bob")
+        base = url.split("/agent/")[0]
+        browser.get(url)  # type: ignore[attr-defined]
+        watched = browser.find_element(By.CSS_SELECTOR, "table.watched").text  # type: ignore[attr-defined]
+        browser.get(f"{base}/agent/ticket/{number}")  # type: ignore[attr-defined]
+        company = browser.find_element(By.CSS_SELECTOR, "dd.company").text  # type: ignore[attr-defined]
+        watchers = browser.find_element(By.CSS_SELECTOR, "dd.watchers").text  # type: ignore[attr-defined]
+        browser.get(f"{base}/agent/reports")  # type: ignore[attr-defined]
+        by_company = browser.find_element(By.CSS_SELECTOR, "table.companies").text  # type: ignore[attr-defined]
+        assert browser.save_screenshot(str(tmp_path / "reports.png"))  # type: ignore[attr-defined]
+        browser.find_element(By.LINK_TEXT, "ACME Corp").click()  # type: ignore[attr-defined]
+        found = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert no_alert(browser)
+    assert number in watched and "Toner empty" in watched
+    assert company == "ACME Corp" and watchers == "bob"
+    assert "ACME Corp 1 0 1" in by_company, by_company
+    assert number in found  # the company's link searches company:"ACME Corp"
+    sent = [m for m in outbox_mails(desk.p) if str(m["To"]).endswith("<bob@acme.example>")]
+    answer = next(m.get_content() for m in sent if "new toner" in m.get_content())
+    assert answer.index("Sorry!") < answer.index("Dear Bob, new toner is on its way.")
+    with desk.p.sessions() as s:
+        kinds = s.execute(select(Outbox.kind).where(Outbox.kind == "transcript")).scalars().all()
+    assert len(kinds) == 2
