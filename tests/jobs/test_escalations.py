@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.store import db
-from otrs_mailgate.store.models import Escalation, History, Ticket
-from otrs_mailgate.tickets import agents
+from otrs_mailgate.store.models import Escalation, History, Ticket, utcnow
+from otrs_mailgate.tickets import agents, refs, state, watchers
 
 from agent_helpers import Desk, SigningDomain, scheduler
 from helpers import mail, make_config
@@ -213,3 +213,19 @@ def test_german_desk_gets_german_escalations(db_url, signing) -> None:
     body = level1.get_content()
     assert "Eskalationsstufe 1" in body and "um 1 min Arbeitszeit" in body
     assert "Besitzer: niemand" in body
+
+
+def test_the_warning_to_the_owner_reaches_the_watchers_too(desk: Desk) -> None:
+    """Issue 30: watchers get what the owner gets; carol watches with a read grant."""
+    number, created = new_ticket(desk)
+    with db.transaction(desk.p.sessions) as s:
+        t = refs.load(s.connection(), refs.id_of(s.connection(), number) or 0)
+        alice = agents.by_login(s.connection(), "alice")
+        carol = agents.by_login(s.connection(), "carol")
+        assert alice is not None and carol is not None
+        state.lock(s, t, alice.id, "alice", utcnow() + dt.timedelta(days=1), actor="test")
+        watchers.watch(s, t.id, carol, actor="test")
+    before = len(desk.mails())
+    assert scheduler(desk.p).run_pass(created + 48 * MIN).escalated == 1
+    told = sorted(m["To"].addresses[0].username for m in desk.mails()[before:])
+    assert told == ["alice", "carol"]  # the owner and the watcher, not bob
