@@ -70,6 +70,15 @@ def company_remove(ctx: Ctx, name: str) -> None:
     click.echo(f"removed company {name}")
 
 
+def _change(ctx: Ctx, action: str, name: str, value: str, said: str) -> None:
+    """One domain or member change: tickets/companies.<action>(session, name, value)."""
+    from otrs_mailgate.tickets import companies
+
+    with ctx.transaction() as session:
+        done = getattr(companies, action)(session, name, value)
+    click.echo(said.format(value=done or value, name=name))
+
+
 @company.group("domain")
 def domain() -> None:
     """A company's mail domains."""
@@ -83,11 +92,7 @@ def domain() -> None:
 @_errors
 def domain_add(ctx: Ctx, name: str, mail_domain: str) -> None:
     """Customers at DOMAIN join the company (never a free-mail domain)."""
-    from otrs_mailgate.tickets import companies
-
-    with ctx.transaction() as session:
-        added = companies.add_domain(session, name, mail_domain)
-    click.echo(f"{added} belongs to {name}")
+    _change(ctx, "add_domain", name, mail_domain, "{value} belongs to {name}")
 
 
 @domain.command("remove")
@@ -97,11 +102,8 @@ def domain_add(ctx: Ctx, name: str, mail_domain: str) -> None:
 @_database_errors
 @_errors
 def domain_remove(ctx: Ctx, name: str, mail_domain: str) -> None:
-    from otrs_mailgate.tickets import companies
-
-    with ctx.transaction() as session:
-        companies.remove_domain(session, name, mail_domain)
-    click.echo(f"{mail_domain} no longer belongs to {name}")
+    """Customers at DOMAIN leave the company (unless they are members)."""
+    _change(ctx, "remove_domain", name, mail_domain, "{value} no longer belongs to {name}")
 
 
 @company.group("member")
@@ -117,11 +119,7 @@ def member() -> None:
 @_errors
 def member_add(ctx: Ctx, name: str, address: str) -> None:
     """The customer with ADDRESS belongs to the company, whatever its domain."""
-    from otrs_mailgate.tickets import companies
-
-    with ctx.transaction() as session:
-        added = companies.add_member(session, name, address)
-    click.echo(f"{added} is a member of {name}")
+    _change(ctx, "add_member", name, address, "{value} is a member of {name}")
 
 
 @member.command("remove")
@@ -131,11 +129,8 @@ def member_add(ctx: Ctx, name: str, address: str) -> None:
 @_database_errors
 @_errors
 def member_remove(ctx: Ctx, name: str, address: str) -> None:
-    from otrs_mailgate.tickets import companies
-
-    with ctx.transaction() as session:
-        companies.remove_member(session, name, address)
-    click.echo(f"{address} is no longer a member of {name}")
+    """ADDRESS is no longer a member (it may still belong by its domain)."""
+    _change(ctx, "remove_member", name, address, "{value} is no longer a member of {name}")
 
 
 COMMANDS = [company]

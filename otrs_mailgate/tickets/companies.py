@@ -139,14 +139,11 @@ def add_domain(session: Session, name: str, domain: str) -> str:
     return domain
 
 
-def remove_domain(session: Session, name: str, domain: str) -> None:
-    conn = session.connection()
-    company_id = _id(conn, name)
+def remove_domain(session: Session, name: str, domain: str) -> str:
     domain = domain.strip().lower().rstrip(".")
-    gone = conn.execute(delete(_D).where(_D.c.domain == domain, _D.c.company_id == company_id))
-    if not gone.rowcount:
-        raise CompanyError(f"{domain} is not a domain of {name}")
+    _unlink(session, _D.c.domain, name, domain, f"{domain} is not a domain of {name}")
     reassign(session, domains=[domain])
+    return domain
 
 
 def add_member(session: Session, name: str, address: str) -> str:
@@ -166,14 +163,22 @@ def add_member(session: Session, name: str, address: str) -> str:
     return address
 
 
-def remove_member(session: Session, name: str, address: str) -> None:
-    conn = session.connection()
-    company_id = _id(conn, name)
+def remove_member(session: Session, name: str, address: str) -> str:
     address = addresses.ascii_lower(address.strip())
-    gone = conn.execute(delete(_M).where(_M.c.address == address, _M.c.company_id == company_id))
-    if not gone.rowcount:
-        raise CompanyError(f"{address} is not a member of {name}")
+    _unlink(session, _M.c.address, name, address, f"{address} is not a member of {name}")
     reassign(session, members=[address])
+    return address
+
+
+def _unlink(session: Session, key: Any, name: str, value: str, missing: str) -> None:
+    """Delete the company's domain or member row; CompanyError(missing) without one."""
+    company_id = _id(session.connection(), name)
+    table = key.table
+    gone = session.connection().execute(
+        delete(table).where(key == value, table.c.company_id == company_id)
+    )
+    if not gone.rowcount:
+        raise CompanyError(missing)
 
 
 def remove(session: Session, name: str) -> None:

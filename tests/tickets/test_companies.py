@@ -158,3 +158,22 @@ def test_upgrade_to_0012_keeps_customers_and_tickets(tmp_path: Path) -> None:
             ("2026010110000011", None)
         ]
     engine.dispose()
+
+
+def test_domain_and_member_removal_on_the_command_line(
+    p: Pipeline, tmp_path: Path, db_url: str
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", db_url)
+    assert cli(cfg, "company", "add", "ACME", "--domain", "acme.example").returncode == 0
+    assert cli(cfg, "company", "member", "add", "ACME", "x@mail.example").returncode == 0
+    by_domain, by_member = ticket_from(p, "a@acme.example"), ticket_from(p, "x@mail.example")
+    assert company_of(p, by_domain) == company_of(p, by_member) == "ACME"
+    gone = cli(cfg, "company", "domain", "remove", "ACME", "ACME.example.")
+    assert gone.returncode == 0 and b"acme.example no longer belongs to ACME" in gone.stdout
+    assert company_of(p, by_domain) == "" and company_of(p, by_member) == "ACME"
+    again = cli(cfg, "company", "domain", "remove", "ACME", "acme.example")
+    assert again.returncode == 1 and b"is not a domain of ACME" in again.stderr
+    left = cli(cfg, "company", "member", "remove", "ACME", "X@mail.example")
+    assert left.returncode == 0 and company_of(p, by_member) == ""
+    unknown = cli(cfg, "company", "member", "add", "Nobody Inc", "y@mail.example")
+    assert unknown.returncode == 1 and b"no company 'Nobody Inc'" in unknown.stderr
