@@ -101,9 +101,21 @@ def find(conn: Connection, name: str) -> int | None:
         return None
 
 
+def domain_form(domain: str) -> str:
+    """A domain as customer addresses store it (IDNA A-labels, lower case, no trailing
+    dot), so `bücher.example` matches mail from `x@xn--bcher-kva.example`."""
+    text = domain.strip().lstrip("@")
+    if not text or "@" in text or any(c.isspace() for c in text):
+        raise CompanyError(f"{domain!r} is not a mail domain")
+    try:
+        return domain_of(addresses.canonical(f"x@{text}"))
+    except addresses.Unanswerable as exc:
+        raise CompanyError(f"{domain!r} is not a mail domain: {exc}") from None
+
+
 def _check_domain(conn: Connection, domain: str) -> str:
-    domain = domain.strip().lower().rstrip(".").lstrip("@")
-    if "." not in domain or "@" in domain or " " in domain:
+    domain = domain_form(domain)
+    if "." not in domain:
         raise CompanyError(f"{domain!r} is not a mail domain")
     if domain in FREEMAIL:
         raise CompanyError(f"{domain} is a free-mail domain: add its customers as members")
@@ -140,7 +152,7 @@ def add_domain(session: Session, name: str, domain: str) -> str:
 
 
 def remove_domain(session: Session, name: str, domain: str) -> str:
-    domain = domain.strip().lower().rstrip(".")
+    domain = domain_form(domain)
     _unlink(session, _D.c.domain, name, domain, f"{domain} is not a domain of {name}")
     reassign(session, domains=[domain])
     return domain

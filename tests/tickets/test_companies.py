@@ -177,3 +177,15 @@ def test_domain_and_member_removal_on_the_command_line(
     assert left.returncode == 0 and company_of(p, by_member) == ""
     unknown = cli(cfg, "company", "member", "add", "Nobody Inc", "y@mail.example")
     assert unknown.returncode == 1 and b"no company 'Nobody Inc'" in unknown.stderr
+
+
+def test_an_international_domain_matches_its_ascii_form(p: Pipeline) -> None:
+    with db.transaction(p.sessions) as s:
+        companies.add(s, "Bücher GmbH", ["Bücher.Example."])
+        with pytest.raises(companies.CompanyError, match="not a mail domain"):
+            companies.add(s, "Bad", ["no domain"])
+    n = ticket_from(p, "Leser <leser@xn--bcher-kva.example>")
+    assert company_of(p, n) == "Bücher GmbH"
+    with p.sessions() as s:
+        [info] = companies.listing(s.connection())
+    assert info.domains == ["xn--bcher-kva.example"]
