@@ -1,6 +1,7 @@
 """Ingest throughput: the full pipeline against a raw-insert baseline, same process, same disk.
 
     python bench/ingest.py [--mails 10000] [--size 2048] [--db sqlite|URL] [--breakdown]
+                           [--config FILE] [--profile N]
 
 Baseline: one INSERT of the raw bytes per transaction into a one-table database
 with the same durability settings (WAL, synchronous=FULL).  Pipeline: every mail
@@ -11,7 +12,10 @@ for one transaction per mail (the pipe entry) is printed as well.  One mail in
 five is a follow-up to an earlier ticket.
 Goal (issue 2): the pipeline reaches at least half the baseline's mails/second.
 --breakdown adds a run that splits a mail's cost: parsing, the database's own
-work, SQLAlchemy around each statement, and the rest.
+work, SQLAlchemy around each statement, and the rest.  The pipeline runs the shipped
+example configuration (queues, filters, SLAs on a business calendar: issue 31) unless
+--config names another; the bare configuration's figure follows as a second line.
+--profile N prints the N functions that take the most time of a run (cProfile).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from sqlalchemy import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab import EXAMPLE, settings
 
 from otrs_mailgate.config.schema import Config
 from otrs_mailgate.ingest.pipeline import Item, Pipeline, Result
@@ -114,20 +121,21 @@ class Clock:
 
 
 def pipeline_run(
-    url: str, n: int, size: int, batch: int, clock: list[Clock] | None = None
+    url: str,
+    n: int,
+    size: int,
+    batch: int,
+    clock: list[Clock] | None = None,
+    source: Path | None = None,
 ) -> tuple[float, int]:
-    """Mails per second through Pipeline.deliver_batch, `batch` mails per transaction."""
+    """Mails per second through Pipeline.deliver_batch, `batch` mails per transaction,
+    with the configuration `source` (lab.settings; None: the bare one)."""
     engine = db.make_engine(url)
     db.upgrade(engine)
     if clock is not None:
         clock.append(Clock(engine))
-    config = Config.model_validate(
-        {
-            "system": {"domain": "mailgate.test"},
-            "database": {"url": url},
-            "queue": [{"name": "Hotline", "addresses": ["hotline@example.com"]}],
-        }
-    )
+    keys = Path(tempfile.mkdtemp(prefix=".bench-keys-", dir="."))
+    config = Config.model_validate(settings(source, url, keys))
     pipeline = Pipeline(config, engine)
     numbers: list[str] = []
     elapsed = 0.0
@@ -182,6 +190,8 @@ def main() -> None:
     ap.add_argument(
         "--breakdown", action="store_true", help="also a run that says where the time goes"
     )
+    ap.add_argument("--config", type=Path, default=EXAMPLE, help="default: the shipped example")
+    ap.add_argument("--profile", type=int, default=0, help="the N costliest functions")
     args = ap.parse_args()
     with (
         tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
@@ -189,21 +199,48 @@ def main() -> None:
     ):
         mails = [make_mail(i, args.size, None) for i in range(args.mails)]
         base = baseline(urls[0], mails)
-        full, tickets = pipeline_run(urls[1], args.mails, args.size, args.batch)
+        full, tickets = pipeline_run(urls[1], args.mails, args.size, args.batch, None, args.config)
     with (
         tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
         scratch_databases(args.db, tmp) as urls,
     ):
-        single, _ = pipeline_run(urls[1], min(args.mails, 2000), args.size, 1)
+        bare, _ = pipeline_run(urls[1], args.mails, args.size, args.batch)
+    with (
+        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
+        scratch_databases(args.db, tmp) as urls,
+    ):
+        single, _ = pipeline_run(urls[1], min(args.mails, 2000), args.size, 1, None, args.config)
     kind = "sqlite" if args.db == "sqlite" else db.normalise_url(args.db).split("+")[0]
     print(f"ingest benchmark: {args.mails} mails of {args.size} bytes on {kind}")
     print(f"  baseline (raw INSERT, one commit each):       {base:8.1f} mails/s")
+    print(f"  configuration: {args.config.name} (every queue acknowledging)")
     print(f"  pipeline, {args.batch} mails per commit ({tickets} tickets): {full:8.1f} mails/s")
+    print(f"  the same, bare configuration (one queue, no SLA): {bare:8.1f} mails/s")
     print(f"  pipeline, one commit per mail (2000 mails):   {single:8.1f} mails/s")
     print(f"  ratio pipeline/baseline: {full / base:.2f}  (goal >= 0.50)")
     print(f"  the goal allows {2000 / base:.2f} ms a mail; the pipeline takes {1000 / full:.2f}")
     if args.breakdown:
         breakdown(args, mails)
+    if args.profile:
+        profile(args)
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Where a run's time goes, function by function (cumulative and own time)."""
+    import cProfile
+    import pstats
+
+    with (
+        tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
+        scratch_databases(args.db, tmp) as urls,
+    ):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        pipeline_run(urls[1], min(args.mails, 2000), args.size, args.batch, None, args.config)
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(args.profile)
+    stats.sort_stats("cumulative").print_stats(args.profile)
 
 
 def breakdown(args: argparse.Namespace, mails: list[bytes]) -> None:
@@ -217,7 +254,7 @@ def breakdown(args: argparse.Namespace, mails: list[bytes]) -> None:
         tempfile.TemporaryDirectory(dir=".", prefix=".bench-") as tmp,
         scratch_databases(args.db, tmp) as urls,
     ):
-        rate, _ = pipeline_run(urls[1], args.mails, args.size, args.batch, clocks)
+        rate, _ = pipeline_run(urls[1], args.mails, args.size, args.batch, clocks, args.config)
     [clock] = clocks
     total = 1000 / rate
     own = clock.cursor / args.mails * 1000

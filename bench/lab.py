@@ -8,8 +8,10 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # One port picker for the tests and the benchmarks (re-exported from here).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
@@ -114,3 +116,38 @@ def cpu_of(command: str) -> float:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return total
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "otrs-mailgate.toml.example"
+
+
+def settings(source: Path | None, url: str, tmp: Path, **ports: int) -> dict[str, Any]:
+    """What a benchmark runs with: `source` (the shipped example, as issue 31 asks: a
+    bare configuration hides what real users pay) with this run's database, ports and
+    key paths, and every queue acknowledging every sender (the benchmark's senders are
+    not authenticated, and a held answer would send nothing); None: the bare
+    configuration (one queue, no filters, no SLA), the second figure."""
+    if source is None:
+        data: dict[str, Any] = {
+            "system": {"domain": "mailgate.test"},
+            "queue": [{"name": "Hotline", "addresses": ["hotline@example.com"]}],
+        }
+    else:
+        data = tomllib.loads(source.read_text())
+    data.setdefault("database", {})["url"] = url
+    for section, port in ports.items():  # lmtp=..., smtp=..., milter=..., web=...
+        data.setdefault(section, {}).update({"host": "127.0.0.1", "port": port})
+    data.setdefault("crypto", {}).update(
+        {"key_dir": str(tmp / "keys"), "passphrase_file": str(tmp / "passphrases")}
+    )
+    data.setdefault("dkim", {})["key_file"] = ""
+    for queue in data["queue"]:
+        queue["acknowledge"] = "always"
+    return data
+
+
+def write_settings(path: Path, data: dict[str, Any]) -> Path:
+    import tomlkit
+
+    path.write_text(tomlkit.dumps(data))
+    return path

@@ -32,7 +32,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import scratch_databases
-from lab import cli, cpu_of, cpu_seconds, free_port, peak_rss_mb, serve, wait_listening
+from lab import (
+    EXAMPLE,
+    cli,
+    cpu_of,
+    cpu_seconds,
+    free_port,
+    peak_rss_mb,
+    serve,
+    settings,
+    wait_listening,
+    write_settings,
+)
 
 HERE = Path(__file__).resolve().parent
 SETTLE = 3.0  # seconds after a run before the daemon's CPU time is read
@@ -64,19 +75,19 @@ def smtp_source(port: int, mails: int, size: int, sessions: int, reuse: bool = F
 
 
 def start_daemon(
-    tmp: str, url: str, sink_port: int, workers: int = 1
+    tmp: str, url: str, sink_port: int, workers: int = 1, source: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """serve with `source` made this run's (lab.settings; None: the bare config)."""
     port = free_port()
-    cfg = Path(tmp) / "bench.toml"
-    cfg.write_text(
-        f'[system]\ndomain = "mailgate.test"\n[database]\nurl = "{url}"\n'
-        f"[lmtp]\nport = {port}\n[smtp]\nport = {sink_port}\n"
-        f"[milter]\nport = {free_port()}\n[web]\nport = {free_port()}\n"
-        '[[queue]]\nname = "Hotline"\naddresses = ["hotline@example.com"]\n'
+    here = Path(tmp) / ("example" if source else "bare")
+    here.mkdir()
+    data = settings(
+        source, url, here, lmtp=port, smtp=sink_port, milter=free_port(), web=free_port()
     )
+    cfg = write_settings(here / "bench.toml", data)
     cli(cfg, "init")
     extra = ["--workers", str(workers)] if workers > 1 else []
-    return serve(cfg, port, Path(tmp) / "serve.log", args=extra), port
+    return serve(cfg, port, here / "serve.log", args=extra), port
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -110,6 +121,10 @@ def main() -> None:
     ap.add_argument("--modes", default="new,reuse", help="new: a connection per mail; reuse")
     ap.add_argument("--workers", type=int, default=1, help="serve --workers N")
     ap.add_argument("--memory", type=int, default=0, help="also a long run of N mails")
+    ap.add_argument(
+        "--config", type=Path, default=EXAMPLE,
+        help="the configuration measured (default: the shipped example); the bare one follows",
+    )  # fmt: skip
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     sessions = [int(x) for x in args.sessions.split(",")]
@@ -131,9 +146,11 @@ def main() -> None:
         wait_listening(null_port, null)
         tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=".", prefix=".bench-"))
         urls = stack.enter_context(scratch_databases(args.db, tmp))
-        url = urls[1] if kind == "postgresql" else f"sqlite:///{tmp}/serve.sqlite"
-        daemon, port = start_daemon(tmp, url, sink_port, args.workers)
-        stack.callback(stop, daemon)  # before the database goes: it is stopped first
+        daemons = {}
+        for label, source, n in (("example", args.config, 1), ("bare", None, 0)):
+            url = urls[n] if kind == "postgresql" else f"sqlite:///{tmp}/{label}.sqlite"
+            daemons[label] = start_daemon(tmp, url, sink_port, args.workers, source)
+            stack.callback(stop, daemons[label][0])  # stopped before the database goes
         for size in sizes:
             for s in sessions:
                 for mode in modes:
@@ -141,19 +158,21 @@ def main() -> None:
                     null_before = cpu_seconds(null.pid)
                     base = smtp_source(null_port, args.mails, size, s, reuse)
                     null_ms = (cpu_seconds(null.pid) - null_before) / args.mails * 1000
-                    before, db_before = tree_cpu(daemon.pid), cpu_of("postgres")
-                    full = smtp_source(port, args.mails, size, s, reuse)
-                    time.sleep(SETTLE)  # the acknowledgements still going out count too
-                    cpu_ms = (tree_cpu(daemon.pid) - before) / args.mails * 1000
-                    db_ms = (cpu_of("postgres") - db_before) / args.mails * 1000
-                    rows.append((size, s, mode, base, full, null_ms, cpu_ms, db_ms))
-                    print(
-                        f"  {kind:10} {size:6d} B {s:3d} sessions {mode:5}: baseline "
-                        f"{base:8.1f}/s ({null_ms:.2f} ms CPU), serve {full:8.1f}/s, "
-                        f"ratio {full / base:.2f}, daemon CPU {cpu_ms:.2f} ms a mail"
-                        + (f", PostgreSQL CPU {db_ms:.2f} ms" if kind == "postgresql" else ""),
-                        flush=True,
-                    )
+                    for label, (daemon, port) in daemons.items():
+                        before, db_before = tree_cpu(daemon.pid), cpu_of("postgres")
+                        full = smtp_source(port, args.mails, size, s, reuse)
+                        time.sleep(SETTLE)  # the acknowledgements still going out count too
+                        cpu_ms = (tree_cpu(daemon.pid) - before) / args.mails * 1000
+                        db_ms = (cpu_of("postgres") - db_before) / args.mails * 1000
+                        rows.append((label, size, s, mode, base, full, null_ms, cpu_ms, db_ms))
+                        print(
+                            f"  {kind:10} {label:7} {size:6d} B {s:3d} sessions {mode:5}: "
+                            f"baseline {base:8.1f}/s ({null_ms:.2f} ms CPU), serve {full:8.1f}/s"
+                            f", ratio {full / base:.2f}, daemon CPU {cpu_ms:.2f} ms a mail"
+                            + (f", PostgreSQL CPU {db_ms:.2f} ms" if kind == "postgresql" else ""),
+                            flush=True,
+                        )
+        daemon, port = daemons["example"]
         if args.memory:
             first = min(10_000, args.memory)
             smtp_source(port, first, 2048, 10)
@@ -166,13 +185,14 @@ def main() -> None:
             )
     workers = f", serve --workers {args.workers}" if args.workers > 1 else ""
     print(f"LMTP benchmark, {args.mails} mails per run, smtp-source -L, {kind}{workers}")
+    print(f"  example: {args.config.name} (every queue acknowledging); bare: one queue, no SLA")
     print(
-        "  size  sessions  mode   baseline/s  serve/s  ratio  null CPU ms  daemon CPU ms/mail"
-        "  PostgreSQL CPU ms/mail"
+        "  config   size  sessions  mode   baseline/s  serve/s  ratio  null CPU ms"
+        "  daemon CPU ms/mail  PostgreSQL CPU ms/mail"
     )
-    for size, s, mode, base, full, null_ms, cpu_ms, db_ms in rows:
+    for label, size, s, mode, base, full, null_ms, cpu_ms, db_ms in rows:
         print(
-            f"  {size:6d} {s:6d}  {mode:5} {base:10.1f} {full:8.1f}  {full / base:5.2f}"
+            f"  {label:7} {size:6d} {s:6d}  {mode:5} {base:10.1f} {full:8.1f}  {full / base:5.2f}"
             f"  {null_ms:10.2f}  {cpu_ms:8.2f}  {db_ms if kind == 'postgresql' else 0:8.2f}"
         )
 

@@ -130,6 +130,7 @@ def new_ticket(trip: Trip) -> TicketRef:
     customer_id, customer_language, company_id = (
         (None, None, None) if trip.junk else articles.remember_customer(conn, mail)
     )
+    trip.company_id = company_id
     language = site.responder.pick_language(
         decision.language if decision else None,
         mail.content_language,

@@ -45,7 +45,7 @@ from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
-from otrs_mailgate.tickets import history, refs, sla
+from otrs_mailgate.tickets import companies, history, refs, sla
 from otrs_mailgate.tickets.refs import TicketRef
 
 log = logging.getLogger("otrs_mailgate.ingest")
@@ -203,8 +203,14 @@ def clocks(trip: Trip) -> None:
     for spam: the Junk queue has no clock)."""
     if trip.junk:
         return
-    if trip.clocks and trip.ticket is not None and trip.ticket.number and trip.site.config.sla:
-        sla.recompute(trip.conn, trip.site.config, trip.ticket.id)
+    config = trip.site.config
+    if trip.clocks and trip.ticket is not None and trip.ticket.number and config.sla:
+        if trip.new and trip.article_id is not None:  # the ticket and its first article
+            named = any(s.companies for s in config.sla)
+            company = companies.name_of(trip.conn, trip.company_id) if named else ""
+            sla.start(trip.conn, config, trip.ticket, company, trip.now)
+        else:
+            sla.recompute(trip.conn, config, trip.ticket.id)
 
 
 STAGES: tuple[Stage, ...] = (

@@ -52,6 +52,7 @@ class Trip:
     ticket: TicketRef | None = None  # match (or commands): the ticket the mail is filed on
     followed: TicketRef | None = None  # match: a closed ticket a new one follows up
     new: bool = False  # match: a new ticket is made
+    company_id: int | None = None  # customer (article): the new ticket's company
     rejected: bool = False  # match: a follow-up the closed ticket's queue refuses
     internal: bool = False  # match: a refused reply-address mail, for agents' eyes only
     article_id: int | None = None  # article

@@ -24,7 +24,8 @@ the due instant), so all of them count again: that is how levels re-arm.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from otrs_mailgate.config.schema import CalendarConfig, Config, SLAConfig
 from otrs_mailgate.store.models import Article, Company, Queue, Ticket
 from otrs_mailgate.tickets import state
 from otrs_mailgate.tickets.calendars import Calendar
+from otrs_mailgate.tickets.refs import TicketRef
 
 DONE = ("closed", "merged")
 CLOCKS = ("first_response", "update", "solution")
@@ -43,12 +45,20 @@ _CALENDARS: dict[str, Calendar] = {}
 
 
 def calendar(config: Config, name: str) -> Calendar:
-    """The named calendar, built once per distinct definition (a reload may change it)."""
+    """The named calendar, built once per distinct definition (a reload may change it;
+    its index of working time is then built again, once)."""
     found: CalendarConfig = next(c for c in config.calendar if c.name == name)
+    known = _BY_OBJECT.get(id(found))
+    if known is not None and known[0] is found:
+        return known[1]
     key = found.model_dump_json()
     if key not in _CALENDARS:
         _CALENDARS[key] = Calendar(found)
+    _BY_OBJECT[id(found)] = (found, _CALENDARS[key])
     return _CALENDARS[key]
+
+
+_BY_OBJECT: dict[int, tuple[CalendarConfig, Calendar]] = {}
 
 
 @dataclass(frozen=True)
@@ -84,18 +94,16 @@ def running(conn: Connection, config: Config, t: Any) -> tuple[SLAConfig | None,
     return rule, [Clock(name, s, cal.add(s, minutes), minutes) for name, s, minutes in starts]
 
 
-def firings(config: Config, rule: SLAConfig, clock: Clock) -> list[Firing]:
-    """The warning and every escalation level of one clock, in order."""
+def firings(config: Config, rule: SLAConfig, clock: Clock) -> Iterator[Firing]:
+    """The warning and every escalation level of one clock, in order of time, each
+    computed only when asked for (most callers want the first that is due)."""
     cal = calendar(config, rule.calendar)
-    out = []
     if rule.notify_before:
-        warn = cal.add(clock.start, clock.minutes * rule.notify_before / 100)
-        out.append(Firing(clock, 0, warn))
+        yield Firing(clock, 0, cal.add(clock.start, clock.minutes * rule.notify_before / 100))
     at = clock.due
     for number, level in enumerate(rule.escalation, 1):
         at = cal.add(at, level.after)
-        out.append(Firing(clock, number, at))
-    return out
+        yield Firing(clock, number, at)
 
 
 def recompute(conn: Connection, config: Config, ticket_id: int) -> None:
@@ -108,10 +116,35 @@ def recompute(conn: Connection, config: Config, ticket_id: int) -> None:
     for clock in clocks:
         moved = clock.due != getattr(t, f"{clock.name}_due")
         assert rule is not None
-        for firing in firings(config, rule, clock):
-            if moved or (t.escalation_at is not None and firing.at >= t.escalation_at):
-                pending.append(firing.at)
+        # a clock's firings come in order of time: its first one not yet handled is
+        # the only one that can be the ticket's next
+        first = next(
+            (
+                f.at
+                for f in firings(config, rule, clock)
+                if moved or (t.escalation_at is not None and f.at >= t.escalation_at)
+            ),
+            None,
+        )
+        if first is not None:
+            pending.append(first)
     store(conn, ticket_id, clocks, min(pending, default=None))
+
+
+def start(
+    conn: Connection, config: Config, ticket: TicketRef, company: str, created: dt.datetime
+) -> None:
+    """The clocks of a ticket just made from a customer's article of `created`: what
+    recompute would find, from what the caller knows, without reading (issue 31:
+    most mail makes a new ticket)."""
+    rule = config.sla_for(ticket.queue, ticket.priority, company)
+    if rule is None:
+        return  # a new ticket's due instants are NULL already
+    cal = calendar(config, rule.calendar)
+    times = zip(CLOCKS, (rule.first_response, rule.update, rule.solution), strict=True)
+    clocks = [Clock(name, created, cal.add(created, m), m) for name, m in times if m]
+    first = [f.at for c in clocks for f in itertools.islice(firings(config, rule, c), 1)]
+    store(conn, ticket.id, clocks, min(first, default=None))
 
 
 def store(

@@ -120,3 +120,90 @@ def test_monotonic(start: dt.datetime, a: int, b: int) -> None:
     assert cal.working_time(start, cal.add(start, lo)) <= cal.working_time(
         start, cal.add(start, hi)
     )
+
+
+# -- issue 31: the index gives what walking day by day gave ------------------------------
+
+
+def walk_working_time(cal: Calendar, start: dt.datetime, end: dt.datetime) -> dt.timedelta:
+    """The walk the index replaced (issue 31), kept as the reference."""
+    if end <= start:
+        return dt.timedelta(0)
+    total = dt.timedelta(0)
+    day = cal._local_day(start) - dt.timedelta(days=1)
+    while day <= cal._local_day(end) + dt.timedelta(days=1):
+        for a, b in cal._intervals(day):
+            lo, hi = max(a, start), min(b, end)
+            if hi > lo:
+                total += hi - lo
+        day += dt.timedelta(days=1)
+    return total
+
+
+def walk_add(cal: Calendar, start: dt.datetime, minutes: float) -> dt.datetime:
+    left = dt.timedelta(minutes=minutes)
+    if left <= dt.timedelta(0):
+        return start
+    day = cal._local_day(start) - dt.timedelta(days=1)
+    for _ in range(3660):
+        for a, b in cal._intervals(day):
+            lo = max(a, start)
+            if b <= lo:
+                continue
+            if b - lo >= left:
+                return lo + left
+            left -= b - lo
+        day += dt.timedelta(days=1)
+    raise ValueError("no working time")
+
+
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
+RANGES = [["08:00-12:00", "13:00-17:00"], ["00:00-24:00"], ["01:30-03:30"], ["22:00-24:00"], []]
+
+
+@st.composite
+def calendars(draw: st.DrawFn) -> Calendar:
+    """Random weekly hours (DST-crossing ranges included), zones with DST changes of an
+    hour and of half an hour, holidays and closed days."""
+    zone = draw(st.sampled_from(ZONES))
+    week = {
+        d: draw(st.sampled_from(RANGES)) for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    }
+    if not any(week.values()):
+        week["mon"] = ["09:00-17:00"]
+    holidays = draw(st.sampled_from(["", "DE-BY", "US", "AU"]))
+    closed = draw(st.lists(st.dates(dt.date(2025, 1, 1), dt.date(2027, 12, 31)), max_size=5))
+    return Calendar(
+        CalendarConfig(
+            name="random", timezone=zone, hours=week, holidays=holidays,
+            closed=[d.isoformat() for d in closed],
+        )
+    )  # fmt: skip
+
+
+utc_instants = st.datetimes(
+    min_value=dt.datetime(2025, 1, 1), max_value=dt.datetime(2027, 12, 31),
+    timezones=st.just(dt.UTC),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(calendars(), utc_instants, st.floats(min_value=0, max_value=60 * 24 * 60))
+def test_the_index_adds_as_the_walk_did(cal: Calendar, start: dt.datetime, minutes: float) -> None:
+    assert outcome(cal.add, start, minutes) == outcome(walk_add, cal, start, minutes)
+
+
+def outcome(fn: object, *args: object) -> object:
+    """The result, or that it found no working time (both must agree on that too)."""
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except ValueError:
+        return "no working time"
+
+
+@settings(max_examples=300, deadline=None)
+@given(calendars(), utc_instants, utc_instants)
+def test_the_index_measures_as_the_walk_did(
+    cal: Calendar, start: dt.datetime, end: dt.datetime
+) -> None:
+    assert cal.working_time(start, end) == walk_working_time(cal, start, end)

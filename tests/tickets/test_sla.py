@@ -123,3 +123,40 @@ def test_escalation_config_errors(tmp_path) -> None:
     cfg.write_text(head + "escalation = []\n")
     with pytest.raises(ConfigError, match=r"sla\[0\]\.escalation"):
         load(cfg)
+
+
+def test_a_new_tickets_clocks_are_what_recompute_finds(db_url: str) -> None:
+    """Issue 31: a new ticket's clocks are set from what the pipeline knows, without
+    reading; recompute from the rows must find the very same instants."""
+    from otrs_mailgate.config.schema import load as load_config
+    from otrs_mailgate.store import db
+
+    from cli_helpers import ROOT
+
+    example = load_config(ROOT / "otrs-mailgate.toml.example")
+    config = make_config(
+        db_url,
+        calendar=[c.model_dump() for c in example.calendar],
+        sla=[s.model_dump() for s in example.sla]
+        + [{"name": "any", "queues": ["Hotline"], "calendar": "office", "update": 30}],
+    )
+    p = Pipeline(config)
+    numbers = [
+        p.deliver_one(mail(f"Printer {i}", sender=f"c{i}@customer.test"), HOT).ticket_number
+        for i in range(3)
+    ]
+    columns = ("first_response_due", "update_due", "solution_due", "escalation_at")
+    for number in numbers:
+        before = row_of(p, number, columns)
+        assert before[0] is not None and before[3] is not None
+        with db.transaction(p.sessions) as s:
+            tid = s.execute(select(Ticket.id).where(Ticket.number == number)).scalar_one()
+            sla.recompute(s.connection(), config, tid)
+        assert row_of(p, number, columns) == before
+    p.engine.dispose()
+
+
+def row_of(p: Pipeline, number: str, columns: tuple[str, ...]) -> tuple:
+    with p.sessions() as s:
+        t = s.execute(select(Ticket).where(Ticket.number == number)).unique().scalar_one()
+        return tuple(getattr(t, c) for c in columns)
