@@ -12,7 +12,7 @@ from otrs_mailgate.mail import bounces
 from otrs_mailgate.mail.classify import HUMAN, REPORT
 from otrs_mailgate.outbound import notify
 from otrs_mailgate.store.models import Outbox, TicketLink
-from otrs_mailgate.tickets import articles, history, refs, state
+from otrs_mailgate.tickets import articles, companies, history, refs, sla, state
 from otrs_mailgate.tickets.refs import TicketRef
 
 
@@ -138,6 +138,13 @@ def new_ticket(trip: Trip) -> TicketRef:
         queue.language,
         site.config.system.language,
     )
+    config = site.config
+    priority = decision.priority if decision and decision.priority else 3
+    clocks: dict[str, object] = {}
+    if trip.clocks and config.sla and not trip.junk:  # into its INSERT (pipeline.clocks)
+        named = any(s.companies for s in config.sla)
+        company = companies.name_of(conn, company_id) if named else ""
+        clocks = dict(sla.initial(config, queue.name, priority, company, trip.now))
     ticket = state.open_ticket(
         session,
         site.config,
@@ -147,8 +154,9 @@ def new_ticket(trip: Trip) -> TicketRef:
         customer_id=customer_id,
         company_id=company_id,
         language=language,
-        priority=decision.priority if decision and decision.priority else 3,
+        priority=priority,
         now=trip.now,
+        clocks=clocks,
         actor=mail.from_addr or "unknown",
         **({"filter": decision.name} if decision else {}),
     )

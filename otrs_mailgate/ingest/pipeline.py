@@ -45,7 +45,7 @@ from otrs_mailgate.outbound import notify, outbox, replies
 from otrs_mailgate.site import Site
 from otrs_mailgate.store import db
 from otrs_mailgate.store.models import utcnow
-from otrs_mailgate.tickets import companies, history, refs, sla
+from otrs_mailgate.tickets import history, refs, sla
 from otrs_mailgate.tickets.refs import TicketRef
 
 log = logging.getLogger("otrs_mailgate.ingest")
@@ -204,13 +204,9 @@ def clocks(trip: Trip) -> None:
     if trip.junk:
         return
     config = trip.site.config
-    if trip.clocks and trip.ticket is not None and trip.ticket.number and config.sla:
-        if trip.new and trip.article_id is not None:  # the ticket and its first article
-            named = any(s.companies for s in config.sla)
-            company = companies.name_of(trip.conn, trip.company_id) if named else ""
-            sla.start(trip.conn, config, trip.ticket, company, trip.now)
-        else:
-            sla.recompute(trip.conn, config, trip.ticket.id)
+    made = trip.new and trip.article_id is not None  # its clocks came with its INSERT
+    if trip.clocks and trip.ticket is not None and trip.ticket.number and config.sla and not made:
+        sla.recompute(trip.conn, config, trip.ticket.id)
 
 
 STAGES: tuple[Stage, ...] = (

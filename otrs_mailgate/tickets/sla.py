@@ -35,7 +35,6 @@ from otrs_mailgate.config.schema import CalendarConfig, Config, SLAConfig
 from otrs_mailgate.store.models import Article, Company, Queue, Ticket
 from otrs_mailgate.tickets import state
 from otrs_mailgate.tickets.calendars import Calendar
-from otrs_mailgate.tickets.refs import TicketRef
 
 DONE = ("closed", "merged")
 CLOCKS = ("first_response", "update", "solution")
@@ -131,20 +130,22 @@ def recompute(conn: Connection, config: Config, ticket_id: int) -> None:
     store(conn, ticket_id, clocks, min(pending, default=None))
 
 
-def start(
-    conn: Connection, config: Config, ticket: TicketRef, company: str, created: dt.datetime
-) -> None:
-    """The clocks of a ticket just made from a customer's article of `created`: what
-    recompute would find, from what the caller knows, without reading (issue 31:
-    most mail makes a new ticket)."""
-    rule = config.sla_for(ticket.queue, ticket.priority, company)
+def initial(
+    config: Config, queue: str, priority: int, company: str, created: dt.datetime
+) -> dict[str, dt.datetime | None]:
+    """The clock columns of a ticket made from a customer's article of `created`: what
+    recompute would find, from what the caller knows, so they go into the ticket's
+    INSERT (issue 31: most mail makes a new ticket; no read, no UPDATE)."""
+    rule = config.sla_for(queue, priority, company)
     if rule is None:
-        return  # a new ticket's due instants are NULL already
+        return {}
     cal = calendar(config, rule.calendar)
     times = zip(CLOCKS, (rule.first_response, rule.update, rule.solution), strict=True)
     clocks = [Clock(name, created, cal.add(created, m), m) for name, m in times if m]
     first = [f.at for c in clocks for f in itertools.islice(firings(config, rule, c), 1)]
-    store(conn, ticket.id, clocks, min(first, default=None))
+    values: dict[str, dt.datetime | None] = {f"{c.name}_due": c.due for c in clocks}
+    values["escalation_at"] = min(first, default=None)
+    return values
 
 
 def store(

@@ -44,6 +44,7 @@ def open_ticket(
     now: dt.datetime,
     actor: str,
     company_id: int | None = None,
+    clocks: Mapping[str, Any] | None = None,
     **detail: Any,
 ) -> TicketRef:
     """A new ticket with a new number (config.system.ticket_number), its NewTicket
@@ -70,6 +71,7 @@ def open_ticket(
             "language": language,
             "created_at": now,
             "updated_at": now,
+            **(clocks or {}),  # due instants known from the start (sla.initial)
         },
     )
     history.append(session, ticket_id, "NewTicket", actor, number=number, queue=queue, **detail)
