@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from otrs_mailgate.config import schema as config_mod
+from otrs_mailgate.entry import sdnotify
 from otrs_mailgate.entry.committer import GroupCommitter
 from otrs_mailgate.entry.lmtp import Handler, controller
 from otrs_mailgate.entry.milter import MilterServer
@@ -121,13 +122,32 @@ def _is_database(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | DBAPIError)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+class JSONLines(logging.Formatter):
+    """`--log-format json`: one JSON object a line with the text format's fields (time,
+    level, logger, message; the traceback as `exception`), for journald and Loki."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: int = logging.INFO, fmt: str = "text") -> None:
     """One line per event on stderr (journald and Postfix-style log readers like that)."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin list at every check
 
@@ -138,7 +158,12 @@ class CannotListen(Exception):
 
 class Daemon:
     def __init__(
-        self, config_path: str | None, config: config_mod.Config, *, reuse_port: bool = False
+        self,
+        config_path: str | None,
+        config: config_mod.Config,
+        *,
+        reuse_port: bool = False,
+        notifier: sdnotify.Notifier | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
@@ -160,6 +185,8 @@ class Daemon:
         self.scheduler = Scheduler(lambda: self.pipeline.site, self.pipeline.sessions)
         self.stopping = asyncio.Event()
         self.started = threading.Event()  # for tests that run the daemon in a thread
+        self.notifier = notifier or sdnotify.Notifier()
+        self.status_line = ""
         self._idle_senders: deque[asyncio.Event] = deque()
         self._look_again = False
         self.scheduler_wakeup = asyncio.Event()
@@ -168,10 +195,12 @@ class Daemon:
         self.committer.on_commit.append(lambda _queued: self.scheduler_wakeup.set())
 
     def reload(self) -> None:
+        self.notifier.reloading()
         try:
             config = config_mod.load(self.config_path)
         except config_mod.ConfigError as exc:
             log.error("reload refused, keeping the old config: %s", exc)
+            self.notifier.send("READY=1", f"STATUS=reload refused: {exc}"[:400])
             return
         if config.database.url != self.config.database.url:
             log.warning("database.url changed: takes effect only after a restart")
@@ -182,6 +211,16 @@ class Daemon:
             sender.reconfigure(config)
         self.scheduler_wakeup.set()  # SLAs may have changed
         log.info("config reloaded from %s", config.source)
+        self.notifier.send("READY=1", f"STATUS=config reloaded; {self.status_line}")
+
+    async def watchdog_loop(self) -> None:
+        """WATCHDOG=1 at half the unit's WatchdogSec, from the event loop itself: a loop
+        stuck in a call sends nothing, and systemd restarts the service."""
+        if not self.notifier.watchdog:
+            return
+        while True:
+            self.notifier.ping()
+            await asyncio.sleep(self.notifier.watchdog / 2)
 
     def wake_sender(self) -> None:
         """One sender looks for mail: a commit that queued some wakes one, a sender
@@ -342,9 +381,18 @@ class Daemon:
                 "which whoever can write the database can recompute"
             )
         self.started.set()
+        self.status_line = f"listening for LMTP on {where}" + (
+            f", milter on {self.config.milter.socket or self.config.milter.port}"
+            if milter is not None
+            else ""
+        )
+        self.notifier.ready(self.status_line)
         outbox_tasks = [asyncio.create_task(self.outbox_loop(s)) for s in self.senders]
         scheduler_task = asyncio.create_task(self.scheduler_loop())
+        watchdog = asyncio.create_task(self.watchdog_loop())
         await self.stopping.wait()
+        watchdog.cancel()
+        self.notifier.stopping()
         log.info("stopping: no new connections, finishing sessions in flight")
         ctl.server.close()
         await ctl.server.wait_closed()
@@ -367,8 +415,10 @@ class Daemon:
         return 0
 
 
-def serve(config_path: str | None, config: config_mod.Config, workers: int = 1) -> int:
-    setup_logging()
+def serve(
+    config_path: str | None, config: config_mod.Config, workers: int = 1, log_format: str = "text"
+) -> int:
+    setup_logging(fmt=log_format)
     if workers > 1:
         return Workers(config_path, config, workers).run()
     return _serve_one(config_path, config)
@@ -422,22 +472,35 @@ class Workers:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._forward)
+        notifier = sdnotify.Notifier()
         for number in range(self.n):
             self._start(number)
         log.info("serve: %d workers started (pids %s)", self.n, sorted(self.children))
+        if notifier.enabled:  # one service: the parent says ready once the port answers
+            lmtp = self.config.lmtp
+            if _answers(lmtp.host, lmtp.port, STOP_TIMEOUT):
+                notifier.ready(f"{self.n} workers listening for LMTP on {lmtp.host}:{lmtp.port}")
         status = 0
+        next_ping = 0.0
         while self.children:
+            if notifier.watchdog and time.monotonic() >= next_ping:
+                notifier.ping()  # the parent's own loop; a worker that dies is started again
+                next_ping = time.monotonic() + notifier.watchdog / 2
             try:
-                pid, code = os.wait()
+                pid, code = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             except InterruptedError:
+                continue
+            if pid == 0:
+                time.sleep(0.2)
                 continue
             if pid not in self.children:
                 continue
             worker = self.children.pop(pid)
             exit_code = os.waitstatus_to_exitcode(code)
             if self.stopping:
+                notifier.stopping()
                 status = status or (exit_code if exit_code > 0 else 0)
                 continue
             log.error("worker %d (pid %d) ended with %d; starting it again", worker, pid, exit_code)
@@ -454,6 +517,8 @@ class Workers:
         if pid == 0:  # the worker: default signal handling, its own loop and engine
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)  # the parent speaks for the service
             _die_with_parent()
             code = 1
             try:
@@ -473,6 +538,20 @@ class Workers:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+
+def _answers(host: str, port: int, within: float) -> bool:
+    """Whether a TCP port accepts a connection within `within` seconds."""
+    import socket
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def _reason(exc: OSError) -> str:
@@ -514,9 +593,13 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
         return EX_UNAVAILABLE
 
 
-def milter_only(config_path: str | None, config: config_mod.Config) -> int:
-    """`otrs-mailgate milter`: the milter without the rest (e.g. on the MX host)."""
-    setup_logging()
+def milter_only(
+    config_path: str | None, config: config_mod.Config, log_format: str = "text"
+) -> int:
+    """`otrs-mailgate milter`: the milter without the rest (e.g. on the MX host), with
+    the same notify protocol as serve (its own unit, otrs-mailgate-milter.service)."""
+    setup_logging(fmt=log_format)
+    notifier = sdnotify.Notifier()
 
     async def main() -> int:
         pipeline = Pipeline(config)
@@ -528,11 +611,21 @@ def milter_only(config_path: str | None, config: config_mod.Config) -> int:
         except OSError as exc:
             raise CannotListen(f"cannot listen for the milter on {where}: {_reason(exc)}") from exc
         log.info("milter listening on %s", where)
+        notifier.ready(f"milter listening on {where}")
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+
+        async def watchdog() -> None:
+            while notifier.watchdog:
+                notifier.ping()
+                await asyncio.sleep(notifier.watchdog / 2)
+
+        pinging = asyncio.create_task(watchdog())
         await stopping.wait()
+        pinging.cancel()
+        notifier.stopping()
         await server.stop()
         pipeline.engine.dispose()
         log.info("milter stopped")

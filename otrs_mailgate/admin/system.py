@@ -66,26 +66,35 @@ def _loose_files(ctx: Ctx) -> list[str]:
     return [p for p in map(loose_mode, paths) if p]
 
 
+_LOG_FORMAT = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="One line per event: text, or one JSON object (journald, Loki).",
+)  # fmt: skip
+
+
 @click.command()
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
     help="Daemons forked to share the ports (SO_REUSEPORT); for PostgreSQL.",
 )  # fmt: skip
+@_LOG_FORMAT
 @pass_ctx
-def serve(ctx: Ctx, workers: int) -> None:
-    """Run the daemon: LMTP server, group commit, outbox sender, scheduler, milter."""
+def serve(ctx: Ctx, workers: int, log_format: str) -> None:
+    """Run the daemon: LMTP server, group commit, outbox sender, scheduler, milter.
+    Speaks systemd's notify protocol when started by a Type=notify unit."""
     from otrs_mailgate.daemon import serve as run
 
-    sys.exit(run(ctx.config_path, ctx.config, workers))
+    sys.exit(run(ctx.config_path, ctx.config, workers, log_format))
 
 
 @click.command()
+@_LOG_FORMAT
 @pass_ctx
-def milter(ctx: Ctx) -> None:
+def milter(ctx: Ctx, log_format: str) -> None:
     """Run only the milter (Postfix's smtpd_milters), e.g. on a separate MX host."""
     from otrs_mailgate.daemon import milter_only
 
-    sys.exit(milter_only(ctx.config_path, ctx.config))
+    sys.exit(milter_only(ctx.config_path, ctx.config, log_format))
 
 
 @click.group()
