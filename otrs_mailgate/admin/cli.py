@@ -15,6 +15,7 @@ from otrs_mailgate.admin import (
     answers,
     companies,
     customers,
+    doctor,
     faq,
     keys,
     mailflow,
@@ -67,6 +68,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 for module in (
+    doctor,
     system,
     mailflow,
     tickets,
