@@ -19,6 +19,7 @@ from otrs_mailgate.admin import (
     faq,
     keys,
     mailflow,
+    manpage,
     queues,
     reports,
     system,
@@ -69,6 +70,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 for module in (
     doctor,
+    manpage,
     system,
     mailflow,
     tickets,

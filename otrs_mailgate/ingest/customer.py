@@ -4,16 +4,20 @@ ticket it follows up or on a new one."""
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import update
 
 from otrs_mailgate.ingest import match
 from otrs_mailgate.ingest.trip import Stop, Trip
-from otrs_mailgate.mail import bounces
+from otrs_mailgate.mail import addresses, bounces
 from otrs_mailgate.mail.classify import HUMAN, REPORT
 from otrs_mailgate.outbound import notify
 from otrs_mailgate.store.models import Outbox, TicketLink
-from otrs_mailgate.tickets import articles, companies, history, refs, sla, state
+from otrs_mailgate.tickets import agents, articles, companies, history, refs, sla, state
 from otrs_mailgate.tickets.refs import TicketRef
+
+log = logging.getLogger(__name__)
 
 
 def report(trip: Trip) -> Stop:
@@ -57,10 +61,27 @@ def report(trip: Trip) -> Stop:
             .where(Outbox.__table__.c.message_id == found.original_message_id)
             .values(status="bounced", last_error=reason[:2000] or "bounced")
         )
-    if trip.acknowledge:
+    # Mail to agents that bounced (their notification, transcript, digest) is told to
+    # nobody: telling an agent whose address fails sends one more mail that bounces, and
+    # each bounce of it would be told again (a loop, found by docs/getting-started).
+    failed = {addresses.ascii_lower(f.recipient) for f in found.failures}
+    agents_failing = {a.address for a in agents.by_addresses(conn, failed)}
+    if agents_failing:
+        history.append(
+            trip.session, ticket.id, "AgentMailBounced", "system",
+            agents=sorted(agents_failing), reason="an agent's address refuses mail: check it",
+        )  # fmt: skip
+        log.warning(
+            "mail to agent(s) %s bounced (ticket %s): their address refuses mail",
+            ", ".join(sorted(agents_failing)), ticket.number,
+        )  # fmt: skip
+    if trip.acknowledge and not (failed and failed <= agents_failing):
         queue = trip.site.config.queue_by_name(ticket.queue) or trip.queue
         assert queue is not None
-        notify.notify(trip.site, trip.session, ticket, mail, queue, new=False, bounce=found)
+        notify.notify(
+            trip.site, trip.session, ticket, mail, queue, new=False, bounce=found,
+            skip=agents_failing,
+        )  # fmt: skip
     trip.notes.append("delivery report")
     return trip.result()
 

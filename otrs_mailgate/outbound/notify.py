@@ -155,13 +155,14 @@ def notify(
     new: bool,
     bounce: bounces.Report | None = None,
     article_id: int | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> int:
     """Queue the notifications for one customer mail (its article's attachments named,
     with their size and a link to the agents' page); returns how many."""
     recipients = queue_workers(session, ticket.queue_id) if new else followers(session, ticket)
     # An agent is not told of what it wrote itself: an agent's robot answering a
     # notification at the queue address would otherwise be notified of its own answer.
-    recipients = [a for a in recipients if a.address != mail.from_addr]
+    recipients = [a for a in recipients if a.address != mail.from_addr and a.address not in skip]
     template = "notification_new" if new else "notification_followup"
     if bounce is not None:
         template = "notification_bounce"

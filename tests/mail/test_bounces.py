@@ -84,6 +84,30 @@ def test_a_bounced_acknowledgement_lands_on_its_ticket(pipeline: Pipeline) -> No
     assert desk.to("ghost@customer.test")[1:] == []  # never answered
 
 
+def test_a_bounced_notification_is_told_to_nobody_no_loop(pipeline: Pipeline) -> None:
+    """Found by running docs/getting-started.md: a notification to an agent whose domain
+    does not exist bounced, the bounce was told to that agent, which bounced, ... fifty
+    rounds in seconds.  Mail to agents that bounces is recorded, never told to them."""
+    desk = Desk(pipeline, SigningDomain())
+    n = pipeline.deliver_one(mail("Printer", sender="cus@customer.test"), HOT).ticket_number
+    with pipeline.sessions() as s:
+        to_alice = s.execute(
+            select(Outbox.message_id).where(
+                Outbox.kind == "notification_new", Outbox.rcpt_to == "alice@agents.test"
+            )
+        ).scalar_one()
+    before = len(outbox_mails(pipeline))
+    r = pipeline.deliver_one(dsn(to_alice, "alice@agents.test"), HOT, "")
+    assert r.ticket_number == n and "delivery report" in r.notes
+    assert outbox_mails(pipeline)[before:] == []  # nobody is mailed: nothing to bounce again
+    with pipeline.sessions() as s:
+        told = s.execute(select(History.detail).where(History.type == "AgentMailBounced"))
+        assert "alice@agents.test" in told.scalar_one()
+        bounced = s.execute(select(Outbox.status).where(Outbox.message_id == to_alice))
+        assert bounced.scalar_one() == "bounced"
+    assert desk.to("alice@agents.test")[1:] == []
+
+
 def test_a_report_about_nothing_of_ours_makes_no_ticket(pipeline: Pipeline, corpus: Path) -> None:
     raw = (corpus / "otrs" / "PostMaster-Issue24.eml").read_bytes()
     r = pipeline.deliver_one(raw, HOT, "")

@@ -140,12 +140,14 @@ def instance(
     lmtp: Sequence[str] = (),
     transport: str | None = None,
     smtputf8: bool = False,
+    ours: bool = True,
 ) -> Iterator[Instance]:
     """Start Postfix for `config`'s queues; mailboxes are user@domain Maildirs (by user,
     or @domain: one Maildir named for the domain takes all its mail);
     lmtp: several daemons to spread the deliveries over (postfix-config --lmtp);
     transport: a transport map of the test's own instead of postfix-config's;
-    smtputf8: Postfix's default (yes) instead of no, for mail to non-ASCII addresses."""
+    smtputf8: Postfix's default (yes) instead of no, for mail to non-ASCII addresses;
+    ours=False: a Postfix as a site has it before otrs-mailgate (none of our lines)."""
     require_postfix()
     root = Path(tempfile.mkdtemp(prefix="otrs-mailgate-postfix-", dir="/tmp"))
     root.chmod(0o755)
@@ -161,13 +163,13 @@ def instance(
     (etc / "recipients").write_text(postfix.recipients(config))
     (etc / "vmailbox").write_text("".join(f"{m} {_box(m)}/\n" for m in mailboxes))
     domains = ", ".join(sorted({m.split("@")[1] for m in mailboxes} | {"customer.test"}))
-    ours = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"), lmtp)
-    ours = ours.replace("hash:", "texthash:")  # no postmap needed
+    lines = postfix.main_cf(config, str(etc / "transport"), str(etc / "recipients"), lmtp)
+    lines = lines.replace("hash:", "texthash:") if ours else ""  # texthash: no postmap
     # Test timings replace ours instead of following them: a key given twice makes every
     # Postfix process log a warning, and postlogd, logging its own to itself while
     # its socket's queue (10 datagrams) is full, can deadlock the whole instance.
     timings = {"queue_run_delay": "5s", "minimal_backoff_time": "5s", "maximal_backoff_time": "10s"}
-    ours = "\n".join(line for line in ours.splitlines() if line.split(" = ", 1)[0] not in timings)
+    lines = "\n".join(line for line in lines.splitlines() if line.split(" = ", 1)[0] not in timings)
     timing_lines = "\n".join(f"{key} = {value}" for key, value in timings.items())
     (etc / "main.cf").write_text(f"""
 compatibility_level = 3.6
@@ -192,7 +194,7 @@ maillog_file_prefixes = /tmp
 maillog_file = {root}/maillog
 smtputf8_enable = {"yes" if smtputf8 else "no"}
 biff = no
-{ours}
+{lines}
 # test timings: retry within seconds, not minutes
 {timing_lines}
 {extra_main}
