@@ -88,13 +88,13 @@ def man() -> None:
     """Print the manual page (troff): `otrs-mailgate man | man -l -`."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from otrs_mailgate.admin.cli import main
-
+    root = click.get_current_context().find_root().command  # the CLI this runs in
+    assert isinstance(root, click.Group)
     try:
         release = version("otrs-mailgate")
     except PackageNotFoundError:
         release = ""
-    click.echo(render(main, version=release), nl=False)
+    click.echo(render(root, version=release), nl=False)
 
 
 COMMANDS = [man]

@@ -203,7 +203,9 @@ def test_every_article_is_indexed_in_its_own_transaction(
     assert numbers(pipeline, "vanishing") == []
 
 
-def test_upgrade_indexes_articles_stored_before(tmp_path: Path) -> None:
+def test_upgrade_indexes_articles_stored_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path}/old.sqlite"
     engine = db.make_engine(url)
     db.upgrade(engine, "0006")
@@ -213,8 +215,28 @@ def test_upgrade_indexes_articles_stored_before(tmp_path: Path) -> None:
     p.sessions.configure(info={})  # no audit key before 0010 either
     p.ensure_queues()
     # store as the code of revision 0006 would: without the index table, and without
-    # the columns that came later (the article's protection, 0011)
-    from otrs_mailgate.tickets import articles
+    # the columns that came later (the article's protection, 0011; the customer's and
+    # the ticket's company, 0012)
+    from sqlalchemy import text
+
+    from otrs_mailgate.tickets import articles, state
+
+    def old_customer(conn, mail):  # type: ignore[no-untyped-def]
+        conn.execute(
+            text("INSERT INTO customer (address, name, language, created_at) "
+                 "VALUES (:a, '', '', '2026-01-01')"),
+            {"a": mail.from_addr},
+        )  # fmt: skip
+        found = text("SELECT id FROM customer WHERE address = :a")
+        return conn.execute(found, {"a": mail.from_addr}).scalar(), None, None
+
+    create = state.create
+    monkeypatch.setattr(articles, "remember_customer", old_customer)
+    monkeypatch.setattr(
+        state, "create", lambda session, values: create(
+            session, {k: v for k, v in values.items() if k != "company_id"}
+        ),
+    )  # fmt: skip
 
     monkey, fast = search.index, articles._INS_ARTICLE_FAST
 

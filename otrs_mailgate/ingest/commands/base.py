@@ -10,16 +10,56 @@ mail failed: all or none, in one place (commandmail.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from otrs_mailgate.config.schema import QueueConfig
+from otrs_mailgate.ingest.trip import Trip
 from otrs_mailgate.mail import commands as grammar
 from otrs_mailgate.mail.commands import Command
+from otrs_mailgate.mail.parse import ParsedMail
+from otrs_mailgate.site import Site
+from otrs_mailgate.tickets.agents import AgentRef
+from otrs_mailgate.tickets.refs import TicketRef
 
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.commands.commandmail import CommandMail
-    from otrs_mailgate.tickets.agents import AgentRef
+
+class CommandContext(Protocol):
+    """What a command sees of the mail it is in (commandmail.CommandMail is one): the
+    ticket, the agent, the transaction, and the few helpers every command shares."""
+
+    trip: Trip
+    site: Site
+    session: Session
+    conn: Connection
+    mail: ParsedMail
+    agent: AgentRef
+    ticket: TicketRef
+    queue: QueueConfig
+    now: dt.datetime
+    names: list[str]  # the mail's commands by name
+    events: list[tuple[str, dict[str, str]]]  # what the customer may be told
+    inserts: list[str]  # texts to put below the agent's own (faq=, template=)
+    closed_children: list[TicketRef]
+
+    def set_state(
+        self,
+        new: str,
+        *,
+        reason: str,
+        pending_until: dt.datetime | None = None,
+        ticket: TicketRef | None = None,
+    ) -> None: ...
+
+    def history(self, ticket_id: int, type_: str, **detail: object) -> None: ...
+
+    def ticket_by_number(self, number: str) -> TicketRef | None: ...
+
+    def frame_context(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -60,7 +100,7 @@ class MailCommand:
     access: ClassVar[str] = "rw"  # the grant it needs on the ticket's queue: "rw" or "ro"
     tells: ClassVar[bool] = False  # a change the owner and watchers hear of (notify.changed)
 
-    def __init__(self, mail: CommandMail, command: Command) -> None:
+    def __init__(self, mail: CommandContext, command: Command) -> None:
         self.mail = mail
         self.command = command
 

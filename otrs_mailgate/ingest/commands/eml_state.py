@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from otrs_mailgate.ingest.commands.base import MailCommand, Plan, register
+from otrs_mailgate.ingest.commands.base import CommandContext, MailCommand, Plan, register
 from otrs_mailgate.mail import commands as grammar
 from otrs_mailgate.store.models import TicketLink
 from otrs_mailgate.tickets import refs
 from otrs_mailgate.tickets.refs import OPEN_STATES
-
-if TYPE_CHECKING:
-    from otrs_mailgate.ingest.commands.commandmail import CommandMail
 
 
 @register
@@ -31,7 +27,7 @@ class Close(MailCommand):
         close(self.mail)
 
 
-def close(m: CommandMail) -> None:
+def close(m: CommandContext) -> None:
     """Close the ticket and its open children (OTRS: a parent closes its children)."""
     m.set_state("closed", reason="close")
     children = m.conn.execute(
