@@ -19,6 +19,7 @@ MAPS_DIR = "/etc/postfix"
 MAIN_NAME = "otrs-mailgate-main.cf"  # lines to merge into main.cf, never a main.cf
 TRANSPORT_NAME = "otrs-mailgate-transport"
 RECIPIENTS_NAME = "otrs-mailgate-recipients"
+ALIASES_NAME = "otrs-mailgate-aliases"  # queue addresses in a virtual alias domain
 RECIPIENTS_MAP = f"{MAPS_DIR}/{RECIPIENTS_NAME}"
 TRANSPORT_MAP = f"{MAPS_DIR}/{TRANSPORT_NAME}"
 
@@ -68,7 +69,82 @@ def milter(config: Config) -> str:
 # The site's own values of the list settings we add to (postconf -h, see current()):
 # ours is added to theirs, never put in their place (a site's transport_maps or milters
 # replaced by ours would stop its other mail, issue 27).
-MERGED = ("relay_domains", "relay_recipient_maps", "transport_maps", "smtpd_milters")
+MERGED = (
+    "relay_domains", "relay_recipient_maps", "transport_maps", "smtpd_milters",
+    "virtual_mailbox_maps", "virtual_alias_maps", "local_recipient_maps",
+)  # fmt: skip
+
+# How a Postfix serves a domain, in the order Postfix itself asks (ADDRESS_CLASS_README):
+# the class decides which recipient table must know a queue address.
+CLASSES = (
+    ("mydestination", "local"),
+    ("virtual_alias_domains", "virtual_alias"),
+    ("virtual_mailbox_domains", "virtual_mailbox"),
+    ("relay_domains", "relay"),
+)
+
+
+class CannotFit(ValueError):
+    """A set-up postfix-config cannot write lines for; the message says why and what to do."""
+
+
+def domain_classes(config: Config, postfix_dir: str) -> dict[str, str]:
+    """Each queue domain's address class in the Postfix at postfix_dir ("none": a domain
+    it does not serve yet, which becomes ours); {} without a Postfix there."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("postconf") is None or not (Path(postfix_dir) / "main.cf").exists():
+        return {}
+    found = {}
+    for domain in domains(config):
+        found[domain] = "none"
+        for setting, kind in CLASSES:
+            value = subprocess.run(
+                ["postconf", "-c", postfix_dir, "-x", "-h", setting],
+                capture_output=True, text=True, timeout=30,
+            ).stdout  # fmt: skip
+            if _lists(value, domain, postfix_dir):
+                found[domain] = kind
+                break
+    return found
+
+
+def _lists(value: str, domain: str, postfix_dir: str) -> bool:
+    """Whether a Postfix domain list names the domain: literally, or in a table of it."""
+    import subprocess
+
+    for entry in re.split(r"[\s,]+", value.strip()):
+        if not entry:
+            continue
+        if ":" in entry and not entry.startswith("["):  # type:table
+            done = subprocess.run(
+                ["postmap", "-c", postfix_dir, "-q", domain, entry],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return True
+        elif entry.lower().rstrip(".") == domain:
+            return True
+    return False
+
+
+def shared(classes: Mapping[str, str]) -> bool:
+    """Postfix serves a queue domain already: the server carries other mail of it."""
+    return any(kind != "none" for kind in classes.values())
+
+
+def check_fit(config: Config, classes: Mapping[str, str]) -> None:
+    """CannotFit for what no lines can do right: the raw queue takes every address of
+    its domains, which is taking over a domain the site's Postfix serves already."""
+    taken = [d for d, kind in classes.items() if kind != "none"]
+    if config.system.catch_all and taken:
+        raise CannotFit(
+            f"system.catch_all takes every address of {', '.join(taken)}, which this "
+            "Postfix serves already; give the hotline a subdomain of its own (e.g. "
+            "help.example.com), or leave catch_all unset and list the queue addresses"
+        )
 
 
 def _merged(name: str, ours: str, current: Mapping[str, str] | None) -> str:
@@ -85,17 +161,31 @@ def main_cf(
     recipients_map: str = RECIPIENTS_MAP,
     lmtp: Sequence[str] = (),
     current: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
+    aliases_map: str = "",
 ) -> str:
     """The main.cf lines for our queues; `current`: the site's own values of the settings
-    we add to (from postconf), so the lines keep them."""
+    we add to (from postconf), so the lines keep them; `classes`: how the site's Postfix
+    serves each queue domain already (domain_classes), so a domain it serves is not
+    taken over: its queue addresses are routed by transport_maps entries and made known
+    to the recipient table of that domain's class."""
+    classes = classes or {}
+    check_fit(config, classes)
     nexthops = destinations(config, lmtp)
     delimiter = (current or {}).get("recipient_delimiter", "")
+    kinds = {classes.get(d, "none") for d in domains(config)}
+    new = [d for d in domains(config) if classes.get(d, "none") == "none"]
+    ours = f"hash:{recipients_map}"
     lines = [
         "# otrs-mailgate: lines to merge into /etc/postfix/main.cf (`postconf -e` each);",
         "# from `otrs-mailgate postfix-config`",
-        _merged("relay_domains", ", ".join(domains(config)), current),
-        *_open_relay_note(current),
-        _merged("relay_recipient_maps", f"hash:{recipients_map}", current),
+    ]
+    if new:
+        lines += [_merged("relay_domains", ", ".join(new), current), *_open_relay_note(current)]
+    if kinds & {"none", "relay"}:
+        lines.append(_merged("relay_recipient_maps", ours, current))
+    lines += _shared_lines(classes, ours, aliases_map, current)
+    lines += [
         *(
             ["# several daemons: each delivery goes to one of them, picked at random"]
             if len(nexthops) > 1
@@ -112,13 +202,23 @@ def main_cf(
         "minimal_backoff_time = 60s",
     ]
     if config.milter.enabled:
-        ours = f"{{ {milter(config)}, {MILTER_SETTINGS} }}"
-        lines += [
-            "# our milter checks mail to the hotline while the sender is connected; its",
-            "# settings are its own (other milters keep theirs): down (serve stopped) it",
-            "# answers 451 4.7.1 and the sender retries, nothing passes unchecked; DKIM",
-            "# keys come from DNS, so a slow lookup gets time before it tempfails",
-        ]
+        if shared(classes):
+            ours = f"{{ {milter(config)}, {MILTER_SHARED} }}"
+            lines += [
+                "# our milter checks mail to the hotline while the sender is connected and",
+                "# answers every other recipient at once; this server carries other mail of",
+                "# these domains, so while the milter is down (serve stopped) mail passes",
+                "# (default_action=accept) instead of all of it being deferred: the hotline's",
+                "# waits in Postfix's queue for the daemon, which checks it on delivery",
+            ]
+        else:
+            ours = f"{{ {milter(config)}, {MILTER_SETTINGS} }}"
+            lines += [
+                "# our milter checks mail to the hotline while the sender is connected; its",
+                "# settings are its own (other milters keep theirs): down (serve stopped) it",
+                "# answers 451 4.7.1 and the sender retries, nothing passes unchecked; DKIM",
+                "# keys come from DNS, so a slow lookup gets time before it tempfails",
+            ]
         rspamd = config.spam.rspamd_milter if config.spam.filter == "rspamd" else ""
         theirs = (current or {}).get("smtpd_milters", "")
         if rspamd and rspamd not in theirs:
@@ -132,12 +232,26 @@ def main_cf(
     return "\n".join([*lines, ""])
 
 
-def _open_relay_note(current: Mapping[str, str] | None) -> list[str]:
-    """The site relays domains of its own without a recipient map (every recipient
-    there taken): with ours set, Postfix checks those against it too."""
+def open_relay_domains(current: Mapping[str, str] | None) -> list[str]:
+    """The site's relay domains that took any recipient (no relay_recipient_maps): once
+    ours is set Postfix checks every relay domain against it, so ours lists them whole
+    (`@domain OK`) and they go on taking any recipient, as before."""
     theirs = (current or {}).get("relay_domains", "")
     if not theirs or (current or {}).get("relay_recipient_maps"):
         return []
+    return [d.lower() for d in re.split(r"[\s,]+", theirs) if d and ":" not in d and "$" not in d]
+
+
+def _open_relay_note(current: Mapping[str, str] | None) -> list[str]:
+    """Relay domains of the site in a table (not listed one by one): ours cannot list
+    them, so say what changes for them."""
+    theirs = (current or {}).get("relay_domains", "")
+    if not theirs or (current or {}).get("relay_recipient_maps"):
+        return []
+    tables = [d for d in re.split(r"[\s,]+", theirs) if ":" in d or "$" in d]
+    if not tables:
+        return [f"# your relay domains ({theirs}) took any recipient: the recipient map",
+                "# lists them whole (@domain OK), so they still do"]  # fmt: skip
     return [
         f"# NOTE: your relay_domains ({theirs}) had no relay_recipient_maps, so every",
         "# recipient there was taken; with this line Postfix looks them up here too. To",
@@ -145,7 +259,49 @@ def _open_relay_note(current: Mapping[str, str] | None) -> list[str]:
     ]
 
 
+def _shared_lines(
+    classes: Mapping[str, str], ours: str, aliases_map: str, current: Mapping[str, str] | None
+) -> list[str]:
+    """The recipient tables of the domains the site serves already: each learns the
+    queue addresses (and only them), the rest of the domain stays the site's."""
+    kinds = set(classes.values())
+    lines = []
+    if "virtual_mailbox" in kinds:
+        lines += [
+            "# queue addresses in your virtual mailbox domain(s): known to the mailbox",
+            "# table, delivered to us by the transport map (the rest stays yours)",
+            _merged("virtual_mailbox_maps", ours, current),
+        ]
+    if "virtual_alias" in kinds:
+        lines += [
+            "# queue addresses in your virtual alias domain(s): each an alias of itself",
+            _merged("virtual_alias_maps", f"hash:{aliases_map}", current),
+        ]
+    if "local" in kinds:
+        theirs = (current or {}).get("local_recipient_maps", "")
+        lines += (
+            [
+                "# queue addresses in a local domain (mydestination): known to the local",
+                "# recipient table, delivered to us by the transport map",
+                _merged("local_recipient_maps", ours, current),
+            ]
+            if theirs
+            else ["# a local domain that takes any recipient (local_recipient_maps empty)"]
+        )
+    return lines
+
+
+def aliases(config: Config) -> str:
+    lines = ["# otrs-mailgate: postmap this file; queue addresses in a virtual alias domain"]
+    lines += [f"{a}\t{a}" for a in addresses(config)]
+    return "\n".join(lines) + "\n"
+
+
 RSPAMD_SETTINGS = "protocol=6, default_action=accept, command_timeout=60s"
+MILTER_SHARED = (
+    "protocol=6, default_action=accept, connect_timeout=10s, command_timeout=60s, "
+    "content_timeout=300s"
+)
 MILTER_SETTINGS = (
     "protocol=6, default_action=tempfail, connect_timeout=10s, command_timeout=60s, "
     "content_timeout=300s"
@@ -183,18 +339,23 @@ def transport(config: Config, lmtp: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recipients(config: Config) -> str:
+def recipients(config: Config, keep: Sequence[str] = ()) -> str:
+    """The addresses Postfix accepts for us; `keep`: the site's relay domains that took
+    any recipient before (open_relay_domains), listed whole so they still do."""
     lines = ["# otrs-mailgate: postmap this file; the addresses Postfix accepts for us"]
     lines += [f"{a}\tOK" for a in addresses(config)]
+    if keep:
+        lines.append("# your relay domains, which took any recipient before: they still do")
+        lines += [f"@{d}\tOK" for d in keep if d not in domains(config)]
     if config.system.catch_all:
         lines.append(f"# system.catch_all = {config.system.catch_all}: any other address too")
         lines += [f"@{d}\tOK" for d in domains(config)]
     return "\n".join(lines) + "\n"
 
 
-def next_steps(transport: object, recipients: object) -> str:
+def next_steps(*maps: object) -> str:
     """What to run after the files are in place."""
     return (
         "# then: merge the main.cf lines (postconf -e '...' each, or by hand), "
-        f"postmap {transport} {recipients}, and postfix reload"
+        f"postmap {' '.join(str(m) for m in maps)}, and postfix reload"
     )

@@ -192,17 +192,33 @@ def postfix_config(
     if postfix_dir is None:
         postfix_dir = write_dir if write_dir and (write_dir / "main.cf").exists() else None
     site = postfix.current(str(postfix_dir or postfix.MAPS_DIR))
+    classes = postfix.domain_classes(ctx.config, str(postfix_dir or postfix.MAPS_DIR))
+    aliases = folder / postfix.ALIASES_NAME
+    try:
+        main_lines = postfix.main_cf(
+            ctx.config, str(transport), str(recipients), lmtp, site, classes, str(aliases)
+        )
+    except postfix.CannotFit as exc:
+        click.echo(f"otrs-mailgate: {exc}", err=True)
+        sys.exit(1)
+    for domain, kind in sorted(classes.items()):
+        if kind != "none":
+            click.echo(
+                f"# {domain}: your Postfix serves it already ({kind}); only the queue "
+                "addresses are routed to us, the rest of the domain stays yours",
+                err=True,
+            )
     parts = {
-        folder / postfix.MAIN_NAME: postfix.main_cf(
-            ctx.config, str(transport), str(recipients), lmtp, site
-        ),
+        folder / postfix.MAIN_NAME: main_lines,
         transport: postfix.transport(ctx.config, lmtp),
-        recipients: postfix.recipients(ctx.config),
+        recipients: postfix.recipients(ctx.config, postfix.open_relay_domains(site)),
     }
+    if "virtual_alias" in classes.values():
+        parts[aliases] = postfix.aliases(ctx.config)
     if write_dir is None:
         for path, text in parts.items():
             click.echo(f"### {path}\n{text}")
-        click.echo(postfix.next_steps(transport, recipients))
+        click.echo(postfix.next_steps(*list(parts)[1:]))
         return
     changed = [p for p, text in parts.items() if p.exists() and p.read_text() != text]
     if changed and not force:
@@ -226,7 +242,7 @@ def postfix_config(
             continue
         path.write_text(text)
         click.echo(f"wrote {path}")
-    click.echo(postfix.next_steps(transport, recipients))
+    click.echo(postfix.next_steps(*list(parts)[1:]))
 
 
 @click.command()

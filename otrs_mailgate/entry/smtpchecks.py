@@ -139,7 +139,6 @@ class Message:
         self.size_claim = 0
         self.queues: list[QueueConfig] = []
         self.tokens: list[str] = []
-        self.at_our_domain = False
         self.headers: list[tuple[str, bytes]] = []
         self.header_bytes = 0
         self.body = bytearray()
@@ -150,9 +149,9 @@ class Message:
 
     @property
     def ours(self) -> bool:
-        """Some recipient is one of our addresses, or at one of our domains: the checks
+        """Some recipient is one of our addresses (or the raw queue's domain): the checks
         apply (never accepted unchecked at DATA)."""
-        return bool(self.queues) or self.at_our_domain
+        return bool(self.queues)
 
     def mail_from(self, sender: str, arguments: list[str]) -> None:
         self.sender = addresses.normalize(sender)
@@ -166,8 +165,9 @@ class Message:
         address = addresses.normalize(recipient)  # the form Postfix delivers (item 1)
         queue = site.accepts(address)  # a queue's address, or the raw queue's domain
         if queue is None:
-            if site.is_our_domain(address):
-                self.at_our_domain = True  # not a queue: Postfix decides, headers still checked
+            # not ours, even at a queue's domain (a server that also carries the company's
+            # own mail): Postfix decides, and the milter accepts at DATA without a look,
+            # so that mail never waits on us (issue 32)
             return None
         milter = self.config.milter
         if self.gate.senders.over(self.sender):

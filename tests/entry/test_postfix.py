@@ -138,7 +138,11 @@ def test_postfix_config_keeps_what_the_site_has(tmp_path: Path) -> None:
         for line in lines
     )
     assert "recipient_delimiter = -+" in lines
-    assert any(line.startswith("# NOTE: your relay_domains") for line in lines)
+    # its relay domain took any recipient: the recipient map lists it whole, so it still
+    # does (issue 32: a server that carries other mail)
+    assert any(line.startswith("# your relay domains (relay.site.example)") for line in lines)
+    recipients = (tmp_path / "otrs-mailgate-recipients").read_text().splitlines()
+    assert "@relay.site.example\tOK" in recipients
 
 
 def test_postfix_config_for_several_daemons() -> None:
