@@ -462,8 +462,17 @@ class Sender:
         result = PassResult()
         if not self._flush(result):
             raise db.TemporaryFailure("outbox outcomes wait for the database")
-        with db.transaction(self.sessions) as session:
-            rows = _claim(session, now, limit)
+        try:
+            with db.transaction(self.sessions) as session:
+                rows = _claim(session, now, limit)
+        except Exception:
+            # The database went away around the claim's commit: it may have committed
+            # without our hearing it, and those rows would sit in `sending` until the
+            # lease runs out (ten minutes, found under a PostgreSQL stop).  The lease
+            # instant is this pass's own, so the rows it names are given back first
+            # thing once the database answers again.
+            self._pending.append(functools.partial(_unclaim, lease_until=now + LEASE, now=now))
+            raise
         result.claimed = len(rows)
         if not rows:
             return result
@@ -495,7 +504,15 @@ class Sender:
             _reset(smtp)
             self._flush(result)
         self._report(unreachable, result)
+        if self._stalled:  # outcomes kept: the loop comes back soon to write them, not
+            # after an idle wait (an idle sender's kept outcomes were lost at a stop)
+            raise db.TemporaryFailure("outbox outcomes wait for the database")
         return result
+
+    def close(self) -> bool:
+        """At a stop: write the outcomes still kept, if the database answers; whether
+        nothing is left (what is left is sent again when its lease runs out)."""
+        return self._flush(PassResult())
 
     def _withheld(self, rows: Sequence[Any]) -> dict[int, str]:
         """Rows to agents about a ticket whose queue the agent has no grant on now (moved,
@@ -745,6 +762,15 @@ class Sender:
             history.append(
                 session, row.ticket_id, "AgentToldOfFailure", "system", to=agent, outbox_id=row.id
             )
+
+
+def _unclaim(session: Session, lease_until: dt.datetime, now: dt.datetime) -> None:
+    """The rows of a claim whose commit was not heard: due again at once."""
+    session.connection().execute(
+        update(_O)
+        .where(_O.c.status == "sending", _O.c.next_attempt_at == lease_until)
+        .values(status="queued", next_attempt_at=now)
+    )
 
 
 def _release(session: Session, ids: list[int], now: dt.datetime) -> None:
