@@ -92,6 +92,9 @@ class Responder:
             keep_trailing_newline=True,
             trim_blocks=True,  # a line holding only {% ... %} leaves no blank line behind
             lstrip_blocks=True,
+            # compiled once per Responder: SIGHUP makes a new one, so no stat of the
+            # template file at every mail (issue 31)
+            auto_reload=False,
         )
         self.env.filters["filesize"] = filesize
 
