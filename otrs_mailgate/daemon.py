@@ -410,10 +410,10 @@ class Daemon:
         # would otherwise destroy them pending.
         await asyncio.gather(*outbox_tasks, scheduler_task, return_exceptions=True)
         self.sending.shutdown(wait=True)  # a pass in flight writes its outcomes first
-        for sender in self.senders:  # and what a pass kept while the database was away
-            if not sender.close():
-                log.warning("outbox: outcomes of mail sent could not be written; that mail "
-                            "is sent again when its lease runs out")  # fmt: skip
+        # and what a pass kept while the database was away
+        if not all([sender.close() for sender in self.senders]):
+            log.warning("outbox: outcomes of mail sent could not be written; that mail "
+                        "is sent again when its lease runs out")  # fmt: skip
         self.engine.dispose()
         log.info("stopped")
         return 0

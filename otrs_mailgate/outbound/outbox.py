@@ -405,6 +405,7 @@ class Sender:
         self.sessions = sessions
         self._pending: list[Callable[[Session], None]] = []  # outcomes not yet recorded
         self._stalled = False  # the database did not take them: send nothing more
+        self._why = ""  # why it did not
         self._recorded_at = time.monotonic()
         self._down = ""  # why the MTA could not be reached, while it cannot
         self.reconfigure(config)
@@ -461,7 +462,7 @@ class Sender:
         now = now or utcnow()
         result = PassResult()
         if not self._flush(result):
-            raise db.TemporaryFailure("outbox outcomes wait for the database")
+            raise db.TemporaryFailure(self._why or "outbox outcomes wait for the database")
         try:
             with db.transaction(self.sessions) as session:
                 rows = _claim(session, now, limit)
@@ -506,7 +507,7 @@ class Sender:
         self._report(unreachable, result)
         if self._stalled:  # outcomes kept: the loop comes back soon to write them, not
             # after an idle wait (an idle sender's kept outcomes were lost at a stop)
-            raise db.TemporaryFailure("outbox outcomes wait for the database")
+            raise db.TemporaryFailure(self._why or "outbox outcomes wait for the database")
         return result
 
     def close(self) -> bool:
@@ -651,6 +652,7 @@ class Sender:
                 for record in self._pending:
                     record(session)
         except db.TemporaryFailure as exc:
+            self._why = str(exc)  # said again as the same reason, not as a new one
             if not self._stalled:
                 log.warning("outbox: %s; %d outcome(s) kept until the database is back",
                             exc, len(self._pending))  # fmt: skip
