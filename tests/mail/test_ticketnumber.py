@@ -10,7 +10,7 @@ import threading
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from otrs_mailgate.ingest.pipeline import Pipeline
 from otrs_mailgate.mail import ticketnumber
@@ -125,3 +125,26 @@ def test_concurrent_creators_never_share_a_number(db_url: str, kind: str) -> Non
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Ticket)).scalar_one() == len(numbers)
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_counter_outlives_its_kept_connection(pg_url: str) -> None:
+    """PostgreSQL: the counters' connection is kept between tickets (no ping a ticket);
+    when the server drops it, the next number still comes, once, on a fresh one."""
+    engine = db.make_engine(pg_url)
+    sessions = db.sessionmaker_for(engine)
+    with db.transaction(sessions) as s:
+        first = db.next_counter(s, "autoincrement")
+    line = db._COUNTER_LINES[engine][threading.get_ident()]
+    pid = line.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    # durable through the ticket's own commit, which flushes the WAL past it
+    assert line.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    with db.transaction(sessions) as s:
+        second = db.next_counter(s, "autoincrement")
+        third = db.next_counter(s, "autoincrement")
+    assert first < second < third
+    assert db._COUNTER_LINES[engine][threading.get_ident()] is not line
+    engine.dispose()
+    assert engine not in db._COUNTER_LINES  # disposing the engine closed it
