@@ -82,6 +82,11 @@ class Calendar:
         for i in range(1, len(starts)):
             before[i] = before[i - 1] + ends[i - 1] - starts[i - 1]
         self._years = (first, last)
+        # instants whose local year has a year indexed on either side: _cover holds
+        self._safe = (
+            _micros(dt.datetime(first + 1, 1, 1, tzinfo=self.zone)),
+            _micros(dt.datetime(last, 1, 1, tzinfo=self.zone)),
+        )
         self._starts, self._ends, self._before = starts, ends, before
         self._upto = [b + e - s for s, e, b in zip(starts, ends, before, strict=True)]
 
@@ -118,6 +123,15 @@ class Calendar:
         left = dt.timedelta(minutes=minutes)
         if left <= dt.timedelta(0):
             return start
+        at = _micros(start)
+        lo, hi = getattr(self, "_safe", (0, 0))
+        if lo <= at < hi:  # the common case: no time zone arithmetic at all
+            target = self._worked(at) + left // dt.timedelta(microseconds=1)
+            j = bisect.bisect_left(self._upto, target)
+            if j < len(self._upto):
+                found = self._starts[j] + target - self._before[j]
+                if found - at <= _SURELY_WITHIN:
+                    return _instant(found)
         last_day = self._local_day(start) + dt.timedelta(days=MAX_DAYS - 1)
         limit = _micros(dt.datetime.combine(last_day, dt.time(), self.zone)) + DAY_MICROS
         self._cover(start)
@@ -137,6 +151,8 @@ class Calendar:
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 DAY_MICROS = 86_400_000_000
+# Well inside the MAX_DAYS local days add() looks at, whatever the zone's offset
+_SURELY_WITHIN = (MAX_DAYS - 2) * DAY_MICROS
 
 
 def _micros(instant: dt.datetime) -> int:
