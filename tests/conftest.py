@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,20 @@ def test_dns() -> Iterator[None]:
         TEST_DNS[:] = [server]
         yield
         TEST_DNS.clear()
+
+
+@pytest.fixture(autouse=True)
+def stop_gpg_agents(request: pytest.FixtureRequest) -> Iterator[None]:
+    """gpg starts an agent for every GnuPG home it uses (a test's own, or a site's key
+    store); each is stopped when its test ends, or they would outlive the run."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    tmp_path: Path = request.getfixturevalue("tmp_path")  # torn down after this one
+    yield
+    for ring in tmp_path.rglob("pubring.kbx"):
+        subprocess.run(["gpgconf", "--homedir", str(ring.parent), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
