@@ -164,7 +164,8 @@ def test_unix_socket(db_url: str, tmp_path) -> None:
 
 def test_a_slow_transaction_does_not_stall_the_protocol(db_url: str, monkeypatch) -> None:
     """The event loop answers other sessions while a commit takes long; on PostgreSQL
-    (several committer threads) another delivery even completes meanwhile."""
+    (several committer threads) another delivery even completes meanwhile, once the slow
+    one has taken committer.STALL_S."""
     import time as time_mod
 
     import otrs_mailgate.ingest.pipeline as ingest_mod
