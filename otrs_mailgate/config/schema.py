@@ -161,6 +161,8 @@ class LMTPConfig(_Section):
     # of parsing and as many rows while other mail waited).
     max_parts: int = Field(1000, ge=10)
     # Committer threads: 0 picks 1 for SQLite (one writer anyway), 4 for PostgreSQL.
+    # They take turns: a second batch is stored beside the first only once the first
+    # has taken 0.25 s (a lock, a slow disk, a huge mail); until then mail gathers.
     workers: int = Field(0, ge=0, le=64)
 
 
