@@ -392,52 +392,56 @@ def next_counter(session: Session, name: str) -> int:
 
 
 _COUNTER: dict[str, Any] = {}
-# PostgreSQL: each thread's own autocommit connection for the counters, kept between
-# tickets.  Taking one from the pool for every new ticket cost the pool's liveness
-# ping, a round trip of its own: 17% of the committer thread's time (issue 31).
-_COUNTER_LINES: weakref.WeakKeyDictionary[Engine, dict[int, Connection]] = (
-    weakref.WeakKeyDictionary()
-)
+# PostgreSQL: the counters' own small pool of autocommit connections, without the
+# liveness ping the main pool does on every checkout: taking a pinged connection for
+# every new ticket cost a round trip, 17% of the committer's time (issue 31).  Keyed
+# weakly by the engine and holding only its URL, so it goes when the engine goes.
+_COUNTER_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 _COUNTER_LOCK = threading.Lock()
 
 
+def _counter_engine(engine: Engine) -> Engine:
+    with _COUNTER_LOCK:
+        found = _COUNTER_ENGINES.get(engine)
+        if found is None:
+            found = create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=8
+            )
+            event.listen(found, "connect", _counter_session)
+            event.listen(engine, "engine_disposed", _dispose_counter_engine)
+            _COUNTER_ENGINES[engine] = found
+        return found
+
+
+def _counter_session(dbapi_connection: Any, _record: Any) -> None:
+    """The increment commits without waiting for its WAL flush: WAL is written in
+    order, so the flush of the ticket's own commit, which comes later, makes the
+    increment durable too.  A crash can lose only increments whose tickets never
+    committed; a number in a stored ticket is never given again."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+
+
+def _dispose_counter_engine(engine: Engine) -> None:
+    with _COUNTER_LOCK:
+        found = _COUNTER_ENGINES.pop(engine, None)
+    if found is not None:
+        found.dispose()
+
+
 def _counter_line(engine: Engine, stmt: Any, params: dict[str, Any]) -> Any:
-    """Run the counter's statement on this thread's kept connection.  A connection that
-    fails (the server restarted) is dropped and the statement tried once more on a
-    fresh, pinged one: at worst a number is skipped, never given twice.
-
-    The increment commits without waiting for its WAL flush (synchronous_commit off):
-    WAL is written in order, so the flush of the ticket's own commit, which comes
-    later, makes the increment durable too.  A crash can lose only increments whose
-    tickets never committed; a number in a stored ticket is never given again, and a
-    new ticket no longer waits for a flush of its own before its batch's."""
-    me = threading.get_ident()
-    with _COUNTER_LOCK:
-        lines = _COUNTER_LINES.get(engine)
-        if lines is None:
-            lines = _COUNTER_LINES[engine] = {}
-            event.listen(engine, "engine_disposed", _close_counter_lines)
+    """Run the counter's statement on the counters' pool.  A connection that fails (the
+    server restarted) is dropped and the statement tried once more on a fresh one: at
+    worst a number is skipped, never given twice."""
     for attempt in (1, 2):
-        conn = lines.get(me)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = lines[me] = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn.exec_driver_sql("SET synchronous_commit TO off")
-        try:
-            return prepared(stmt).scalar(conn, params)
-        except OperationalError:
-            del lines[me]
-            conn.invalidate()
-            if attempt == 2:
-                raise
+        with _counter_engine(engine).connect() as conn:
+            try:
+                return prepared(stmt).scalar(conn, params)
+            except OperationalError:
+                conn.invalidate()
+                if attempt == 2:
+                    raise
     raise AssertionError("unreachable")
-
-
-def _close_counter_lines(engine: Engine) -> None:
-    """engine.dispose(): the kept connections go with the pool's."""
-    with _COUNTER_LOCK:
-        lines = _COUNTER_LINES.pop(engine, {})
-    for conn in lines.values():
-        conn.close()
 
 
 def upsert_stmt(dialect: str, table: Table, key: str, returning: tuple[str, ...]) -> Any:

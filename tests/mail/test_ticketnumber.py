@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import multiprocessing
 import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -128,23 +129,55 @@ def test_concurrent_creators_never_share_a_number(db_url: str, kind: str) -> Non
 
 
 @pytest.mark.postgres
-def test_counter_outlives_its_kept_connection(pg_url: str) -> None:
-    """PostgreSQL: the counters' connection is kept between tickets (no ping a ticket);
-    when the server drops it, the next number still comes, once, on a fresh one."""
+def test_counter_outlives_a_dropped_connection(pg_url: str) -> None:
+    """PostgreSQL: the counters have a pool of their own whose connections are not
+    pinged before use (a round trip a ticket); when the server has dropped one, the
+    next number still comes, once, on a fresh connection."""
     engine = db.make_engine(pg_url)
     sessions = db.sessionmaker_for(engine)
     with db.transaction(sessions) as s:
         first = db.next_counter(s, "autoincrement")
-    line = db._COUNTER_LINES[engine][threading.get_ident()]
-    pid = line.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-    # durable through the ticket's own commit, which flushes the WAL past it
-    assert line.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+    counters = db._counter_engine(engine)
+    with counters.connect() as line:  # the pooled connection the counter used
+        pid = line.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        # durable through the ticket's own commit, which flushes the WAL past it
+        assert line.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
     with db.transaction(sessions) as s:
         second = db.next_counter(s, "autoincrement")
         third = db.next_counter(s, "autoincrement")
     assert first < second < third
-    assert db._COUNTER_LINES[engine][threading.get_ident()] is not line
     engine.dispose()
-    assert engine not in db._COUNTER_LINES  # disposing the engine closed it
+    assert engine not in db._COUNTER_ENGINES  # disposing the engine closed its pool
+
+
+@pytest.mark.postgres
+def test_counter_pools_go_with_their_engines(pg_url: str) -> None:
+    """An engine nobody disposes still takes its counters' connections with it when it
+    is collected (a pool that held the engine alive used up the server's connections
+    in a test run)."""
+    import gc
+
+    def one() -> None:
+        engine = db.make_engine(pg_url)
+        with db.transaction(db.sessionmaker_for(engine)) as s:
+            db.next_counter(s, "autoincrement")
+
+    def backends() -> int:
+        probe = db.make_engine(pg_url)
+        with probe.connect() as conn:
+            n = conn.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar_one()
+        probe.dispose()
+        return int(n)
+
+    gc.collect()
+    before = backends()
+    for _ in range(30):
+        one()
+    gc.collect()
+    assert len(db._COUNTER_ENGINES) == 0
+    deadline = time.monotonic() + 10  # a backend ends a moment after its client closes
+    while backends() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert backends() <= before + 2
