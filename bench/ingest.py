@@ -134,9 +134,15 @@ def pipeline_run(
     db.upgrade(engine)
     if clock is not None:
         clock.append(Clock(engine))
-    keys = Path(tempfile.mkdtemp(prefix=".bench-keys-", dir="."))
-    config = Config.model_validate(settings(source, url, keys))
-    pipeline = Pipeline(config, engine)
+    with tempfile.TemporaryDirectory(prefix=".bench-keys-", dir=".") as keys:
+        config = Config.model_validate(settings(source, url, Path(keys)))
+        pipeline = Pipeline(config, engine)
+        rate, made = _deliver_all(pipeline, n, size, batch)
+    engine.dispose()
+    return rate, made
+
+
+def _deliver_all(pipeline: Pipeline, n: int, size: int, batch: int) -> tuple[float, int]:
     numbers: list[str] = []
     elapsed = 0.0
     for first in range(0, n, batch):
@@ -153,7 +159,6 @@ def pipeline_run(
             assert isinstance(result, Result), result
             if result.new_ticket:
                 numbers.append(result.ticket_number)
-    engine.dispose()
     return n / elapsed, len(numbers)
 
 
